@@ -1,0 +1,170 @@
+// The op set: the seam between the model and the hardware (DESIGN.md section 4).
+//
+// The model code (core/model.cpp) is written once against this interface and never branches on the
+// device. core/backend_cpu.cpp is the reference: fp32, plain loops, BLAS for GEMM, obviously correct.
+// cuda/ implements the same ops with the same names and argument order (bf16/fp16 activations, fp32
+// accumulation). Shape letters: B batch, T time, C channels, V vocab, NH heads, HS head size, N = B*T rows.
+//
+// Contract for gradients: parameter gradients (dweight, dbias, dwte, ...) are ACCUMULATED with +=;
+// activation gradients (dinp, dq, ...) are OVERWRITTEN unless the op says otherwise. An empty Tensor
+// passed as a parameter gradient means "frozen, do not compute".
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace lora {
+
+enum class GeluKind { tanh, erf };
+
+struct AttentionShape {
+  int B = 0, T = 0;   // batch, time (padded length of this batch)
+  int NH = 0;         // query heads
+  int NKV = 0;        // key/value heads (== NH without grouped-query attention)
+  int HS = 0;         // head size
+  bool causal = true; // causal (decoder) or bidirectional (encoder)
+};
+
+// One trainable tensor for the fused AdamW update.
+struct AdamWSlot {
+  Tensor* param = nullptr;       // fp32 master weights, updated in place
+  const Tensor* grad = nullptr;  // fp32 gradient, same shape
+  Tensor* m = nullptr;           // fp32 first moment
+  Tensor* v = nullptr;           // fp32 second moment
+  Tensor* shadow = nullptr;      // optional lower-precision copy used by the forward pass; refreshed
+  bool decay = true;             // apply weight decay (off for biases and norms)
+};
+
+struct AdamWParams {
+  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0;
+  int64_t step = 1;        // 1-based step number, for bias correction
+  float grad_scale = 1.0f; // gradients are multiplied by this first (clipping, 1/loss_scale)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;           // "cpu", "cuda:0 (NVIDIA H100 ...)"
+  virtual DType activation_dtype() const = 0;     // f32 on the CPU; bf16 or f16 on CUDA
+  virtual void synchronize() {}
+
+  // ---- memory ----
+  // A zero-filled tensor on this backend's device.
+  virtual Tensor alloc(std::vector<int64_t> shape, DType dtype) = 0;
+  // Copy a host tensor (f32 or i32) into dst (same numel), converting f32 to dst's dtype.
+  virtual void upload(Tensor& dst, const Tensor& host) = 0;
+  // A host copy of src, as f32 (float dtypes) or i32.
+  virtual Tensor download(const Tensor& src) = 0;
+  // dst = src on this device, converting dtypes; same numel.
+  virtual void copy(Tensor& dst, const Tensor& src) = 0;
+  virtual void fill(Tensor& t, float value) = 0;
+
+  // ---- linear algebra ----
+  // out = alpha * op(a) op(b) + beta * out, op(x) = x or x^T. Shapes: op(a) (M,K), op(b) (K,N), out (M,N).
+  virtual void matmul(const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
+                      float alpha, float beta) = 0;
+  // out[i, :] += bias[:]                                        out (N,C), bias (C)
+  virtual void bias_add(const MatRef& out, const Tensor& bias) = 0;
+  // dbias[:] += sum_i dout[i, :]
+  virtual void bias_backward(Tensor& dbias, const MatRef& dout) = 0;
+  // y = a + alpha * b, elementwise over equal numel; y may alias a or b.
+  virtual void add(Tensor& y, const Tensor& a, const Tensor& b, float alpha) = 0;
+  // y *= alpha
+  virtual void scale(Tensor& y, float alpha) = 0;
+
+  // ---- normalisation ----
+  // out = (inp - mean) * rstd * weight + bias over the last dim C.  inp, out (N,C); mean, rstd (N) f32.
+  virtual void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
+                                 const Tensor& weight, const Tensor& bias, float eps) = 0;
+  // dinp += (accumulates, it is the residual stream), dweight += , dbias += .
+  virtual void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
+                                  const Tensor& inp, const Tensor& weight, const Tensor& mean,
+                                  const Tensor& rstd) = 0;
+  // out = inp * rstd * weight, rstd = 1/sqrt(mean(inp^2) + eps).            rstd (N) f32
+  virtual void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                               float eps) = 0;
+  // dinp += , dweight += .
+  virtual void rmsnorm_backward(Tensor& dinp, Tensor& dweight, const Tensor& dout, const Tensor& inp,
+                                const Tensor& weight, const Tensor& rstd) = 0;
+
+  // ---- activations ----
+  virtual void gelu_forward(Tensor& out, const Tensor& inp, GeluKind kind) = 0;
+  // dinp = dout * gelu'(inp) (overwrite; dinp may alias dout)
+  virtual void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, GeluKind kind) = 0;
+  // out = silu(gate) * up                                    all (N,F)
+  virtual void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+  // dgate, dup overwritten.
+  virtual void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
+                               const Tensor& up) = 0;
+  // Rotary position embedding in place on x viewed as (B,T,nheads,HS) (rows of x are B*T; x may be a
+  // column block of a fused buffer). Pairs (i, i + HS/2) rotate by pos * theta^(-2i/HS) (the HF/LLaMA
+  // "rotate_half" convention). inverse = true applies the inverse rotation (the backward pass).
+  virtual void rope(const MatRef& x, int B, int T, int nheads, int HS, float theta, bool inverse) = 0;
+
+  // ---- attention ----
+  // out = softmax(q k^T / sqrt(HS) + mask) v per head. q (N, NH*HS), k and v (N, NKV*HS), out (N, NH*HS),
+  // rows ordered (b, t). lengths: i32 (B) on this device; keys at t >= lengths[b] are masked out; an
+  // empty tensor means no padding. Returns what the backward needs (backend-specific: the CPU keeps the
+  // probabilities, CUDA the log-sum-exp).
+  virtual Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
+                                   const AttentionShape& s, const Tensor& lengths) = 0;
+  // dq, dk, dv overwritten.
+  virtual void attention_backward(const MatRef& dq, const MatRef& dk, const MatRef& dv, const MatRef& dout,
+                                  const MatRef& q, const MatRef& k, const MatRef& v, const MatRef& out,
+                                  const Tensor& saved, const AttentionShape& s, const Tensor& lengths) = 0;
+
+  // ---- embeddings ----
+  // out[b,t,:] = wte[tokens[b,t],:] (+ wpe[t,:] when wpe is not empty).  tokens (B,T) i32, out (B,T,C)
+  virtual void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) = 0;
+  // dwte += , dwpe += (either may be empty: frozen).
+  virtual void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens) = 0;
+
+  // ---- loss ----
+  // Softmax cross-entropy over each row of logits (N,V) against targets (N) i32; target -100 is ignored.
+  // Label smoothing eps follows PyTorch: loss = (1-eps) * nll + eps * mean_v(-log p_v).
+  // losses (N) f32 receives each row's loss (0 where ignored). argmax, if not empty, (N) i32 receives
+  // each row's arg max. If dscale != 0, logits are overwritten by dscale * dloss/dlogits (0 where ignored).
+  virtual void cross_entropy(const MatRef& logits, Tensor& losses, Tensor& argmax, const Tensor& targets,
+                             float label_smoothing, float dscale) = 0;
+
+  // ---- dropout (counter-based RNG: the same mask on every backend) ----
+  // out = inp * keep / (1 - p), keep[i] = uniform(seed, offset + i) >= p. out may alias inp.
+  virtual void dropout_forward(Tensor& out, const Tensor& inp, float p, uint64_t seed, uint64_t offset) = 0;
+  // dinp = dout * keep / (1 - p) with the same mask. dinp may alias dout.
+  virtual void dropout_backward(Tensor& dinp, const Tensor& dout, float p, uint64_t seed, uint64_t offset) = 0;
+
+  // ---- reductions and the optimizer ----
+  virtual double sum_squares(const Tensor& t) = 0;  // sum of x^2 in fp64 on the host
+  virtual bool all_finite(const Tensor& t) = 0;
+  // One fused AdamW step (decoupled weight decay, bias correction; Loshchilov & Hutter 2019) over all slots.
+  virtual void adamw_update(const std::vector<AdamWSlot>& slots, const AdamWParams& p) = 0;
+};
+
+// The CPU reference backend (core/backend_cpu.cpp).
+std::unique_ptr<Backend> backend_cpu_create();
+
+// Counter-based uniform in [0,1): a pure function of (seed, counter), identical on CPU and CUDA.
+// SplitMix64-style finaliser over seed ^ counter * golden, top 24 bits.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline float rng_uniform(uint64_t seed, uint64_t counter) {
+  uint64_t z = seed + (counter + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z = z ^ (z >> 31);
+  return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
+}  // namespace lora
+
+namespace lora {
+// "cpu", "cuda" or "auto". quiet suppresses the CPU fall-back notice.
+std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet = false);
+// True when a CUDA device can be used; otherwise why_not says why. Used by tests to skip.
+bool cuda_device_available(std::string* why_not);
+}  // namespace lora
