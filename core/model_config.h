@@ -1,5 +1,7 @@
 // The architecture of a model as data (DESIGN.md section 4): one struct filled from HF config.json by
 // one small mapper per family. The model code reads only this struct, never the family name.
+// Supported model_type values: gpt2; llama, mistral, qwen2 (family "llama": same tensor layout);
+// roberta. Settings we cannot honour (rope_scaling, other activations, ...) are refused, never ignored.
 #pragma once
 #include <string>
 
@@ -13,11 +15,13 @@ enum class ActKind { gelu_tanh, gelu_erf, swiglu };
 
 struct ModelConfig {
   std::string family;       // "gpt2", "llama", "roberta": for messages and file layouts only
+  std::string model_type;   // HF model_type as read ("mistral", "qwen2", ...); written back by to_json
   int n_layer = 0;          // transformer blocks
   int n_head = 0;           // query heads
   int n_kv_head = 0;        // key/value heads (grouped-query attention); == n_head otherwise
   int d_model = 0;          // C
   int d_ff = 0;             // MLP hidden size
+  int head_dim = 0;         // HS; d_model / n_head unless config.json says otherwise (some LLaMA-family)
   int vocab_size = 0;       // V
   int max_positions = 0;    // longest sequence the position table or rope setting allows
   float norm_eps = 1e-5f;
@@ -25,7 +29,14 @@ struct ModelConfig {
   PosKind pos = PosKind::learned;
   ActKind act = ActKind::gelu_tanh;
   float rope_theta = 10000.0f;
-  bool bias = true;         // linear layers carry biases
+  bool bias = true;         // every linear layer carries a bias (then the three flags below are true)
+  bool qkv_bias = true;     // q, k, v projections carry biases (Qwen2 and LLaMA attention_bias: only these)
+  bool o_bias = true;       // attention output projection carries a bias
+  bool mlp_bias = true;     // MLP projections carry biases
+  bool post_norm = false;   // norm after each residual add (BERT/RoBERTa), not before each sub-layer
+  int position_offset = 0;  // learned positions start at this row (RoBERTa: pad_token_id + 1)
+  int type_vocab_size = 0;  // token-type embedding rows (RoBERTa); 0 = none
+  int sliding_window = 0;   // attention window (Mistral); 0 = full attention
   bool causal = true;       // decoder (causal) or encoder (bidirectional)
   bool tied_head = true;    // LM head shares the token embedding
   bool conv1d_weights = false;  // weights stored (in, out) as GPT-2's Conv1D, not (out, in)
@@ -33,6 +44,10 @@ struct ModelConfig {
   int bos_token_id = -1;
   int pad_token_id = -1;
 };
+
+// JSON text parsed with duplicate keys rejected (a plain parse keeps the last silently); errors name
+// `source` and the byte position. Used for config.json, safetensors headers and index files.
+nlohmann::json json_parse_strict(const std::string& text, const std::string& source);
 
 // Maps a parsed config.json; `path` is used in error messages. Unknown model_type: lora::Error (usage).
 ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& path);

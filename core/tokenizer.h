@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lora {
@@ -16,7 +17,7 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual std::string token_text(int32_t id) const = 0;  // one token, printable, for --dry-run
-  virtual int32_t eos_id() const = 0;
+  virtual int32_t eos_id() const = 0;   // -1 when the vocabulary has no end-of-text token
   virtual int vocab_size() const = 0;
   // A stable hash of the vocabulary and merges/model (hex), recorded in tokenized datasets.
   virtual std::string fingerprint() const = 0;
@@ -24,6 +25,30 @@ class Tokenizer {
 };
 
 // Loads the tokenizer found in dir. Errors (lora::Error) name the directory and the files looked for.
+// Looked for, in this order: vocab.json + merges.txt (HF), encoder.json + vocab.bpe (OpenAI),
+// tokenizer.model (SentencePiece), tokenizer.json (HF, byte-level BPE models only).
 std::unique_ptr<Tokenizer> tokenizer_load(const std::string& dir);
+
+// The two kinds, for callers that know what they hold (core/tokenizer_bpe.cpp, core/tokenizer_sp.cpp).
+// vocab_path/merges_path may be empty to read the model from dir/tokenizer.json. Added and special
+// tokens come from dir's tokenizer.json, added_tokens.json and special_tokens_map.json when present.
+std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std::string& vocab_path,
+                                              const std::string& merges_path);
+std::unique_ptr<Tokenizer> tokenizer_sp_load(const std::string& model_path);
+
+// The GPT-2 pre-tokenizer: splits text into the words BPE runs on, as byte ranges [first, second).
+// Exposed for tests. Bytes that are not valid UTF-8 count as symbols (neither letter, number nor space).
+std::vector<std::pair<size_t, size_t>> bpe_split_words(const std::string& text);
+
+// Unicode classes of a code point (tables generated into core/unicode_tables.cpp).
+bool unicode_is_letter(uint32_t cp);  // general category L*: \p{L}
+bool unicode_is_number(uint32_t cp);  // general category N*: \p{N}
+bool unicode_is_space(uint32_t cp);   // the White_Space property: \s
+
+// Helpers shared by the tokenizer sources (core/tokenizer.cpp).
+std::string tokenizer_file_read(const std::string& path);      // whole file; lora::Error if unreadable
+uint64_t tokenizer_hash(const std::string& bytes, uint64_t h);  // FNV-1a 64, continuing from h
+constexpr uint64_t TOKENIZER_HASH_SEED = 0xcbf29ce484222325ull; // FNV-1a offset basis
+std::string tokenizer_hash_hex(uint64_t h);                      // 16 lowercase hex digits
 
 }  // namespace lora

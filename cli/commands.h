@@ -1,0 +1,51 @@
+// The subcommands of `lora`: one file each (cli/<name>.cpp) with an options struct, a setup function
+// that declares its flags on a CLI11 subcommand, and a run function returning the exit code.
+// cli/main.cpp only wires them; all logic lives in core/ where tests reach it.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace lora {
+
+struct TrainCliOptions {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  std::string resume, output, device;
+  bool dry_run = false, print_config = false;
+};
+std::shared_ptr<TrainCliOptions> setup_train(CLI::App& app);
+int run_train(const TrainCliOptions& o);
+
+struct EvalCliOptions {
+  std::string recipe, adapter, split = "eval";
+  std::vector<std::string> overrides;
+  std::string device;
+};
+std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app);
+int run_eval(const EvalCliOptions& o);
+
+struct MergeCliOptions {
+  std::string base, adapter, out, dtype = "fp32";
+  bool verify = false, force = false, overwrite = false;
+};
+std::shared_ptr<MergeCliOptions> setup_merge(CLI::App& app);
+int run_merge(const MergeCliOptions& o);
+
+struct ExportCliOptions {
+  std::string adapter, to, out, base;
+  bool overwrite = false;
+};
+std::shared_ptr<ExportCliOptions> setup_export(CLI::App& app);
+int run_export(const ExportCliOptions& o);
+
+struct InitCliOptions {
+  std::string config, out, tokenizer;
+  uint64_t seed = 0;
+};
+std::shared_ptr<InitCliOptions> setup_init(CLI::App& app);
+int run_init(const InitCliOptions& o);
+
+}  // namespace lora

@@ -1,0 +1,55 @@
+// `lora`: LoRA fine-tuning of transformer language models. Wires the subcommands (cli/*.cpp) and turns
+// errors into one message on stderr and the documented exit code (0 ok, 1 runtime, 2 usage, 75 stopped
+// by a signal after saving).
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  using namespace lora;
+  CLI::App app{"lora: fine-tune transformer language models with LoRA (Hu et al., 2021)", "lora"};
+  app.set_version_flag("--version", std::string("lora ") + LORA_VERSION);
+  app.require_subcommand(1);
+  app.footer("Exit codes: 0 success, 1 runtime failure, 2 bad usage or recipe, 75 stopped by a signal after saving "
+             "(resume with --resume).");
+  CLI::App* train = app.add_subcommand("train", "Fine-tune a model as a recipe says");
+  CLI::App* eval = app.add_subcommand("eval", "Measure an adapter on a data split");
+  CLI::App* merge = app.add_subcommand("merge", "Fold an adapter into its base model");
+  CLI::App* exp = app.add_subcommand("export", "Write an adapter in another ecosystem's format");
+  CLI::App* init = app.add_subcommand("init", "Write a randomly initialised model from a config.json");
+  auto train_o = setup_train(*train);
+  auto eval_o = setup_eval(*eval);
+  auto merge_o = setup_merge(*merge);
+  auto export_o = setup_export(*exp);
+  auto init_o = setup_init(*init);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return EXIT_CODE_USAGE;
+  }
+  try {
+    if (train->parsed()) return run_train(*train_o);
+    if (eval->parsed()) return run_eval(*eval_o);
+    if (merge->parsed()) return run_merge(*merge_o);
+    if (exp->parsed()) return run_export(*export_o);
+    if (init->parsed()) return run_init(*init_o);
+  } catch (const Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (!e.hint().empty()) std::fprintf(stderr, "  hint: %s\n", e.hint().c_str());
+    return e.code();
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: internal error: %s\n  hint: please report this with the command that caused it\n",
+                 e.what());
+    return EXIT_CODE_RUNTIME;
+  }
+  return EXIT_CODE_USAGE;
+}

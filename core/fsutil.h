@@ -1,0 +1,21 @@
+// Small file-system helpers with checked errors: crash-safe writes (temporary file, fsync, rename,
+// fsync of the directory), whole-file reads, JSON files, writability checks.
+#pragma once
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace lora {
+
+// Reads a whole file; lora::Error (runtime) naming the path if it cannot.
+std::string file_read(const std::string& path);
+// Writes path.tmp, fsyncs it, renames it over path and fsyncs the directory.
+void file_write_atomic(const std::string& path, const std::string& content);
+// fsync a file or directory by path (errors are reported).
+void fsync_path(const std::string& path);
+// Parses a JSON file; errors name the file and the byte offset.
+nlohmann::json json_read_file(const std::string& path);
+// Creates dir (and parents) and checks that a file can be written in it; a clear error otherwise.
+void dir_ensure_writable(const std::string& dir, const std::string& what);
+
+}  // namespace lora

@@ -1,0 +1,450 @@
+// The transformer's forward and backward passes over the op set (see model.h for the contract).
+// Activation shapes are written beside each buffer: N = B*T rows, C channels, F MLP width, V vocab.
+#include "core/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace lora {
+
+namespace {
+constexpr int64_t kLogitChunkBytes = 64ll << 20;  // bound on the (rows, V) logits block held at once
+
+Linear make_linear(const std::string& name, int64_t in, int64_t out, bool w_in_out) {
+  Linear lin;
+  lin.hf_name = name;
+  lin.in = in;
+  lin.out = out;
+  lin.w_in_out = w_in_out;
+  return lin;
+}
+
+std::vector<int64_t> weight_shape(const Linear& lin) {
+  return lin.w_in_out ? std::vector<int64_t>{lin.in, lin.out} : std::vector<int64_t>{lin.out, lin.in};
+}
+
+Linear* block_linear(Block& b, int i) {
+  Linear* all[4] = {&b.qkv, &b.attn_out, &b.fc, &b.fc_out};
+  return all[i];
+}
+}  // namespace
+
+// Per-step activations. Each layer keeps what its backward pass reads.
+struct Model::Acts {
+  int64_t cap = 0;                      // rows allocated
+  std::vector<Tensor> res;              // L+1 residual streams (N,C): res[l] enters block l
+  std::vector<Tensor> x_mid;            // (N,C) residual after attention
+  std::vector<Tensor> ln1, ln2;         // (N,C)
+  std::vector<Tensor> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd;  // (N)
+  std::vector<Tensor> qkv;              // (N,3C)
+  std::vector<Tensor> att;              // (N,C) attention output before the projection
+  std::vector<Tensor> att_saved;        // backend-specific attention state
+  std::vector<Tensor> fc_pre, fc_act;   // (N,F)
+  std::vector<std::vector<std::vector<Tensor>>> lora_u;  // [layer][linear][adapter] (N,r)
+  Tensor lnf, lnf_mean, lnf_rstd;       // (N,C), (N), (N)
+  // scratch
+  Tensor proj;                          // (N,C)
+  Tensor dres, dln, datt, dlnf;         // (N,C)
+  Tensor dqkv;                          // (N,3C)
+  Tensor dfc;                           // (N,F)
+  Tensor xd, dxd;                       // (N,max(C,F)) dropout input and its gradient
+  Tensor tokens, targets, lengths;      // device copies of the batch
+};
+
+Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(new Acts) {
+  if (cfg.norm != NormKind::layernorm || cfg.pos != PosKind::learned || cfg.act == ActKind::swiglu ||
+      cfg.post_norm || !cfg.causal)
+    fail_usage("model family '" + cfg.family + "' is not supported for training yet",
+               "this version trains GPT-2-family checkpoints (model_type gpt2)");
+  if (cfg.n_head <= 0 || cfg.d_model % cfg.n_head != 0)
+    fail_usage("n_embd " + std::to_string(cfg.d_model) + " is not divisible by n_head " +
+               std::to_string(cfg.n_head));
+  const int64_t C = cfg.d_model, F = cfg.d_ff;
+  DType dt = be.activation_dtype();
+  wte_ = be.alloc({cfg.vocab_size, C}, dt);
+  wpe_ = be.alloc({cfg.max_positions, C}, dt);
+  auto make_norm = [&](const std::string& name) {
+    Norm n;
+    n.hf_name = name;
+    n.w = be.alloc({C}, dt);
+    n.b = be.alloc({C}, dt);
+    return n;
+  };
+  lnf_ = make_norm("ln_f");
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    std::string p = "h." + std::to_string(l) + ".";
+    bool io = cfg.conv1d_weights;
+    Block b;
+    b.ln1 = make_norm(p + "ln_1");
+    b.ln2 = make_norm(p + "ln_2");
+    b.qkv = make_linear(p + "attn.c_attn", C, 3 * C, io);
+    b.attn_out = make_linear(p + "attn.c_proj", C, C, io);
+    b.fc = make_linear(p + "mlp.c_fc", C, F, io);
+    b.fc_out = make_linear(p + "mlp.c_proj", F, C, io);
+    for (int i = 0; i < 4; ++i) {
+      Linear* lin = block_linear(b, i);
+      lin->w = be.alloc(weight_shape(*lin), dt);
+      lin->b = be.alloc({lin->out}, dt);
+    }
+    blocks_.push_back(std::move(b));
+  }
+}
+
+Model::~Model() = default;
+
+void Model::load_base(const Checkpoint& ck) {
+  auto load = [&](Tensor& dst, const std::string& name) {
+    Tensor host = ck.get(name, dst.shape);
+    be_.upload(dst, host);
+  };
+  load(wte_, "wte.weight");
+  load(wpe_, "wpe.weight");
+  load(lnf_.w, "ln_f.weight");
+  load(lnf_.b, "ln_f.bias");
+  for (auto& b : blocks_) {
+    for (Norm* n : {&b.ln1, &b.ln2}) {
+      load(n->w, n->hf_name + ".weight");
+      load(n->b, n->hf_name + ".bias");
+    }
+    for (int i = 0; i < 4; ++i) {
+      Linear* lin = block_linear(b, i);
+      load(lin->w, lin->hf_name + ".weight");
+      load(lin->b, lin->hf_name + ".bias");
+    }
+  }
+}
+
+void Model::init_random(uint64_t seed) {
+  // GPT-2's initialisation: N(0, 0.02) weights, N(0, 0.02/sqrt(2L)) residual projections (Radford et
+  // al. 2019, section 2.3), N(0, 0.01) positions, zero biases, unit norm weights.
+  Rng rng(seed);
+  auto normal = [&](Tensor& t, float std) {
+    Tensor h = tensor_host(t.shape);
+    for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] = rng.normal() * std;
+    be_.upload(t, h);
+  };
+  auto ones = [&](Tensor& t) { be_.fill(t, 1.0f); };
+  normal(wte_, 0.02f);
+  normal(wpe_, 0.01f);
+  ones(lnf_.w);
+  be_.fill(lnf_.b, 0);
+  float proj_std = 0.02f / std::sqrt(2.0f * cfg_.n_layer);
+  for (auto& b : blocks_) {
+    ones(b.ln1.w);
+    ones(b.ln2.w);
+    be_.fill(b.ln1.b, 0);
+    be_.fill(b.ln2.b, 0);
+    for (int i = 0; i < 4; ++i) {
+      Linear* lin = block_linear(b, i);
+      normal(lin->w, (i == 1 || i == 3) ? proj_std : 0.02f);
+      be_.fill(lin->b, 0);
+    }
+  }
+}
+
+std::vector<TargetSlot> lora_target_slots(const std::string& target, const ModelConfig& cfg) {
+  const int64_t C = cfg.d_model;
+  if (target == "q" || target == "query") return {{&Block::qkv, "q", 0, C}};
+  if (target == "k" || target == "key") return {{&Block::qkv, "k", C, C}};
+  if (target == "v" || target == "value") return {{&Block::qkv, "v", 2 * C, C}};
+  if (target == "c_attn" || target == "qkv") return {{&Block::qkv, "qkv", 0, -1}};
+  if (target == "o" || target == "attn.c_proj") return {{&Block::attn_out, "o", 0, -1}};
+  if (target == "up" || target == "fc" || target == "c_fc" || target == "mlp.c_fc")
+    return {{&Block::fc, "up", 0, -1}};
+  if (target == "down" || target == "mlp.c_proj") return {{&Block::fc_out, "down", 0, -1}};
+  if (target == "c_proj") return {{&Block::attn_out, "o", 0, -1}, {&Block::fc_out, "down", 0, -1}};
+  fail_usage("unknown LoRA target '" + target + "' for a " + cfg.family + " model",
+             "use roles q k v o up down, or GPT-2 module names c_attn c_proj c_fc attn.c_proj mlp.c_proj");
+}
+
+void Model::lora_init(const LoraSpec& spec) {
+  spec_ = spec;
+  if (spec.full) {
+    // Full fine-tune: every weight trains; on fp32 backends the weights are their own masters.
+    if (be_.activation_dtype() != DType::f32)
+      fail_usage("full fine-tuning needs fp32 weights in this version",
+                 "set train.precision: fp32 or model.device: cpu for a full fine-tune");
+    for (auto& p : trainable()) *p.grad = be_.alloc(p.master->shape, DType::f32);
+    return;
+  }
+  if (spec.r <= 0) fail_usage("lora.r must be positive, found " + std::to_string(spec.r));
+  std::set<int> layers(spec.layers.begin(), spec.layers.end());
+  for (int l : layers)
+    if (l < 0 || l >= cfg_.n_layer)
+      fail_usage("lora.layers names layer " + std::to_string(l) + " but the model has layers 0.." +
+                 std::to_string(cfg_.n_layer - 1));
+  std::vector<TargetSlot> slots;
+  for (const auto& t : spec.targets)
+    for (auto& s : lora_target_slots(t, cfg_)) slots.push_back(s);
+  if (slots.empty()) fail_usage("lora.targets is empty", "name at least one target, e.g. [q, v]");
+  Rng rng(spec.init_seed);
+  const DType dt = be_.activation_dtype();
+  const float scale = spec.rslora ? spec.alpha / std::sqrt(float(spec.r)) : spec.alpha / float(spec.r);
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    if (!layers.empty() && !layers.count(l)) continue;
+    for (const auto& s : slots) {
+      Linear& lin = blocks_[l].*(s.linear);
+      LoraAdapter ad;
+      ad.role = s.role;
+      ad.col0 = s.col0;
+      ad.ncols = s.ncols < 0 ? lin.out : s.ncols;
+      for (const auto& other : lin.adapters)
+        if (ad.col0 < other.col0 + other.ncols && other.col0 < ad.col0 + ad.ncols)
+          fail_usage("LoRA targets '" + other.role + "' and '" + ad.role + "' overlap on " + lin.hf_name,
+                     "name each projection once (e.g. [q, v] or [c_attn], not both)");
+      ad.r = spec.r;
+      ad.alpha = spec.alpha;
+      ad.scale = scale;
+      // Kaiming-uniform with a = sqrt(5) gives bound 1/sqrt(fan_in), as nn.Linear and PEFT initialise A.
+      Tensor a = tensor_host({ad.r, lin.in});
+      float bound = 1.0f / std::sqrt(float(lin.in));
+      for (int64_t i = 0; i < a.numel(); ++i) a.f32()[i] = (2.0f * rng.uniform() - 1.0f) * bound;
+      ad.a = be_.alloc({ad.r, lin.in}, DType::f32);
+      be_.upload(ad.a, a);
+      ad.b = be_.alloc({ad.ncols, ad.r}, DType::f32);
+      ad.da = be_.alloc(ad.a.shape, DType::f32);
+      ad.db = be_.alloc(ad.b.shape, DType::f32);
+      ad.a_val = dt == DType::f32 ? ad.a : be_.alloc(ad.a.shape, dt);
+      ad.b_val = dt == DType::f32 ? ad.b : be_.alloc(ad.b.shape, dt);
+      lin.dropout = spec.dropout;
+      lin.adapters.push_back(std::move(ad));
+    }
+  }
+  sync_values();
+}
+
+void Model::ensure_acts(int B, int T) {
+  const int64_t N = int64_t(B) * T, C = cfg_.d_model, F = cfg_.d_ff;
+  Acts& a = *acts_;
+  const int L = cfg_.n_layer;
+  if (N > a.cap) {
+    DType dt = be_.activation_dtype();
+    auto act = [&](int64_t cols) { return be_.alloc({N, cols}, dt); };
+    auto stat = [&]() { return be_.alloc({N}, DType::f32); };
+    a = Acts();
+    a.cap = N;
+    for (int l = 0; l <= L; ++l) a.res.push_back(act(C));
+    for (int l = 0; l < L; ++l) {
+      a.x_mid.push_back(act(C));
+      a.ln1.push_back(act(C));
+      a.ln2.push_back(act(C));
+      a.ln1_mean.push_back(stat());
+      a.ln1_rstd.push_back(stat());
+      a.ln2_mean.push_back(stat());
+      a.ln2_rstd.push_back(stat());
+      a.qkv.push_back(act(3 * C));
+      a.att.push_back(act(C));
+      a.fc_pre.push_back(act(F));
+      a.fc_act.push_back(act(F));
+    }
+    a.att_saved.resize(L);
+    a.lnf = act(C);
+    a.lnf_mean = stat();
+    a.lnf_rstd = stat();
+    a.proj = act(C);
+    a.dres = act(C);
+    a.dln = act(C);
+    a.datt = act(C);
+    a.dlnf = act(C);
+    a.dqkv = act(3 * C);
+    a.dfc = act(F);
+    a.xd = act(std::max(C, F));
+    a.dxd = act(std::max(C, F));
+  }
+  a.lora_u.assign(L, std::vector<std::vector<Tensor>>(4));
+}
+
+namespace {
+// The first n rows of a (cap, cols) activation buffer, viewed as (n, cols).
+Tensor rows_of(const Tensor& t, int64_t n, int64_t cols) { return t.view({t.numel() / cols, cols}).rows(0, n); }
+
+uint64_t dropout_seed(uint64_t key, int layer_key) { return rng_mix(key ^ rng_mix(uint64_t(layer_key) + 1)); }
+}  // namespace
+
+void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_key, uint64_t dropout_key,
+                           bool train) {
+  // y = x W (+ b) (+ LoRA).  x (N,in), y (N,out)
+  be_.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
+  be_.bias_add(mat(y), lin.b);
+  if (lin.adapters.empty()) return;
+  const int64_t N = x.dim(0);
+  Tensor xd = x;
+  if (train && lin.dropout > 0) {
+    xd = rows_of(acts_->xd, N, lin.in);
+    be_.dropout_forward(xd, x, lin.dropout, dropout_seed(dropout_key, layer_key), 0);
+  }
+  auto& us = acts_->lora_u[layer_key / 4][layer_key % 4];
+  us.clear();
+  for (auto& ad : lin.adapters) {
+    Tensor u = be_.alloc({N, ad.r}, be_.activation_dtype());  // (N,r) = xd A^T
+    be_.matmul(mat(u), mat(xd), mat(ad.a_val), false, true, 1.0f, 0.0f);
+    be_.matmul(mat_cols(y, ad.col0, ad.ncols), mat(u), mat(ad.b_val), false, true, ad.scale, 1.0f);
+    us.push_back(u);
+  }
+}
+
+void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer_key,
+                            uint64_t dropout_key) {
+  // dx = dy W^T (overwrite); full mode: dW += x^T dy, db += colsum(dy); LoRA: dA, dB += and dx +=.
+  be_.matmul(mat(dx), mat(dy), mat(lin.w), false, lin.w_in_out, 1.0f, 0.0f);
+  if (!lin.dw.empty()) {
+    if (lin.w_in_out)
+      be_.matmul(mat(lin.dw), mat(x), mat(dy), true, false, 1.0f, 1.0f);
+    else
+      be_.matmul(mat(lin.dw), mat(dy), mat(x), true, false, 1.0f, 1.0f);
+  }
+  if (!lin.db.empty()) be_.bias_backward(lin.db, mat(dy));
+  if (lin.adapters.empty()) return;
+  const int64_t N = x.dim(0);
+  const bool dropout = lin.dropout > 0 && dropout_key != 0;
+  Tensor xd = x;
+  const uint64_t seed = dropout_seed(dropout_key, layer_key);
+  if (dropout) {
+    xd = rows_of(acts_->xd, N, lin.in);
+    be_.dropout_forward(xd, x, lin.dropout, seed, 0);  // recomputed: the mask is a function of the seed
+  }
+  Tensor dxd = dropout ? rows_of(acts_->dxd, N, lin.in) : dx;
+  auto& us = acts_->lora_u[layer_key / 4][layer_key % 4];
+  for (size_t i = 0; i < lin.adapters.size(); ++i) {
+    LoraAdapter& ad = lin.adapters[i];
+    const Tensor& u = us[i];
+    MatRef dy_i = mat_cols(dy, ad.col0, ad.ncols);
+    Tensor du = be_.alloc({N, ad.r}, be_.activation_dtype());
+    be_.matmul(mat(ad.db), dy_i, mat(u), true, false, ad.scale, 1.0f);           // dB += s dy^T u
+    be_.matmul(mat(du), dy_i, mat(ad.b_val), false, false, ad.scale, 0.0f);      // du = s dy B
+    be_.matmul(mat(ad.da), mat(du), mat(xd), true, false, 1.0f, 1.0f);            // dA += du^T xd
+    float beta = (dropout && i == 0) ? 0.0f : 1.0f;
+    be_.matmul(mat(dxd), mat(du), mat(ad.a_val), false, false, 1.0f, beta);       // dxd (+)= du A
+  }
+  if (dropout) {
+    be_.dropout_backward(dxd, dxd, lin.dropout, seed, 0);
+    be_.add(dx, dx, dxd, 1.0f);
+  }
+}
+
+LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor& lengths, float dscale,
+                      float label_smoothing, uint64_t dropout_key, bool train) {
+  const int B = int(tokens.dim(0)), T = int(tokens.dim(1));
+  if (T > cfg_.max_positions)
+    fail_usage("a batch has sequences of " + std::to_string(T) + " tokens but the model has " +
+                   std::to_string(cfg_.max_positions) + " positions",
+               "lower data.max_length to at most " + std::to_string(cfg_.max_positions));
+  const int64_t N = int64_t(B) * T, C = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab_size;
+  const int L = cfg_.n_layer;
+  const bool backward = dscale != 0.0f;
+  if (!train) dropout_key = 0;
+  ensure_acts(B, T);
+  Acts& a = *acts_;
+  a.tokens = be_.alloc({B, T}, DType::i32);
+  be_.upload(a.tokens, tokens);
+  a.lengths = be_.alloc({B}, DType::i32);
+  be_.upload(a.lengths, lengths);
+  a.targets = be_.alloc({N}, DType::i32);
+  be_.upload(a.targets, targets);
+
+  AttentionShape shape{B, T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
+                       int(C / cfg_.n_head), true};
+  auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
+
+  // ---- forward ----
+  Tensor x0 = R(a.res[0], C).view({B, T, C});
+  be_.embedding_forward(x0, a.tokens, wte_, wpe_);
+  for (int l = 0; l < L; ++l) {
+    Block& blk = blocks_[l];
+    Tensor res = R(a.res[l], C), ln1 = R(a.ln1[l], C), qkv = R(a.qkv[l], 3 * C), att = R(a.att[l], C);
+    Tensor m1 = a.ln1_mean[l].rows(0, N), r1 = a.ln1_rstd[l].rows(0, N);
+    be_.layernorm_forward(ln1, m1, r1, res, blk.ln1.w, blk.ln1.b, cfg_.norm_eps);
+    linear_forward(blk.qkv, ln1, qkv, l * 4 + 0, dropout_key, train);
+    a.att_saved[l] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
+                                           mat_cols(qkv, 2 * C, C), shape, a.lengths);
+    Tensor proj = R(a.proj, C), xm = R(a.x_mid[l], C);
+    linear_forward(blk.attn_out, att, proj, l * 4 + 1, dropout_key, train);
+    be_.add(xm, res, proj, 1.0f);
+    Tensor ln2 = R(a.ln2[l], C), m2 = a.ln2_mean[l].rows(0, N), r2 = a.ln2_rstd[l].rows(0, N);
+    be_.layernorm_forward(ln2, m2, r2, xm, blk.ln2.w, blk.ln2.b, cfg_.norm_eps);
+    Tensor fc_pre = R(a.fc_pre[l], F), fc_act = R(a.fc_act[l], F);
+    linear_forward(blk.fc, ln2, fc_pre, l * 4 + 2, dropout_key, train);
+    be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+    linear_forward(blk.fc_out, fc_act, proj, l * 4 + 3, dropout_key, train);
+    Tensor res_next = R(a.res[l + 1], C);
+    be_.add(res_next, xm, proj, 1.0f);
+  }
+  Tensor lnf = R(a.lnf, C), mf = a.lnf_mean.rows(0, N), rf = a.lnf_rstd.rows(0, N);
+  be_.layernorm_forward(lnf, mf, rf, R(a.res[L], C), lnf_.w, lnf_.b, cfg_.norm_eps);
+
+  // ---- LM head and loss, a block of rows at a time: no (N,V) logits buffer ----
+  LossStats stats;
+  Tensor dlnf = R(a.dlnf, C);
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, kLogitChunkBytes / (4 * V)));
+  Tensor logits = be_.alloc({chunk, V}, be_.activation_dtype());
+  Tensor losses = be_.alloc({chunk}, DType::f32);
+  Tensor argmax = be_.alloc({chunk}, DType::i32);
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t n = std::min(chunk, N - r0);
+    Tensor lg = logits.rows(0, n), ls = losses.rows(0, n), am = argmax.rows(0, n);
+    Tensor x = lnf.rows(r0, n);
+    be_.matmul(mat(lg), mat(x), mat(wte_), false, true, 1.0f, 0.0f);  // (n,V) = x wte^T
+    be_.cross_entropy(mat(lg), ls, am, a.targets.rows(r0, n), label_smoothing, dscale);
+    Tensor hl = be_.download(ls), ha = be_.download(am);
+    const int32_t* tg = targets.i32() + r0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (tg[i] < 0) continue;
+      stats.loss_sum += hl.f32()[i];
+      stats.tokens += 1;
+      stats.correct += ha.i32()[i] == tg[i];
+    }
+    if (backward) {
+      be_.matmul(mat(dlnf.rows(r0, n)), mat(lg), mat(wte_), false, false, 1.0f, 0.0f);  // (n,C)
+      if (!dwte_.empty()) be_.matmul(mat(dwte_), mat(lg), mat(x), true, false, 1.0f, 1.0f);
+    }
+  }
+  if (!backward) return stats;
+
+  // ---- backward ----
+  Tensor dres = R(a.dres, C), dln = R(a.dln, C), datt = R(a.datt, C);
+  be_.fill(dres, 0);
+  be_.layernorm_backward(dres, lnf_.dw, lnf_.db, dlnf, R(a.res[L], C), lnf_.w, mf, rf);
+  for (int l = L - 1; l >= 0; --l) {
+    Block& blk = blocks_[l];
+    Tensor res = R(a.res[l], C), xm = R(a.x_mid[l], C), ln1 = R(a.ln1[l], C), ln2 = R(a.ln2[l], C);
+    Tensor qkv = R(a.qkv[l], 3 * C), att = R(a.att[l], C);
+    Tensor fc_pre = R(a.fc_pre[l], F), fc_act = R(a.fc_act[l], F), dfc = R(a.dfc, F);
+    Tensor dqkv = R(a.dqkv, 3 * C);
+    // MLP: res[l+1] = xm + fc_out(gelu(fc(ln2(xm))))
+    linear_backward(blk.fc_out, fc_act, dres, dfc, l * 4 + 3, dropout_key);
+    be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+    linear_backward(blk.fc, ln2, dfc, dln, l * 4 + 2, dropout_key);
+    be_.layernorm_backward(dres, blk.ln2.dw, blk.ln2.db, dln, xm, blk.ln2.w, a.ln2_mean[l].rows(0, N),
+                           a.ln2_rstd[l].rows(0, N));
+    // attention: xm = res + attn_out(attention(qkv(ln1(res))))
+    linear_backward(blk.attn_out, att, dres, datt, l * 4 + 1, dropout_key);
+    be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
+                           mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
+                           a.att_saved[l], shape, a.lengths);
+    linear_backward(blk.qkv, ln1, dqkv, dln, l * 4 + 0, dropout_key);
+    be_.layernorm_backward(dres, blk.ln1.dw, blk.ln1.db, dln, res, blk.ln1.w, a.ln1_mean[l].rows(0, N),
+                           a.ln1_rstd[l].rows(0, N));
+  }
+  if (!dwte_.empty() || !dwpe_.empty())
+    be_.embedding_backward(dwte_, dwpe_, dres.view({B, T, C}), a.tokens);
+  return stats;
+}
+
+Tensor Model::logits(const Tensor& tokens, const Tensor& lengths) {
+  // Forward without a loss, then the LM head over every row.
+  const int B = int(tokens.dim(0)), T = int(tokens.dim(1));
+  const int64_t N = int64_t(B) * T, V = cfg_.vocab_size, C = cfg_.d_model;
+  Tensor targets = tensor_host({B, T}, DType::i32);
+  for (int64_t i = 0; i < N; ++i) targets.i32()[i] = -100;
+  step(tokens, targets, lengths, 0.0f, 0.0f, 0, false);
+  Tensor lg = be_.alloc({N, V}, be_.activation_dtype());
+  be_.matmul(mat(lg), mat(rows_of(acts_->lnf, N, C)), mat(wte_), false, true, 1.0f, 0.0f);
+  return be_.download(lg).view({B, T, V});
+}
+
+}  // namespace lora

@@ -1,0 +1,148 @@
+// The transformer, written once against the op set (core/backend.h): embeddings, pre-norm blocks
+// (attention + MLP), final norm, tied LM head with a fused, row-chunked softmax cross-entropy; forward
+// and backward by hand (no autograd), LoRA adapters on any linear layer.
+//
+// Linear layers keep the checkpoint's own orientation: GPT-2's Conv1D stores W as (in, out) and computes
+// y = x W; nn.Linear stores (out, in) and computes y = x W^T. A linear layer may carry several LoRA
+// adapters, each writing a block of output columns: q, k and v inside GPT-2's fused c_attn are three
+// adapters on columns [0,C), [C,2C), [2C,3C) (Hu et al. 2021, section 4.1: h = W0 x + (alpha/r) B A x).
+//
+// Gradients: parameter gradients accumulate across micro-batches until zero_grads(); the caller scales
+// the loss gradient (dscale = 1 / loss tokens of the whole optimizer step) so accumulation is exact.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model_config.h"
+
+namespace lora {
+
+class Checkpoint;
+
+// What trains and how (the recipe's `lora` section, resolved).
+struct LoraSpec {
+  bool full = false;                 // full fine-tune: every weight trains, no adapters
+  int r = 8;                         // rank
+  float alpha = 16;                  // scale = alpha / r (alpha / sqrt(r) with rslora)
+  float dropout = 0;                 // on the adapter's input (PEFT's lora_dropout)
+  bool rslora = false;               // rank-stabilised scaling (Kalajdzievski 2023)
+  std::vector<std::string> targets;  // roles (q k v o up down) or HF module names (c_attn c_proj c_fc)
+  std::vector<int> layers;           // empty: every layer
+  uint64_t init_seed = 0;            // A's Kaiming-uniform initialisation
+};
+
+// One LoRA adapter: delta y[:, col0:col0+ncols] = scale * (dropout(x) A^T) B^T.
+struct LoraAdapter {
+  std::string role;       // "q", "v", ... or "all" for an adapter covering the whole layer
+  int64_t col0 = 0, ncols = 0;
+  int r = 0;
+  float alpha = 0, scale = 0;
+  Tensor a, b;            // fp32 master weights: A (r, in), B (ncols, r)
+  Tensor a_val, b_val;    // activation-dtype copies used by matmuls (the masters on the CPU)
+  Tensor da, db;          // fp32 gradients
+};
+
+struct Linear {
+  std::string hf_name;       // "h.0.attn.c_attn", as in the checkpoint without the family prefix
+  int64_t in = 0, out = 0;
+  bool w_in_out = false;     // W stored (in, out) (Conv1D)
+  Tensor w, b;               // frozen (or, in full mode, trainable) weight and bias
+  Tensor dw, db;             // gradients in full mode
+  float dropout = 0;         // LoRA input dropout (one mask per layer, shared by its adapters)
+  std::vector<LoraAdapter> adapters;
+};
+
+struct Norm {
+  std::string hf_name;
+  Tensor w, b, dw, db;
+};
+
+struct Block {
+  Norm ln1, ln2;
+  Linear qkv, attn_out, fc, fc_out;
+};
+
+// A trainable tensor as the optimizer sees it.
+struct TrainableParam {
+  std::string name;      // stable name, used in training-state files
+  Tensor* master;        // fp32
+  Tensor* value;         // the copy the forward pass reads (== master on the CPU)
+  Tensor* grad;          // fp32
+  bool decay;            // weight decay applies (not to biases and norms)
+};
+
+struct LossStats {
+  double loss_sum = 0;     // sum of per-token losses over tokens with a target
+  int64_t tokens = 0;      // number of tokens with a target
+  int64_t correct = 0;     // argmax == target
+};
+
+class Model {
+ public:
+  Model(Backend& be, const ModelConfig& cfg);
+  ~Model();
+  const ModelConfig& config() const { return cfg_; }
+  Backend& backend() { return be_; }
+
+  // Base weights from a HF checkpoint (shapes checked against the config).
+  void load_base(const Checkpoint& ck);
+  // Random base weights (GPT-2's init: N(0, 0.02), zero biases, unit norms) for tests and benchmarks.
+  void init_random(uint64_t seed);
+  // Adapters per the spec; A Kaiming-uniform(a = sqrt(5)) as PEFT, B zero. In full mode, marks all trainable.
+  void lora_init(const LoraSpec& spec);
+  const LoraSpec& lora_spec() const { return spec_; }
+  // Records the spec of adapters placed by adapter_load (core/adapter.cpp).
+  void lora_loaded(const LoraSpec& spec) { spec_ = spec; }
+
+  // One forward pass over a batch (host i32 tensors: tokens (B,T), targets (B,T) with -100 = no loss,
+  // lengths (B)). With dscale != 0, also the backward pass: gradients += d(dscale * sum of losses).
+  // dropout_key makes LoRA dropout masks reproducible (one per micro-batch).
+  LossStats step(const Tensor& tokens, const Tensor& targets, const Tensor& lengths, float dscale,
+                 float label_smoothing, uint64_t dropout_key, bool train);
+  // Logits for every position as a host (B,T,V) tensor (tests, generation).
+  Tensor logits(const Tensor& tokens, const Tensor& lengths);
+
+  std::vector<TrainableParam> trainable();
+  void zero_grads();
+  // After the optimizer changed masters: refresh activation-dtype copies (no-op on the CPU).
+  void sync_values();
+  // Trainable parameters per module kind ("lora q", "lora v", "full: attn", ...) for --dry-run.
+  std::vector<std::pair<std::string, int64_t>> trainable_counts() const;
+  int64_t base_param_count() const;
+
+  // All base weights under their HF names (without family prefix) as host f32 tensors.
+  std::vector<std::pair<std::string, Tensor>> export_base();
+
+  std::vector<Block>& blocks() { return blocks_; }
+  Tensor& wte() { return wte_; }
+  Tensor& wpe() { return wpe_; }
+
+ private:
+  struct Acts;
+  void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_key, uint64_t dropout_key, bool train);
+  void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer_key,
+                       uint64_t dropout_key);
+  void ensure_acts(int B, int T);
+
+  Backend& be_;
+  ModelConfig cfg_;
+  LoraSpec spec_;
+  Tensor wte_, wpe_, dwte_, dwpe_;  // (V,C), (P,C)
+  Norm lnf_;
+  std::vector<Block> blocks_;
+  std::unique_ptr<Acts> acts_;
+};
+
+// The linear layers a target name selects in a block: role or HF module name -> (linear, column block).
+struct TargetSlot {
+  Linear Block::*linear;
+  std::string role;
+  int64_t col0, ncols;  // ncols = -1: the whole layer
+};
+std::vector<TargetSlot> lora_target_slots(const std::string& target, const ModelConfig& cfg);
+
+}  // namespace lora

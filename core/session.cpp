@@ -1,0 +1,73 @@
+// See session.h.
+#include "core/session.h"
+
+#include <filesystem>
+
+#include "core/checkpoint.h"
+#include "core/error.h"
+
+namespace lora {
+
+namespace fs = std::filesystem;
+
+LoraSpec lora_spec_from_recipe(const Recipe& r) {
+  LoraSpec s;
+  s.full = r.lora.mode == "full";
+  s.r = r.lora.r;
+  s.alpha = float(r.lora.alpha);
+  s.dropout = float(r.lora.dropout);
+  s.rslora = r.lora.rslora;
+  s.targets = r.lora.targets;
+  s.layers = r.lora.layers;
+  s.init_seed = uint64_t(r.lora.init_seed != 0 ? r.lora.init_seed : r.train.seed);
+  return s;
+}
+
+namespace {
+std::shared_ptr<const Dataset> open_split(const std::string& path, const Recipe& r, const Tokenizer& tok,
+                                          int vocab, const char* what, std::vector<std::string>& notes) {
+  DatasetPrepareResult p = dataset_prepare(path, r.data.format, tok, r.data.max_length, r.data.cache_dir);
+  std::string line = std::string(what) + ": " + path + " -> " + p.path +
+                     (p.reused ? " (reusing tokenized cache)" : " (tokenized)") + ", " +
+                     std::to_string(p.info.n_examples) + " examples, " + std::to_string(p.info.n_tokens) + " tokens";
+  if (p.info.n_truncated) line += ", " + std::to_string(p.info.n_truncated) + " truncated to data.max_length";
+  if (p.info.n_dropped) line += ", " + std::to_string(p.info.n_dropped) + " dropped (prompt longer than data.max_length)";
+  notes.push_back(line);
+  return std::make_shared<const Dataset>(Dataset::open(p.path, vocab));
+}
+}  // namespace
+
+Session session_open(const Recipe& r, bool need_train, bool quiet) {
+  Session s;
+  std::string device = r.model.device;
+  s.be = backend_create(device, quiet);
+  Checkpoint ck = Checkpoint::open(r.model.path);
+  s.tokenizer_dir = r.data.tokenizer.empty() ? r.model.path : r.data.tokenizer;
+  s.tok = tokenizer_load(s.tokenizer_dir);
+  const ModelConfig& cfg = ck.config();
+  if (s.tok->vocab_size() > cfg.vocab_size)
+    fail_usage("the tokenizer in '" + s.tokenizer_dir + "' has " + std::to_string(s.tok->vocab_size()) +
+                   " tokens but the model's vocab_size is " + std::to_string(cfg.vocab_size),
+               "use the tokenizer that belongs to the model (data.tokenizer)");
+  s.model = std::make_unique<Model>(*s.be, cfg);
+  s.model->load_base(ck);
+  if (need_train) {
+    if (r.data.train.empty()) fail_usage("data.train is not set", "name the training file in the recipe or with --set data.train=PATH");
+    s.train = open_split(r.data.train, r, *s.tok, cfg.vocab_size, "train", s.notes);
+  }
+  if (!r.data.eval.empty()) s.eval = open_split(r.data.eval, r, *s.tok, cfg.vocab_size, "eval", s.notes);
+  return s;
+}
+
+void tokenizer_files_copy(const std::string& src_dir, const std::string& dst_dir) {
+  for (const char* name : {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer.json",
+                           "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+    fs::path src = fs::path(src_dir) / name;
+    if (!fs::exists(src)) continue;
+    std::error_code ec;
+    fs::copy_file(src, fs::path(dst_dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) fail_runtime("cannot copy '" + src.string() + "' to '" + dst_dir + "': " + ec.message());
+  }
+}
+
+}  // namespace lora

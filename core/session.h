@@ -1,0 +1,33 @@
+// What `train` and `eval` both set up from a recipe: the backend, the base checkpoint, the tokenizer,
+// the model with its base weights, and the tokenized datasets (prepared or reused from the cache).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/dataset.h"
+#include "core/model.h"
+#include "core/recipe.h"
+#include "core/tokenizer.h"
+
+namespace lora {
+
+struct Session {
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<Tokenizer> tok;
+  std::string tokenizer_dir;
+  std::unique_ptr<Model> model;
+  std::shared_ptr<const Dataset> train, eval;
+  std::vector<std::string> notes;  // lines worth showing the user (cache reuse, truncation counts)
+};
+
+// need_train: data.train must be present. quiet: no notices on stderr.
+Session session_open(const Recipe& r, bool need_train, bool quiet);
+// The LoRA spec a recipe asks for.
+LoraSpec lora_spec_from_recipe(const Recipe& r);
+// Copies the tokenizer files (vocab.json, merges.txt, tokenizer.json, tokenizer.model, ...) found in
+// src_dir into dst_dir, so a written model directory is complete.
+void tokenizer_files_copy(const std::string& src_dir, const std::string& dst_dir);
+
+}  // namespace lora

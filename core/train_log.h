@@ -1,0 +1,40 @@
+// What a run reports while it trains: one JSON object a line in <output>/metrics.jsonl, and on the
+// terminal either a progress bar redrawn in place (stderr is a terminal) or plain periodic lines fit
+// for a batch-job log (not a terminal, or log.progress: plain).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace lora {
+
+class TrainLog {
+ public:
+  // mode: "auto", "bar", "plain" or "none". metrics_path: "" for no file (dry runs).
+  TrainLog(const std::string& mode, const std::string& metrics_path, int64_t total_steps, bool append);
+  ~TrainLog();
+  // A training step's figures; `print` asks for a plain line (every log.every steps).
+  void step(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s, bool print);
+  // Any other record (evaluation, events): written to metrics.jsonl and printed as a line.
+  void record(const nlohmann::json& j, const std::string& line);
+  // A message for the terminal that must not be torn by the progress bar.
+  void message(const std::string& line);
+  void finish();
+
+ private:
+  void write_json(const nlohmann::json& j);
+  void clear_bar();
+  bool bar_ = false, quiet_ = false, bar_shown_ = false;
+  std::FILE* metrics_ = nullptr;
+  int64_t total_ = 0;
+  std::chrono::steady_clock::time_point start_;
+  int64_t start_step_ = -1;
+};
+
+// "1h02m", "3m07s", "12s"
+std::string format_duration(double seconds);
+
+}  // namespace lora

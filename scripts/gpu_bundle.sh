@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Pack a CMake build (with the CUDA backend) into a self-contained folder that runs on a GPU node with no
+# package manager: bin/ holds `lora` and the test binaries, lib/ every non-system shared library they
+# load (from ldd: yaml-cpp, hdf5, openblas, sentencepiece, cudart, cublas/cublasLt, libstdc++, libgcc_s
+# ...; never libc, ld-linux, libdl, libpthread, librt, libm or the driver's libcuda), tests.txt the test
+# names with their ctest labels, and gpu_run.sh to run them there.
+#
+# Usage: scripts/gpu_bundle.sh [--without-cuda-libs] [BUILD_DIR [BUNDLE_DIR]]   (build, gpu-bundle)
+#   --without-cuda-libs leaves out cuBLAS/cuBLASLt, nvrtc, nvJitLink and cuDNN (libcublasLt alone is ~540 MB;
+#   libcudart, small and version-exact, stays) for a
+#   node that has the toolkit: gpu_run.sh then finds them under /usr/local/cuda or in Python's nvidia/
+#   packages. Use it when the bundle must travel small (the device tool carries at most 64 MiB).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+without_cuda=0
+if [[ ${1:-} == --without-cuda-libs ]]; then
+  without_cuda=1
+  shift
+fi
+build=$(realpath -m "${1:-$root/build}")
+bundle=$(realpath -m "${2:-$root/gpu-bundle}")
+
+die() {
+  echo "error: $1" >&2
+  [[ -n ${2:-} ]] && echo "  hint: $2" >&2
+  exit 1
+}
+
+[[ -x $build/lora ]] || die "no lora binary in $build" "build first: cmake -S . -B build && cmake --build build -j"
+grep -q '^LORA_HAVE_CUDA:INTERNAL=ON\|CMAKE_CUDA_COMPILER:.*nvcc' "$build/CMakeCache.txt" 2>/dev/null ||
+  echo "warning: $build does not look like a CUDA build (no nvcc in CMakeCache.txt)" >&2
+command -v ldd >/dev/null || die "ldd not found" "install libc-bin"
+
+rm -rf "$bundle"
+mkdir -p "$bundle/bin" "$bundle/lib"
+
+binaries=("$build/lora")
+while IFS= read -r -d '' t; do binaries+=("$t"); done < <(find "$build/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x -print0 2>/dev/null | sort -z)
+for b in "${binaries[@]}"; do cp "$b" "$bundle/bin/"; done
+
+# Libraries the node's own libc provides (and must provide: they are tied to its loader and kernel), and
+# the driver's libraries, which must match the node's kernel module.
+is_system_lib() {
+  case $1 in
+    linux-vdso.so* | ld-linux*.so* | libc.so* | libdl.so* | libpthread.so* | librt.so* | libm.so* | \
+      libutil.so* | libresolv.so* | libcuda.so* | libnvidia-*.so*) return 0 ;;
+  esac
+  return 1
+}
+is_cuda_toolkit_lib() {
+  case $1 in
+    libcublas.so* | libcublasLt.so* | libnvrtc*.so* | libnvJitLink.so* | libcudnn*.so*) return 0 ;;
+  esac
+  return 1
+}
+
+missing=0
+declare -A copied=()
+for b in "${binaries[@]}"; do
+  while read -r name arrow path _; do
+    [[ $arrow == "=>" ]] || continue
+    is_system_lib "$name" && continue
+    ((without_cuda)) && is_cuda_toolkit_lib "$name" && continue
+    if [[ $path == not ]]; then
+      echo "error: $(basename "$b") needs $name, which ldd cannot find" >&2
+      missing=1
+      continue
+    fi
+    [[ -n ${copied[$name]:-} ]] && continue
+    cp -L "$path" "$bundle/lib/$name"
+    copied[$name]=$path
+  done < <(ldd "$b")
+done
+((missing == 0)) || die "some libraries are missing" "set LD_LIBRARY_PATH so that ldd finds them, then rerun"
+
+# Test names and labels, read from ctest (the binaries' paths are rewritten by gpu_run.sh to bin/).
+: >"$bundle/tests.txt"
+if command -v ctest >/dev/null; then
+  for label in cuda unit cli golden; do
+    ctest --test-dir "$build" -N -L "^${label}\$" 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *\(.*\)$/\1/p' |
+      while read -r name; do printf '%s\t%s\n' "$name" "$label"; done >>"$bundle/tests.txt"
+  done
+fi
+if [[ ! -s $bundle/tests.txt ]]; then  # no ctest: label by name, as tests/CMakeLists.txt does
+  for b in "$bundle"/bin/test_*; do
+    name=$(basename "$b")
+    case $name in test_cuda_*) label=cuda ;; test_cli*) label=cli ;; test_golden*) label=golden ;; *) label=unit ;; esac
+    printf '%s\t%s\n' "$name" "$label" >>"$bundle/tests.txt"
+  done
+fi
+
+cp "$root/scripts/gpu_run.sh" "$bundle/gpu_run.sh"
+chmod +x "$bundle/gpu_run.sh"
+echo "$without_cuda" >"$bundle/without_cuda_libs"
+
+size=$(du -sm "$bundle" | cut -f1)
+echo "gpu bundle: $bundle (${size} MiB; ${#binaries[@]} binaries, ${#copied[@]} libraries)"
+if ((size > 64)); then
+  echo "note: over 64 MiB; the device tool will not carry it. Rerun with --without-cuda-libs" >&2
+fi

@@ -1,0 +1,451 @@
+// Every CUDA op against the CPU oracle (DESIGN.md section 6), forward and backward, for f32, bf16 and f16
+// activations, on fresh random inputs (seeded from std::random_device; set LORA_TEST_SEED to replay).
+// Inputs are drawn on the host, uploaded to the GPU in the activation dtype, and the GPU's rounded values
+// are what the CPU sees, so differences come from the ops alone. Overwritten GPU outputs are poisoned
+// with NaN first, so an element the kernel fails to write shows up as a mismatch.
+//
+// This file has its own main: with no usable CUDA device it prints "skipped: no CUDA device (<why>)"
+// and exits 77, which ctest reports as skipped (tests/CMakeLists.txt). Link it without test_main.cpp.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "cuda/backend_cuda.h"
+
+using namespace lora;
+
+namespace {
+
+// The tolerances, in one place. An element fails when |got - want| > tol * (|want| + max|want|/16): relative,
+// with a floor set by the tensor's own scale for elements near zero.
+//   f32:  fp32 rounding (6e-8) over reductions of up to a few hundred terms in another order.
+//   bf16: 8 mantissa bits; rounding the output alone costs up to 2^-9 = 2e-3 relative.
+//   f16:  11 mantissa bits; rounding the output alone costs up to 2^-12 = 2.4e-4 relative.
+double tolerance(DType act) {
+  switch (act) {
+    case DType::bf16: return 1e-2;
+    case DType::f16: return 2e-3;
+    default: return 1e-5;
+  }
+}
+
+const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
+
+uint64_t test_seed() {
+  static const uint64_t seed = [] {
+    const char* s = std::getenv("LORA_TEST_SEED");
+    return s ? std::strtoull(s, nullptr, 10) : uint64_t(std::random_device{}()) << 32 | std::random_device{}();
+  }();
+  return seed;
+}
+
+// One comparison: max abs and rel error and the first mismatching index.
+void check_close(const std::string& what, const Tensor& got, const Tensor& want, double tol) {
+  REQUIRE_MESSAGE(got.numel() == want.numel(), what << ": numel " << got.numel() << " vs " << want.numel());
+  const float* g = got.f32();
+  const float* w = want.f32();
+  const int64_t n = want.numel();
+  double scale = 0.0;
+  for (int64_t i = 0; i < n; ++i) scale = std::max(scale, std::fabs(double(w[i])));
+  const double floor = scale / 16.0;
+  double max_abs = 0.0, max_rel = 0.0;
+  int64_t first_bad = -1, bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double err = std::fabs(double(g[i]) - double(w[i]));
+    const bool ok = std::isfinite(g[i]) && err <= tol * (std::fabs(double(w[i])) + floor);
+    if (std::isfinite(err)) {
+      max_abs = std::max(max_abs, err);
+      if (std::fabs(w[i]) > floor) max_rel = std::max(max_rel, err / std::fabs(double(w[i])));
+    }
+    if (!ok) {
+      ++bad;
+      if (first_bad < 0) first_bad = i;
+    }
+  }
+  std::ostringstream os;
+  os << what << ": n=" << n << " max_abs=" << max_abs << " max_rel=" << max_rel << " tol=" << tol;
+  if (bad) os << " | " << bad << " mismatches, first at " << first_bad << ": got " << g[first_bad] << ", want "
+              << w[first_bad];
+  CHECK_MESSAGE(bad == 0, os.str());
+}
+
+// The CPU oracle beside one CUDA backend with activations in `act`.
+struct Pair {
+  std::unique_ptr<Backend> cpu, gpu;
+  DType act;
+  double tol;
+  std::mt19937_64 rng;
+
+  Pair(DType activations, uint64_t salt) : act(activations), tol(tolerance(activations)), rng(test_seed() ^ salt) {
+    std::string why;
+    cpu = backend_cpu_create();
+    gpu = backend_cuda_create(&why, activations);
+    REQUIRE_MESSAGE(gpu != nullptr, "CUDA backend: " << why);
+  }
+
+  Tensor random_host(const std::vector<int64_t>& shape, float lo = -1.0f, float hi = 1.0f) {
+    Tensor t = tensor_host(shape);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    float* p = t.f32();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+    return t;
+  }
+
+  Tensor to_gpu(const Tensor& host, DType dtype) {
+    Tensor t = gpu->alloc(host.shape, dtype);
+    gpu->upload(t, host);
+    return t;
+  }
+
+  // Random values in `dtype` on the GPU and the same (rounded) values on the CPU.
+  struct Both {
+    Tensor cpu, gpu;
+  };
+  Both random(const std::vector<int64_t>& shape, DType dtype, float lo = -1.0f, float hi = 1.0f) {
+    Both b;
+    b.gpu = to_gpu(random_host(shape, lo, hi), dtype);
+    b.cpu = gpu->download(b.gpu);
+    return b;
+  }
+  Both random(const std::vector<int64_t>& shape) { return random(shape, act); }
+  // An output the op overwrites: zeros on the CPU, NaN on the GPU.
+  Both poisoned(const std::vector<int64_t>& shape, DType dtype) {
+    Both b;
+    b.cpu = tensor_host(shape);
+    b.gpu = gpu->alloc(shape, dtype);
+    gpu->fill(b.gpu, NAN);
+    return b;
+  }
+  Both ints(const std::vector<int64_t>& shape, const std::vector<int32_t>& values) {
+    Both b;
+    b.cpu = tensor_host(shape, DType::i32);
+    for (int64_t i = 0; i < b.cpu.numel(); ++i) b.cpu.i32()[i] = values.at(size_t(i));
+    b.gpu = gpu->alloc(shape, DType::i32);
+    gpu->upload(b.gpu, b.cpu);
+    return b;
+  }
+
+  void expect(const std::string& what, const Both& b, double tol_override = 0.0) {
+    check_close(what + " [" + dtype_name(act) + "]", gpu->download(b.gpu), b.cpu, tol_override ? tol_override : tol);
+  }
+};
+
+#define FOR_EACH_ACTIVATION(salt)                                   \
+  for (DType act_ : kActivations)                                   \
+    if (Pair P(act_, salt); true)                                   \
+      if (INFO("activations " << dtype_name(act_) << ", LORA_TEST_SEED=" << test_seed()); true)
+
+}  // namespace
+
+TEST_CASE("cuda matmul: transposes, alpha/beta, column blocks") {
+  FOR_EACH_ACTIVATION(1) {
+    const int64_t M = 37, K = 53, N = 29;
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        // a and out are column blocks of wider buffers (odd offsets: unaligned for 16-bit dtypes).
+        auto a = P.random({ta ? K : M, (ta ? M : K) + 5});
+        auto b = P.random({tb ? N : K, tb ? K : N});
+        auto out = P.random({M, N + 3});
+        const int64_t acols = ta ? M : K;
+        P.cpu->matmul(mat_cols(out.cpu, 1, N), mat_cols(a.cpu, 3, acols), mat(b.cpu), ta, tb, 1.5f, 0.5f);
+        P.gpu->matmul(mat_cols(out.gpu, 1, N), mat_cols(a.gpu, 3, acols), mat(b.gpu), ta, tb, 1.5f, 0.5f);
+        P.expect("matmul ta=" + std::to_string(ta) + " tb=" + std::to_string(tb), out);
+      }
+    if (P.act != DType::f32) {  // 16-bit operands into an f32 output, beta = 0
+      auto a = P.random({M, K});
+      auto b = P.random({K, N});
+      auto out = P.poisoned({M, N}, DType::f32);
+      P.cpu->matmul(mat(out.cpu), mat(a.cpu), mat(b.cpu), false, false, 1.0f, 0.0f);
+      P.gpu->matmul(mat(out.gpu), mat(a.gpu), mat(b.gpu), false, false, 1.0f, 0.0f);
+      P.expect("matmul into f32", out, tolerance(DType::f32) * 10);  // fp32 output: only accumulation order differs
+    }
+  }
+}
+
+TEST_CASE("cuda elementwise: bias, add, scale, fill, copy") {
+  FOR_EACH_ACTIVATION(2) {
+    auto out = P.random({19, 70});
+    auto bias = P.random({70});
+    P.cpu->bias_add(mat(out.cpu), bias.cpu);
+    P.gpu->bias_add(mat(out.gpu), bias.gpu);
+    P.expect("bias_add", out);
+
+    auto dout = P.random({300, 70});
+    auto dbias = P.random({70}, DType::f32);
+    P.cpu->bias_backward(dbias.cpu, mat(dout.cpu));
+    P.gpu->bias_backward(dbias.gpu, mat(dout.gpu));
+    P.expect("bias_backward", dbias);
+
+    auto y = P.random({1000});
+    auto x = P.random({1000});
+    P.cpu->add(y.cpu, y.cpu, x.cpu, -0.75f);
+    P.gpu->add(y.gpu, y.gpu, x.gpu, -0.75f);
+    P.expect("add (aliased)", y);
+    P.cpu->scale(y.cpu, 3.0f);
+    P.gpu->scale(y.gpu, 3.0f);
+    P.expect("scale", y);
+
+    auto f = P.poisoned({77}, P.act);
+    P.cpu->fill(f.cpu, 0.25f);
+    P.gpu->fill(f.gpu, 0.25f);
+    P.expect("fill", f);
+
+    auto src = P.random({513});
+    Pair::Both dst{tensor_host({513}), P.gpu->alloc({513}, DType::f32)};
+    P.cpu->copy(dst.cpu, src.cpu);
+    P.gpu->copy(dst.gpu, src.gpu);
+    P.expect("copy to f32", dst, 1e-7);
+  }
+}
+
+TEST_CASE("cuda layernorm and rmsnorm, forward and backward") {
+  FOR_EACH_ACTIVATION(3) {
+    const int64_t N = 13, C = 67;
+    auto inp = P.random({N, C}, P.act, -2.0f, 3.0f);
+    auto weight = P.random({C});
+    auto bias = P.random({C});
+    auto out = P.poisoned({N, C}, P.act);
+    auto mean = P.poisoned({N}, DType::f32);
+    auto rstd = P.poisoned({N}, DType::f32);
+    P.cpu->layernorm_forward(out.cpu, mean.cpu, rstd.cpu, inp.cpu, weight.cpu, bias.cpu, 1e-5f);
+    P.gpu->layernorm_forward(out.gpu, mean.gpu, rstd.gpu, inp.gpu, weight.gpu, bias.gpu, 1e-5f);
+    P.expect("layernorm out", out);
+    P.expect("layernorm mean", mean, 1e-5);
+    P.expect("layernorm rstd", rstd, 1e-5);
+
+    auto dout = P.random({N, C});
+    auto dinp = P.random({N, C});  // accumulated into
+    auto dweight = P.random({C}, DType::f32);
+    auto dbias = P.random({C}, DType::f32);
+    P.cpu->layernorm_backward(dinp.cpu, dweight.cpu, dbias.cpu, dout.cpu, inp.cpu, weight.cpu, mean.cpu, rstd.cpu);
+    P.gpu->layernorm_backward(dinp.gpu, dweight.gpu, dbias.gpu, dout.gpu, inp.gpu, weight.gpu, mean.gpu, rstd.gpu);
+    P.expect("layernorm dinp", dinp);
+    P.expect("layernorm dweight", dweight);
+    P.expect("layernorm dbias", dbias);
+
+    auto rout = P.poisoned({N, C}, P.act);
+    auto rrstd = P.poisoned({N}, DType::f32);
+    P.cpu->rmsnorm_forward(rout.cpu, rrstd.cpu, inp.cpu, weight.cpu, 1e-6f);
+    P.gpu->rmsnorm_forward(rout.gpu, rrstd.gpu, inp.gpu, weight.gpu, 1e-6f);
+    P.expect("rmsnorm out", rout);
+    P.expect("rmsnorm rstd", rrstd, 1e-5);
+    auto rdinp = P.random({N, C});
+    auto rdweight = P.random({C}, DType::f32);
+    P.cpu->rmsnorm_backward(rdinp.cpu, rdweight.cpu, dout.cpu, inp.cpu, weight.cpu, rrstd.cpu);
+    P.gpu->rmsnorm_backward(rdinp.gpu, rdweight.gpu, dout.gpu, inp.gpu, weight.gpu, rrstd.gpu);
+    P.expect("rmsnorm dinp", rdinp);
+    P.expect("rmsnorm dweight", rdweight);
+  }
+}
+
+TEST_CASE("cuda gelu and swiglu, forward and backward") {
+  FOR_EACH_ACTIVATION(4) {
+    for (GeluKind kind : {GeluKind::tanh, GeluKind::erf}) {
+      const std::string name = kind == GeluKind::tanh ? "gelu tanh" : "gelu erf";
+      auto inp = P.random({11, 97}, P.act, -4.0f, 4.0f);
+      auto out = P.poisoned({11, 97}, P.act);
+      P.cpu->gelu_forward(out.cpu, inp.cpu, kind);
+      P.gpu->gelu_forward(out.gpu, inp.gpu, kind);
+      P.expect(name + " forward", out);
+      auto dout = P.random({11, 97});
+      P.cpu->gelu_backward(dout.cpu, dout.cpu, inp.cpu, kind);  // dinp aliases dout
+      P.gpu->gelu_backward(dout.gpu, dout.gpu, inp.gpu, kind);
+      P.expect(name + " backward (aliased)", dout);
+    }
+    auto gate = P.random({9, 130}, P.act, -5.0f, 5.0f);
+    auto up = P.random({9, 130});
+    auto out = P.poisoned({9, 130}, P.act);
+    P.cpu->swiglu_forward(out.cpu, gate.cpu, up.cpu);
+    P.gpu->swiglu_forward(out.gpu, gate.gpu, up.gpu);
+    P.expect("swiglu forward", out);
+    auto dout = P.random({9, 130});
+    auto dgate = P.poisoned({9, 130}, P.act);
+    auto dup = P.poisoned({9, 130}, P.act);
+    P.cpu->swiglu_backward(dgate.cpu, dup.cpu, dout.cpu, gate.cpu, up.cpu);
+    P.gpu->swiglu_backward(dgate.gpu, dup.gpu, dout.gpu, gate.gpu, up.gpu);
+    P.expect("swiglu dgate", dgate);
+    P.expect("swiglu dup", dup);
+  }
+}
+
+TEST_CASE("cuda rope on a column block, forward and inverse") {
+  FOR_EACH_ACTIVATION(5) {
+    const int B = 2, T = 45, NH = 3, HS = 32;
+    auto qkv = P.random({B * T, 3 * NH * HS});
+    for (bool inverse : {false, true}) {
+      P.cpu->rope(mat_cols(qkv.cpu, NH * HS, NH * HS), B, T, NH, HS, 10000.0f, inverse);
+      P.gpu->rope(mat_cols(qkv.gpu, NH * HS, NH * HS), B, T, NH, HS, 10000.0f, inverse);
+      P.expect(inverse ? "rope inverse" : "rope forward", qkv);
+    }
+  }
+}
+
+TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forward and backward") {
+  struct Case {
+    int B, T, NH, NKV, HS;
+    bool causal;
+    std::vector<int32_t> lengths;  // empty: no padding
+  };
+  const Case cases[] = {
+      {2, 37, 4, 2, 16, true, {37, 20}},  {2, 33, 2, 2, 64, false, {25, 33}}, {1, 70, 3, 1, 48, true, {}},
+      {1, 40, 2, 1, 128, true, {}},       {1, 20, 1, 1, 256, false, {13}},
+  };
+  FOR_EACH_ACTIVATION(6) {
+    for (const Case& c : cases) {
+      INFO("B=" << c.B << " T=" << c.T << " NH=" << c.NH << " NKV=" << c.NKV << " HS=" << c.HS
+                << " causal=" << c.causal);
+      AttentionShape s;
+      s.B = c.B; s.T = c.T; s.NH = c.NH; s.NKV = c.NKV; s.HS = c.HS; s.causal = c.causal;
+      const int64_t N = int64_t(c.B) * c.T, CQ = int64_t(c.NH) * c.HS, CKV = int64_t(c.NKV) * c.HS;
+      auto qkv = P.random({N, CQ + 2 * CKV}, P.act, -2.0f, 2.0f);  // fused, as GPT-2's c_attn
+      Pair::Both lengths;
+      if (!c.lengths.empty()) lengths = P.ints({c.B}, c.lengths);
+      auto out = P.poisoned({N, CQ}, P.act);
+      auto views = [&](const Tensor& t) {
+        return std::vector<MatRef>{mat_cols(t, 0, CQ), mat_cols(t, CQ, CKV), mat_cols(t, CQ + CKV, CKV)};
+      };
+      auto vc = views(qkv.cpu), vg = views(qkv.gpu);
+      Tensor saved_cpu = P.cpu->attention_forward(mat(out.cpu), vc[0], vc[1], vc[2], s, lengths.cpu);
+      Tensor saved_gpu = P.gpu->attention_forward(mat(out.gpu), vg[0], vg[1], vg[2], s, lengths.gpu);
+      P.expect("attention out", out);
+
+      auto dout = P.random({N, CQ});
+      auto dqkv = P.poisoned({N, CQ + 2 * CKV}, P.act);
+      auto dc = views(dqkv.cpu), dg = views(dqkv.gpu);
+      Tensor out_rounded = P.gpu->download(out.gpu);  // the CPU reads the same out the GPU does
+      P.cpu->attention_backward(dc[0], dc[1], dc[2], mat(dout.cpu), vc[0], vc[1], vc[2], mat(out_rounded), saved_cpu,
+                                s, lengths.cpu);
+      P.gpu->attention_backward(dg[0], dg[1], dg[2], mat(dout.gpu), vg[0], vg[1], vg[2], mat(out.gpu), saved_gpu, s,
+                                lengths.gpu);
+      P.expect("attention dq|dk|dv", dqkv);
+    }
+  }
+}
+
+TEST_CASE("cuda embedding, forward and backward") {
+  FOR_EACH_ACTIVATION(7) {
+    const int B = 3, T = 7, V = 50, C = 24;
+    std::vector<int32_t> toks;
+    std::uniform_int_distribution<int> pick(0, 9);  // a small range, so tokens repeat
+    for (int i = 0; i < B * T; ++i) toks.push_back(pick(P.rng) * 5);
+    auto tokens = P.ints({B, T}, toks);
+    auto wte = P.random({V, C});
+    auto wpe = P.random({T + 3, C});
+    auto out = P.poisoned({B, T, C}, P.act);
+    P.cpu->embedding_forward(out.cpu, tokens.cpu, wte.cpu, wpe.cpu);
+    P.gpu->embedding_forward(out.gpu, tokens.gpu, wte.gpu, wpe.gpu);
+    P.expect("embedding out", out);
+    auto dout = P.random({B, T, C});
+    auto dwte = P.random({V, C}, DType::f32);
+    auto dwpe = P.random({T + 3, C}, DType::f32);
+    P.cpu->embedding_backward(dwte.cpu, dwpe.cpu, dout.cpu, tokens.cpu);
+    P.gpu->embedding_backward(dwte.gpu, dwpe.gpu, dout.gpu, tokens.gpu);
+    P.expect("embedding dwte", dwte);
+    P.expect("embedding dwpe", dwpe);
+  }
+}
+
+TEST_CASE("cuda cross_entropy: ignore index, label smoothing, gradient in place, argmax") {
+  FOR_EACH_ACTIVATION(8) {
+    const int64_t N = 9, V = 1000;
+    std::vector<int32_t> t;
+    std::uniform_int_distribution<int> pick(0, int(V) - 1);
+    for (int64_t i = 0; i < N; ++i) t.push_back(i % 4 == 2 ? -100 : pick(P.rng));
+    auto targets = P.ints({N}, t);
+    for (float eps : {0.0f, 0.1f}) {
+      auto logits = P.random({N, V + 3}, P.act, -6.0f, 6.0f);  // a column block: ld = V + 3
+      auto losses = P.poisoned({N}, DType::f32);
+      Pair::Both argmax{tensor_host({N}, DType::i32), P.gpu->alloc({N}, DType::i32)};
+      P.cpu->cross_entropy(mat_cols(logits.cpu, 0, V), losses.cpu, argmax.cpu, targets.cpu, eps, 0.37f);
+      P.gpu->cross_entropy(mat_cols(logits.gpu, 0, V), losses.gpu, argmax.gpu, targets.gpu, eps, 0.37f);
+      const std::string tag = " eps=" + std::to_string(eps);
+      P.expect("cross_entropy losses" + tag, losses, 1e-5);  // fp32 math on identical inputs
+      P.expect("cross_entropy dlogits" + tag, logits);
+      Tensor am = P.gpu->download(argmax.gpu);
+      for (int64_t i = 0; i < N; ++i) CHECK_MESSAGE(am.i32()[i] == argmax.cpu.i32()[i], "argmax row " << i);
+    }
+  }
+}
+
+TEST_CASE("cuda dropout matches the CPU mask") {
+  FOR_EACH_ACTIVATION(9) {
+    auto x = P.random({4099});
+    P.cpu->dropout_forward(x.cpu, x.cpu, 0.3f, 1234, 5678);
+    P.gpu->dropout_forward(x.gpu, x.gpu, 0.3f, 1234, 5678);
+    P.expect("dropout forward (aliased)", x);
+    auto d = P.random({4099});
+    auto dinp = P.poisoned({4099}, P.act);
+    P.cpu->dropout_backward(dinp.cpu, d.cpu, 0.3f, 99, 7);
+    P.gpu->dropout_backward(dinp.gpu, d.gpu, 0.3f, 99, 7);
+    P.expect("dropout backward", dinp);
+  }
+}
+
+TEST_CASE("cuda sum_squares and all_finite") {
+  FOR_EACH_ACTIVATION(10) {
+    auto x = P.random({100003});
+    const double want = P.cpu->sum_squares(x.cpu), got = P.gpu->sum_squares(x.gpu);
+    CHECK_MESSAGE(std::fabs(got - want) <= 1e-6 * want, "sum_squares " << got << " vs " << want);
+    CHECK(P.gpu->all_finite(x.gpu));
+    Tensor host = P.gpu->download(x.gpu);
+    host.f32()[77777] = INFINITY;
+    P.gpu->upload(x.gpu, host);
+    CHECK_FALSE(P.gpu->all_finite(x.gpu));
+    host.f32()[77777] = NAN;
+    P.gpu->upload(x.gpu, host);
+    CHECK_FALSE(P.gpu->all_finite(x.gpu));
+  }
+}
+
+TEST_CASE("cuda adamw over several slots, with shadows") {
+  FOR_EACH_ACTIVATION(11) {
+    const int64_t sizes[] = {5000, 7, 300};  // 5000 spans several blocks
+    std::vector<Pair::Both> param, grad, m, v, shadow;
+    for (int64_t n : sizes) {
+      param.push_back(P.random({n}, DType::f32));
+      grad.push_back(P.random({n}, DType::f32));
+      m.push_back(P.random({n}, DType::f32, -0.1f, 0.1f));
+      v.push_back(P.random({n}, DType::f32, 0.0f, 0.01f));
+      shadow.push_back(P.poisoned({n}, P.act));
+    }
+    std::vector<AdamWSlot> cpu_slots, gpu_slots;
+    for (size_t i = 0; i < param.size(); ++i) {
+      const bool decay = i != 1;
+      cpu_slots.push_back({&param[i].cpu, &grad[i].cpu, &m[i].cpu, &v[i].cpu, &shadow[i].cpu, decay});
+      gpu_slots.push_back({&param[i].gpu, &grad[i].gpu, &m[i].gpu, &v[i].gpu, &shadow[i].gpu, decay});
+    }
+    AdamWParams p;
+    p.lr = 1e-2f;
+    p.weight_decay = 0.1f;
+    p.step = 3;
+    p.grad_scale = 0.5f;
+    P.cpu->adamw_update(cpu_slots, p);
+    P.gpu->adamw_update(gpu_slots, p);
+    for (size_t i = 0; i < param.size(); ++i) {
+      const std::string slot = " slot " + std::to_string(i);
+      P.expect("adamw param" + slot, param[i], 1e-5);  // fp32 state: the f32 tolerance whatever the activations
+      P.expect("adamw m" + slot, m[i], 1e-5);
+      P.expect("adamw v" + slot, v[i], 1e-5);
+      P.expect("adamw shadow" + slot, shadow[i]);
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  std::string why;
+  if (!cuda_device_available(&why)) {
+    std::printf("skipped: no CUDA device (%s)\n", why.c_str());
+    return 77;
+  }
+  std::printf("test_cuda_ops: LORA_TEST_SEED=%llu\n", static_cast<unsigned long long>(test_seed()));
+  doctest::Context context(argc, argv);
+  return context.run();
+}

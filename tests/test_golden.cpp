@@ -1,0 +1,209 @@
+// Golden tests: our CPU model against the reference implementation (PyTorch + transformers + PEFT) on
+// the tiny GPT-2 and PEFT adapters in tests/fixtures/golden (made by scripts/make_golden.py).
+// Tolerances (fp32, issue 2): logits and loss 1e-5 relative, LoRA gradients 1e-4, the 10-step AdamW
+// trajectory 1e-4. "Relative" for tensors is normwise: max |ours - ref| / max |ref| over compared entries,
+// so that entries near zero do not dominate.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "core/adapter.h"
+#include "core/checkpoint.h"
+#include "core/fsutil.h"
+#include "core/model.h"
+#include "core/optimizer.h"
+#include "core/safetensors.h"
+
+using namespace lora;
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kDir = std::string(LORA_FIXTURES) + "/golden";
+
+struct GoldenBatch {
+  Tensor tokens, targets, lengths;
+  int B = 0, T = 0;
+};
+
+GoldenBatch golden_batch() {
+  auto j = json_read_file(kDir + "/batch.json");
+  GoldenBatch g;
+  g.B = int(j["input_ids"].size());
+  g.T = int(j["input_ids"][0].size());
+  g.tokens = tensor_host({g.B, g.T}, DType::i32);
+  g.targets = tensor_host({g.B, g.T}, DType::i32);
+  g.lengths = tensor_host({g.B}, DType::i32);
+  for (int b = 0; b < g.B; ++b) {
+    g.lengths.i32()[b] = j["lengths"][b].get<int>();
+    for (int t = 0; t < g.T; ++t) {
+      g.tokens.i32()[b * g.T + t] = j["input_ids"][b][t].get<int>();
+      // HF shifts inside the loss: the target of position t is labels[t + 1].
+      g.targets.i32()[b * g.T + t] = t + 1 < g.T ? j["labels"][b][t + 1].get<int>() : -100;
+    }
+  }
+  return g;
+}
+
+// Normwise relative error over the valid positions of (B,T,V) logits.
+double logits_rel_error(const Tensor& ours, const Tensor& ref, const GoldenBatch& g) {
+  const int64_t V = ref.dim(2);
+  double max_diff = 0, max_ref = 0;
+  for (int b = 0; b < g.B; ++b)
+    for (int t = 0; t < g.lengths.i32()[b]; ++t)
+      for (int64_t v = 0; v < V; ++v) {
+        int64_t i = (int64_t(b) * g.T + t) * V + v;
+        max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
+        max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
+      }
+  return max_diff / max_ref;
+}
+
+double rel_error(const Tensor& ours, const Tensor& ref) {
+  REQUIRE(ours.numel() == ref.numel());
+  double max_diff = 0, max_ref = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
+    max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
+  }
+  return max_diff / std::max(max_ref, 1e-30);
+}
+
+struct Fixture {
+  std::unique_ptr<Backend> be = backend_cpu_create();
+  Checkpoint ck = Checkpoint::open(kDir + "/gpt2-tiny");
+  Model model{*be, ck.config()};
+  SafetensorsFile ref = SafetensorsFile::open(kDir + "/reference.safetensors");
+  GoldenBatch g = golden_batch();
+  Fixture() { model.load_base(ck); }
+  Tensor ref_tensor(const std::string& name) {
+    const SafetensorsEntry* e = ref.find(name);
+    REQUIRE_MESSAGE(e != nullptr, name);
+    return ref.to_f32(*e);
+  }
+  LossStats loss(float dscale, float ls = 0) {
+    return model.step(g.tokens, g.targets, g.lengths, dscale, ls, 0, true);
+  }
+};
+
+// Our trainable tensors under PEFT's saved names.
+std::map<std::string, Tensor*> peft_named_grads(Model& m) {
+  std::map<std::string, Tensor*> out;
+  for (auto& blk : m.blocks())
+    for (Linear* lin : {&blk.qkv, &blk.attn_out, &blk.fc, &blk.fc_out})
+      for (auto& ad : lin->adapters) {
+        std::string key = "base_model.model.transformer." + lin->hf_name;
+        out[key + ".lora_A.weight"] = &ad.da;
+        out[key + ".lora_B.weight"] = &ad.db;
+      }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("golden: base model logits equal transformers'") {
+  Fixture f;
+  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
+  double err = logits_rel_error(ours, f.ref_tensor("base_logits"), f.g);
+  MESSAGE("base logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+}
+
+TEST_CASE("golden: PEFT adapter logits, loss and label-smoothed loss") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
+  double err = logits_rel_error(ours, f.ref_tensor("logits"), f.g);
+  MESSAGE("adapter logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+  LossStats s = f.loss(0);
+  double loss = s.loss_sum / double(s.tokens), ref = f.ref_tensor("loss").f32()[0];
+  CHECK(s.tokens == 15);
+  CHECK(std::fabs(loss - ref) / ref < 1e-5);
+  LossStats ls = f.loss(0, 0.1f);
+  double ref_ls = f.ref_tensor("loss_ls01").f32()[0];
+  CHECK(std::fabs(ls.loss_sum / double(ls.tokens) - ref_ls) / ref_ls < 1e-5);
+}
+
+TEST_CASE("golden: rsLoRA adapter scale") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter-rslora");
+  double err = logits_rel_error(f.model.logits(f.g.tokens, f.g.lengths), f.ref_tensor("rslora_logits"), f.g);
+  MESSAGE("rslora logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+}
+
+TEST_CASE("golden: every LoRA gradient equals PEFT's") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  f.model.zero_grads();
+  LossStats s = f.loss(0);
+  f.model.zero_grads();
+  f.loss(1.0f / float(s.tokens));
+  auto grads = peft_named_grads(f.model);
+  CHECK(grads.size() == 16);
+  for (auto& [name, grad] : grads) {
+    double err = rel_error(*grad, f.ref_tensor("grad/" + name));
+    INFO(name << " normwise relative error " << err);
+    CHECK(err < 1e-4);
+  }
+}
+
+TEST_CASE("golden: 10 AdamW steps follow PEFT's loss trajectory") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  auto traj = json_read_file(kDir + "/trajectory.json");
+  AdamWConfig c;
+  c.weight_decay = traj["weight_decay"].get<float>();
+  c.eps = traj.value("eps", 1e-8f);
+  AdamW opt(*f.be, f.model.trainable(), c);
+  const float lr = traj["lr"].get<float>();
+  const auto& losses = traj["losses"];
+  REQUIRE(losses.size() == 10);
+  for (size_t i = 0; i < losses.size(); ++i) {
+    f.model.zero_grads();
+    LossStats s = f.loss(1.0f / 15.0f);
+    double loss = s.loss_sum / double(s.tokens), ref = losses[i].get<double>();
+    INFO("step " << i + 1 << ": ours " << loss << ", PEFT " << ref);
+    CHECK(std::fabs(loss - ref) / ref < 1e-4);
+    opt.step(lr, 1.0f);
+    f.model.sync_values();
+  }
+}
+
+TEST_CASE("adapter_save writes q and v as one block-structured PEFT adapter with the same outputs") {
+  Fixture f;
+  LoraSpec spec;
+  spec.r = 2;
+  spec.alpha = 6;
+  spec.targets = {"q", "v", "down"};
+  spec.init_seed = 7;
+  f.model.lora_init(spec);
+  // Give B non-zero values so the adapters change the output.
+  int k = 0;
+  for (auto& p : f.model.trainable()) {
+    Tensor h = f.be->download(*p.master);
+    for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] += 0.05f * std::sin(0.37f * float(++k));
+    f.be->upload(*p.master, h);
+  }
+  f.model.sync_values();
+  Tensor before = f.model.logits(f.g.tokens, f.g.lengths);
+  const std::string dir = (fs::temp_directory_path() / "lora-test-adapter-roundtrip").string();
+  fs::remove_all(dir);
+  adapter_save(f.model, dir, "tiny");
+  auto cfg = json_read_file(dir + "/adapter_config.json");
+  CHECK(cfg["r"] == 2);
+  CHECK(cfg["rank_pattern"]["c_attn"] == 4);
+  CHECK(cfg["alpha_pattern"]["c_attn"].get<double>() == doctest::Approx(12.0));
+  CHECK(cfg["fan_in_fan_out"] == true);
+  Model fresh(*f.be, f.ck.config());
+  fresh.load_base(f.ck);
+  adapter_load(fresh, dir);
+  double err = rel_error(fresh.logits(f.g.tokens, f.g.lengths), before);
+  MESSAGE("round-trip logits normwise relative error " << err);
+  CHECK(err < 1e-6);
+  fs::remove_all(dir);
+}

@@ -1,0 +1,437 @@
+// Tokenizer tests: ids against the reference implementations (HF `tokenizers`, the sentencepiece
+// package) stored by scripts/make_tokenizer_fixtures.py, round trips, and the errors malformed files give.
+// Runs anywhere on the fixtures and on a vocabulary the test writes itself; the GPT-2 checks need
+// ../shared/data and report themselves skipped without it.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/tokenizer.h"
+
+using lora::Tokenizer;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string FIXTURES = std::string(LORA_FIXTURES) + "/tokenizer";
+
+std::string file_read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot open " << path);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+void file_write(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  REQUIRE(out.good());
+}
+
+// A fresh empty directory under the system temp dir, removed when the test ends.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "lora_test_tokenizer_XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+// The message of the lora::Error that f throws; fails the test if it throws nothing or something else.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const lora::Error& e) {
+    return std::string(e.what()) + " | hint: " + e.hint();
+  } catch (const std::exception& e) {
+    FAIL("expected lora::Error, got std::exception: " << e.what());
+  }
+  FAIL("expected lora::Error, nothing was thrown");
+  return "";
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// GPT-2's byte-to-unicode table, written independently of core/tokenizer_bpe.cpp from the description
+// in openai/gpt-2 src/encoder.py, so the test vocabulary below does not trust the code under test.
+std::string byte_token(int b) {
+  bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+  uint32_t cp = static_cast<uint32_t>(b);
+  if (!printable) {
+    int n = 0;
+    for (int c = 0; c < b; c++) {
+      bool p = (c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF);
+      if (!p) n++;
+    }
+    cp = 0x100 + n;
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A byte-level vocabulary: the 256 byte tokens (ids 0..255), then each merge's result, then extras.
+using MergeList = std::vector<std::pair<std::string, std::string>>;
+
+struct TinyVocab {
+  json vocab = json::object();
+  std::string merges = "#version: 0.2\n";
+  explicit TinyVocab(const MergeList& merge_list,
+            const std::vector<std::string>& extras = {"<|endoftext|>"}) {
+    for (int b = 0; b < 256; b++) vocab[byte_token(b)] = b;
+    for (auto& m : merge_list) {
+      merges += m.first + " " + m.second + "\n";
+      if (!vocab.contains(m.first + m.second)) vocab[m.first + m.second] = static_cast<int>(vocab.size());
+    }
+    for (auto& e : extras) vocab[e] = static_cast<int>(vocab.size());
+  }
+  int32_t id(const std::string& token) const { return vocab.at(token).get<int32_t>(); }
+  void write(const TempDir& dir, const char* vocab_name = "vocab.json", const char* merges_name = "merges.txt") const {
+    file_write(dir / vocab_name, vocab.dump(2));
+    file_write(dir / merges_name, merges);
+  }
+};
+
+const MergeList HELLO_MERGES = {
+    {"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {"Ġ", "w"},
+    {"o", "r"}, {"Ġw", "or"}, {"Ġwor", "l"}, {"Ġworl", "d"}};
+
+std::vector<int32_t> ids_of(const json& j) { return j.get<std::vector<int32_t>>(); }
+
+// Compares the tokenizer's ids with every {"text", "ids"} item of a reference list.
+void check_reference_items(const Tokenizer& tok, const json& items, const std::string& what) {
+  REQUIRE(items.size() > 0);
+  size_t mismatches = 0;
+  for (const json& item : items) {
+    std::string text = item["text"].get<std::string>();
+    std::vector<int32_t> ours = tok.encode(text), ref = ids_of(item["ids"]);
+    if (ours != ref && mismatches++ < 5) {
+      CHECK_MESSAGE(ours == ref, what << ": ids differ for " << json(text).dump());
+    }
+  }
+  CHECK_MESSAGE(mismatches == 0, what << ": " << mismatches << " of " << items.size() << " texts differ");
+}
+
+std::vector<std::string> e2e_lines(const std::string& path) {
+  std::string data = file_read(path);
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < data.size()) {
+    size_t eol = data.find('\n', pos);
+    if (eol == std::string::npos) eol = data.size();
+    lines.push_back(data.substr(pos, eol - pos));
+    pos = eol + 1;
+  }
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("a vocabulary written by the test: merges apply by rank, special tokens, both file namings") {
+  TempDir dir;
+  TinyVocab v(HELLO_MERGES);
+  v.write(dir);
+  auto tok = lora::tokenizer_load(dir.path);
+  CHECK(tok->kind() == "gpt2-bpe");
+  CHECK(tok->vocab_size() == static_cast<int>(v.vocab.size()));
+  CHECK(tok->eos_id() == v.id("<|endoftext|>"));
+
+  CHECK(tok->encode("hello world") == std::vector<int32_t>{v.id("hello"), v.id("Ġworld")});
+  CHECK(tok->encode("hello<|endoftext|>hello") ==
+        std::vector<int32_t>{v.id("hello"), v.id("<|endoftext|>"), v.id("hello")});
+  // "hel" has no merge for "he"+"l": "he" then "l".
+  CHECK(tok->encode("hel") == std::vector<int32_t>{v.id("he"), v.id("l")});
+  CHECK(tok->encode("") == std::vector<int32_t>{});
+  CHECK(tok->decode(tok->encode("hello world, hello!")) == "hello world, hello!");
+  CHECK(tok->token_text(v.id("Ġworld")) == " world");
+  CHECK(tok->token_text(v.id("Ċ")) == "\\n");
+
+  // Same content under OpenAI's file names: same ids and fingerprint.
+  TempDir openai;
+  v.write(openai, "encoder.json", "vocab.bpe");
+  auto tok2 = lora::tokenizer_load(openai.path);
+  CHECK(tok2->encode("hello world") == tok->encode("hello world"));
+  CHECK(tok2->fingerprint() == tok->fingerprint());
+  CHECK(tok->fingerprint().size() == 16);
+
+  // Dropping one merge changes the fingerprint.
+  TempDir fewer;
+  TinyVocab w(HELLO_MERGES);
+  w.merges = w.merges.substr(0, w.merges.rfind("Ġworl d"));
+  w.write(fewer);
+  CHECK(lora::tokenizer_load(fewer.path)->fingerprint() != tok->fingerprint());
+}
+
+TEST_CASE("merge rank decides which pair merges first") {
+  TempDir ab_first, bc_first;
+  TinyVocab v1(MergeList{{"a", "b"}, {"b", "c"}});
+  TinyVocab v2(MergeList{{"b", "c"}, {"a", "b"}});
+  v1.write(ab_first);
+  v2.write(bc_first);
+  CHECK(lora::tokenizer_load(ab_first.path)->encode("abc") == std::vector<int32_t>{v1.id("ab"), v1.id("c")});
+  CHECK(lora::tokenizer_load(bc_first.path)->encode("abc") == std::vector<int32_t>{v2.id("a"), v2.id("bc")});
+
+  // All occurrences of the best pair merge, left to right: "aaaaa" -> aa aa a, then aaaa a.
+  TempDir runs;
+  TinyVocab v3(MergeList{{"a", "a"}, {"aa", "aa"}});
+  v3.write(runs);
+  CHECK(lora::tokenizer_load(runs.path)->encode("aaaaa") == std::vector<int32_t>{v3.id("aaaa"), v3.id("a")});
+}
+
+TEST_CASE("decode(encode(s)) == s for random bytes, invalid UTF-8 included") {
+  TempDir dir;
+  TinyVocab(HELLO_MERGES).write(dir);
+  auto tiny = lora::tokenizer_load(dir.path);
+  auto fixture = lora::tokenizer_load(FIXTURES + "/tiny");
+  std::mt19937 rng(1234);
+  const std::string alphabet[] = {"a", "e", "l", "h", "o", " ", "  ", "\n", "\t", "'s", "'", "1", "é",
+                                  "日", "👍", "\xe2\x80", "\xff", "\x80", "<|endoftext|>", "!", "\u200d"};
+  for (int trial = 0; trial < 500; trial++) {
+    std::string s;
+    int n = static_cast<int>(rng() % 40);
+    for (int k = 0; k < n; k++) {
+      if (rng() % 4 == 0) s += static_cast<char>(rng() % 256);
+      else s += alphabet[rng() % (sizeof alphabet / sizeof alphabet[0])];
+    }
+    CHECK_MESSAGE(tiny->decode(tiny->encode(s)) == s, json(s).dump(-1, ' ', false, json::error_handler_t::replace));
+    CHECK(fixture->decode(fixture->encode(s)) == s);
+    // Words cover the text exactly, in order.
+    size_t at = 0;
+    for (auto& w : lora::bpe_split_words(s)) {
+      CHECK(w.first == at);
+      CHECK(w.second > w.first);
+      at = w.second;
+    }
+    CHECK(at == s.size());
+  }
+}
+
+TEST_CASE("Unicode classes follow the Unicode character database") {
+  CHECK(lora::unicode_is_letter('a'));
+  CHECK(lora::unicode_is_letter(0x00E9));    // é
+  CHECK(lora::unicode_is_letter(0x65E5));    // 日
+  CHECK(lora::unicode_is_letter(0x01C5));    // ǅ, titlecase (Lt)
+  CHECK(lora::unicode_is_letter(0x02B0));    // ʰ, modifier letter (Lm)
+  CHECK(lora::unicode_is_letter(0x2070E));   // CJK extension B
+  CHECK_FALSE(lora::unicode_is_letter(0x0301));  // combining acute accent (Mn)
+  CHECK_FALSE(lora::unicode_is_letter('1'));
+  CHECK(lora::unicode_is_number(0x0661));    // Arabic-Indic one (Nd)
+  CHECK(lora::unicode_is_number(0x216B));    // Roman numeral twelve (Nl)
+  CHECK(lora::unicode_is_number(0x00BD));    // one half (No)
+  CHECK_FALSE(lora::unicode_is_number('x'));
+  CHECK(lora::unicode_is_space(0x3000));
+  CHECK(lora::unicode_is_space(0x0085));
+  CHECK(lora::unicode_is_space(0x00A0));
+  CHECK_FALSE(lora::unicode_is_space(0x200B));  // zero width space is a format character
+  CHECK_FALSE(lora::unicode_is_space(0x001C));  // not White_Space, though Python's isspace() says so
+}
+
+TEST_CASE("tiny byte-level BPE matches HF tokenizers (fixture, vocab.json + merges.txt and tokenizer.json)") {
+  json ref = json::parse(file_read(FIXTURES + "/reference_tiny.json"));
+  auto files = lora::tokenizer_load(FIXTURES + "/tiny");
+  auto hf = lora::tokenizer_load(FIXTURES + "/tiny_json");
+  for (const Tokenizer* tok : {files.get(), hf.get()}) {
+    CHECK(tok->eos_id() == ref["eos_id"].get<int>());
+    CHECK(tok->vocab_size() == ref["vocab_size"].get<int>());
+    check_reference_items(*tok, ref["adversarial"], "tiny adversarial");
+    check_reference_items(*tok, ref["e2e"], "tiny e2e");
+  }
+  CHECK(files->fingerprint() == hf->fingerprint());
+}
+
+TEST_CASE("SentencePiece matches the sentencepiece package (fixture)") {
+  json ref = json::parse(file_read(FIXTURES + "/reference_sp.json"));
+  auto tok = lora::tokenizer_load(FIXTURES + "/sp");
+  CHECK(tok->kind() == "sentencepiece");
+  CHECK(tok->eos_id() == ref["eos_id"].get<int>());
+  CHECK(tok->vocab_size() == ref["vocab_size"].get<int>());
+  check_reference_items(*tok, ref["adversarial"], "sp adversarial");
+  check_reference_items(*tok, ref["e2e"], "sp e2e");
+  for (const json& item : ref["e2e"]) {
+    std::string text = item["text"].get<std::string>();
+    CHECK(tok->decode(tok->encode(text)) == text);
+  }
+  // A control piece written in the text is its id, with the text around it encoded on its own.
+  std::vector<int32_t> expect = tok->encode("name : Alimentum");
+  expect.push_back(tok->eos_id());
+  std::vector<int32_t> tail = tok->encode("There is");
+  expect.insert(expect.end(), tail.begin(), tail.end());
+  CHECK(tok->encode("name : Alimentum</s>There is") == expect);
+  CHECK(tok->decode(expect) == "name : Alimentum</s>There is");
+  CHECK(tok->fingerprint().size() == 16);
+  CHECK(contains(error_of([&] { tok->decode({tok->vocab_size()}); }), "not in the vocabulary"));
+}
+
+TEST_CASE("GPT-2 tokenizer matches HF tokenizers on every e2e line and the adversarial strings") {
+  std::string shared = LORA_SHARED_DATA;
+  if (!fs::exists(shared + "/gpt2/encoder.json") || !fs::exists(shared + "/e2e/valid.txt")) {
+    MESSAGE("skipped: " << shared << "/gpt2 or /e2e is absent (the shared data folder)");
+    return;
+  }
+  json ref = json::parse(file_read(FIXTURES + "/reference_ids.json"));
+  auto tok = lora::tokenizer_load(shared + "/gpt2");
+  CHECK(tok->kind() == "gpt2-bpe");
+  CHECK(tok->eos_id() == ref["eos_id"].get<int>());
+  CHECK(tok->vocab_size() == ref["vocab_size"].get<int>());
+
+  check_reference_items(*tok, ref["adversarial"], "gpt2 adversarial");
+  for (const json& item : ref["adversarial"]) {
+    std::string text = item["text"].get<std::string>();
+    CHECK(tok->decode(tok->encode(text)) == text);
+    if (!item.contains("words")) continue;
+    std::vector<std::string> words;
+    for (auto& w : lora::bpe_split_words(text)) words.push_back(text.substr(w.first, w.second - w.first));
+    CHECK_MESSAGE(words == item["words"].get<std::vector<std::string>>(), "words of " << json(text).dump());
+  }
+
+  std::vector<std::string> lines = e2e_lines(shared + "/e2e/valid.txt");
+  const json& e2e_ids = ref["e2e_ids"];
+  REQUIRE(lines.size() == ref["e2e_lines"].get<size_t>());
+  REQUIRE(e2e_ids.size() == lines.size());
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::vector<int32_t>> ours;
+  for (const std::string& line : lines) ours.push_back(tok->encode(line));
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MESSAGE("encoded " << lines.size() << " e2e lines in " << seconds << " s");
+  size_t mismatches = 0, tokens = 0;
+  for (size_t i = 0; i < lines.size(); i++) {
+    tokens += ours[i].size();
+    if (ours[i] != ids_of(e2e_ids[i]) && mismatches++ < 5) {
+      CHECK_MESSAGE(false, "e2e line " << i + 1 << " differs: " << lines[i]);
+    }
+    if (tok->decode(ours[i]) != lines[i] && mismatches++ < 5) {
+      CHECK_MESSAGE(false, "e2e line " << i + 1 << " does not round-trip");
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(tokens > lines.size());
+
+  // The same tokenizer from tokenizer.json alone.
+  TempDir only_json;
+  fs::copy_file(shared + "/gpt2/tokenizer.json", only_json / "tokenizer.json");
+  auto from_json = lora::tokenizer_load(only_json.path);
+  CHECK(from_json->fingerprint() == tok->fingerprint());
+  check_reference_items(*from_json, ref["adversarial"], "gpt2 adversarial from tokenizer.json");
+}
+
+TEST_CASE("missing and malformed tokenizer files give errors naming the file, line and a hint") {
+  std::string msg = error_of([] { lora::tokenizer_load("/nonexistent/model/dir"); });
+  CHECK(contains(msg, "/nonexistent/model/dir"));
+
+  TempDir empty;
+  msg = error_of([&] { lora::tokenizer_load(empty.path); });
+  CHECK(contains(msg, empty.path));
+  CHECK(contains(msg, "vocab.json"));
+  CHECK(contains(msg, "tokenizer.model"));
+
+  TempDir half;
+  file_write(half / "vocab.json", "{}");
+  msg = error_of([&] { lora::tokenizer_load(half.path); });
+  CHECK(contains(msg, "merges.txt"));
+
+  TinyVocab v(HELLO_MERGES);
+  {
+    TempDir d;  // a JSON syntax error on line 3
+    v.write(d);
+    file_write(d / "vocab.json", "{\n  \"a\": 0,\n  \"b\" 1\n}\n");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, d / "vocab.json"));
+    CHECK(contains(msg, "line 3"));
+  }
+  {
+    TempDir d;  // an id that is not an integer
+    v.write(d);
+    json bad = v.vocab;
+    bad["hello"] = "seven";
+    file_write(d / "vocab.json", bad.dump(1));
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "vocab.json"));
+    CHECK(contains(msg, "\"hello\""));
+    CHECK(contains(msg, "line "));
+    CHECK(contains(msg, "\"seven\""));
+  }
+  {
+    TempDir d;  // two tokens with one id
+    v.write(d);
+    json bad = v.vocab;
+    bad["hello"] = v.id("he");
+    file_write(d / "vocab.json", bad.dump());
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "already taken"));
+  }
+  {
+    TempDir d;  // not an object
+    v.write(d);
+    file_write(d / "vocab.json", "[1, 2, 3]");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "expected a JSON object"));
+  }
+  {
+    TempDir d;  // a vocabulary without the byte tokens
+    file_write(d / "vocab.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}");
+    file_write(d / "merges.txt", "a b\n");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "single-byte token"));
+  }
+  {
+    TempDir d;  // three tokens on merges line 4 (line 1 is #version)
+    v.write(d);
+    file_write(d / "merges.txt", "#version: 0.2\nh e\nl l\nhe ll o\n");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, d / "merges.txt"));
+    CHECK(contains(msg, "line 4"));
+    CHECK(contains(msg, "he ll o"));
+  }
+  {
+    TempDir d;  // a merge of a token the vocabulary lacks
+    v.write(d);
+    file_write(d / "merges.txt", "#version: 0.2\nh e\nq zz\n");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "line 3"));
+    CHECK(contains(msg, "\"zz\""));
+  }
+  {
+    TempDir d;  // a corrupt SentencePiece model
+    file_write(d / "tokenizer.model", "this is not a protobuf");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "tokenizer.model"));
+  }
+  {
+    TempDir d;  // a tokenizer.json of another kind
+    file_write(d / "tokenizer.json",
+               "{\"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"Unigram\"}}");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "tokenizer.json"));
+    CHECK(contains(msg, "Metaspace"));
+  }
+  {
+    TempDir d;  // an id out of range
+    v.write(d);
+    auto tok = lora::tokenizer_load(d.path);
+    msg = error_of([&] { tok->decode({-1}); });
+    CHECK(contains(msg, "-1"));
+    msg = error_of([&] { tok->token_text(tok->vocab_size()); });
+    CHECK(contains(msg, "not in the vocabulary"));
+  }
+}
