@@ -58,7 +58,8 @@ void need_mat(const char* op, const char* name, const MatRef& m, int64_t rows, i
   if (m.rows != rows || m.cols != cols)
     bad(op, std::string(name) + " is (" + std::to_string(m.rows) + ", " + std::to_string(m.cols) + "), expected (" +
                 std::to_string(rows) + ", " + std::to_string(cols) + ")");
-  if (m.ld < m.cols) bad(op, std::string(name) + " has ld " + std::to_string(m.ld) + " < cols " + std::to_string(m.cols));
+  if (m.ld < m.cols)
+    bad(op, std::string(name) + " has ld " + std::to_string(m.ld) + " < cols " + std::to_string(m.cols));
 }
 
 // The (N, C) view the row-wise ops use: C the last dim.
@@ -154,7 +155,9 @@ class CpuBackend final : public Backend {
                 int(N), int(K), alpha, a.f32(), int(a.ld), b.f32(), int(b.ld), beta, out.f32(), int(out.ld));
   }
 
+  // An empty bias is a layer without one (LLaMA's linears): nothing to add.
   void bias_add(const MatRef& out, const Tensor& bias) override {
+    if (bias.empty()) return;
     need_mat("bias_add", "out", out, out.rows, out.cols);
     ref::bias_add(out.f32(), out.ld, f32_of("bias_add", "bias", bias, out.cols), out.rows, out.cols);
   }
@@ -170,14 +173,14 @@ class CpuBackend final : public Backend {
     const float* pa = f32_of("add", "a", a, n);
     const float* pb = f32_of("add", "b", b, n);
     float* py = f32_of("add", "y", y, n);
-#pragma omp parallel for
+#pragma omp parallel for if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) py[i] = pa[i] + alpha * pb[i];
   }
 
   void scale(Tensor& y, float alpha) override {
     const int64_t n = y.numel();
     float* p = f32_of("scale", "y", y, n);
-#pragma omp parallel for
+#pragma omp parallel for if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) p[i] *= alpha;
   }
 
@@ -307,7 +310,8 @@ class CpuBackend final : public Backend {
     if (!wpe.empty()) {
       need_dtype(op, "wpe", wpe, DType::f32);
       if (wpe.ndim() != 2 || wpe.dim(1) != C || wpe.dim(0) < T)
-        bad(op, "wpe " + wpe.shape_str() + " must be (>= T = " + std::to_string(T) + ", C = " + std::to_string(C) + ")");
+        bad(op, "wpe " + wpe.shape_str() + " must be (>= T = " + std::to_string(T) + ", C = " + std::to_string(C) +
+                    ")");
       pe = wpe.f32();
     }
     ref::embedding_forward(f32_of(op, "out", out, int64_t(B) * T * C), tokens.i32(), wte.f32(), pe, B, T, C, V);
@@ -334,7 +338,8 @@ class CpuBackend final : public Backend {
     float* ppe = nullptr;
     if (!dwpe.empty()) {
       need_dtype(op, "dwpe", dwpe, DType::f32);
-      if (dwpe.ndim() != 2 || dwpe.dim(1) != C || dwpe.dim(0) < T) bad(op, "dwpe " + dwpe.shape_str() + " must be (>= T, C)");
+      if (dwpe.ndim() != 2 || dwpe.dim(1) != C || dwpe.dim(0) < T)
+        bad(op, "dwpe " + dwpe.shape_str() + " must be (>= T, C)");
       ppe = dwpe.f32();
     }
     ref::embedding_backward(pte, ppe, d, tokens.i32(), B, T, C);

@@ -283,11 +283,11 @@ struct KeyIndex {
       std::string s = section_of(alias->second, section);
       if (!s.empty()) return s == section ? "'" + alias->second + "'" : "'" + s + "." + alias->second + "'";
     }
-    std::string near = closest_name(key, keys_of(section));
-    if (!near.empty()) return "'" + near + "'";
     std::string other = section_of(key, "");
     if (!other.empty()) return "'" + other + "." + key + "' (it belongs in section '" + other + "')";
-    std::string any = closest_name(section + "." + key, names);
+    std::string near = recipe_closest_name(key, keys_of(section));
+    if (!near.empty()) return "'" + near + "'";
+    std::string any = recipe_closest_name(section + "." + key, names);
     return any.empty() ? "" : "'" + any + "'";
   }
 };
@@ -345,7 +345,7 @@ struct Parser {
     std::string text = at(key) + ": unknown section '" + name + "'";
     std::string hint = "sections are model, lora, data, train, eval, output, log";
     size_t dot = name.find('.');
-    std::string near = closest_name(name, recipe_section_names());
+    std::string near = recipe_closest_name(name, recipe_section_names());
     if (dot != std::string::npos && index.by_name.count(name)) {
       text += "; did you mean '" + name + "' nested under its section?";
       hint = "write '" + name.substr(0, dot) + ":' and, indented below it, '" + name.substr(dot + 1) + ": ...'";
@@ -417,7 +417,7 @@ struct Parser {
         std::string home = index.section_of(field, "");
         suggestion = !home.empty() ? "'" + home + "." + field + "'" : index.suggest("", field);
         if (suggestion.empty()) {
-          std::string near = closest_name(key, index.names);
+          std::string near = recipe_closest_name(key, index.names);
           if (!near.empty()) suggestion = "'" + near + "'";
         }
       }

@@ -164,7 +164,7 @@ const std::vector<std::string>& recipe_section_names();  // model, lora, data, t
 
 // The candidate closest to `word` (edit distance with transpositions, or a prefix), "" when none is
 // close enough: the "did you mean" of recipe messages.
-std::string closest_name(const std::string& word, const std::vector<std::string>& candidates);
+std::string recipe_closest_name(const std::string& word, const std::vector<std::string>& candidates);
 // The shortest text that reads back as the same double, with a '.' or exponent: "0.0002", "1e-08", "16.0".
 std::string recipe_format_number(double value);
 

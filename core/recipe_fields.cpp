@@ -113,7 +113,7 @@ static size_t edit_distance(const std::string& a, const std::string& b) {
   return d[a.size()][b.size()];
 }
 
-std::string closest_name(const std::string& word, const std::vector<std::string>& candidates) {
+std::string recipe_closest_name(const std::string& word, const std::vector<std::string>& candidates) {
   if (word.empty()) return "";
   std::string lower = word;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -229,7 +229,7 @@ void recipe_validate(const Recipe& recipe) {
     if (std::find(f.choices.begin(), f.choices.end(), v) != f.choices.end()) continue;
     std::string guess = choice_alias(v);
     if (guess.empty() || std::find(f.choices.begin(), f.choices.end(), guess) == f.choices.end())
-      guess = closest_name(v, f.choices);
+      guess = recipe_closest_name(v, f.choices);
     c.fail(f.name(), "expected one of " + join(f.choices, ", ") + ", found '" + v + "'" +
                          (guess.empty() ? "" : "; did you mean '" + guess + "'?"));
   }
@@ -248,7 +248,7 @@ void recipe_validate(const Recipe& recipe) {
     const std::string& t = r.lora.targets[i];
     std::string key = "lora.targets[" + std::to_string(i) + "]";
     if (std::find(names.begin(), names.end(), t) == names.end()) {
-      std::string guess = closest_name(t, names);
+      std::string guess = recipe_closest_name(t, names);
       c.fail(key, "unknown target '" + t + "'" + (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
                       " (roles: q k v o up down gate; HF names: " + join({names.begin() + 7, names.end()}, " ") + ")");
     } else if (!seen_targets.insert(t).second) {

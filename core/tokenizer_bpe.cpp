@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <sys/stat.h>
 #include <unordered_map>
 
@@ -312,6 +313,45 @@ class BpeTokenizer : public Tokenizer {
     for (auto& w : words) encode_word(text.data() + w.first, w.second - w.first, ids);
   }
 
+  // BPE on one word: the lowest-ranked adjacent pair merges first, the leftmost among equals, until no
+  // pair has a merge. Symbols form a linked list and candidate pairs a min-heap, so a word of n bytes
+  // costs O(n log n) (a 100k-letter word is fine); this is also the order HF `tokenizers` merges in.
+  std::vector<int32_t> bpe_merge(const char* p, size_t len) const {
+    struct Candidate {
+      int32_t rank, pos, left, right, result;
+      bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    int32_t n = static_cast<int32_t>(len);
+    std::vector<int32_t> sym(n), next(n), prev(n);  // (n) ids and links; sym -1 once merged away
+    for (int32_t k = 0; k < n; k++) {
+      sym[k] = byte_id[static_cast<unsigned char>(p[k])];
+      next[k] = k + 1 < n ? k + 1 : -1;
+      prev[k] = k - 1;
+    }
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+    auto push = [&](int32_t pos) {
+      if (pos < 0 || next[pos] < 0) return;
+      auto it = merges.find(pair_key(sym[pos], sym[next[pos]]));
+      if (it != merges.end()) heap.push({it->second.rank, pos, sym[pos], sym[next[pos]], it->second.result});
+    };
+    for (int32_t k = 0; k + 1 < n; k++) push(k);
+    while (!heap.empty()) {
+      Candidate c = heap.top();
+      heap.pop();
+      int32_t right = next[c.pos];
+      if (sym[c.pos] != c.left || right < 0 || sym[right] != c.right) continue;  // stale
+      sym[c.pos] = c.result;
+      sym[right] = -1;
+      next[c.pos] = next[right];
+      if (next[right] >= 0) prev[next[right]] = c.pos;
+      push(prev[c.pos]);
+      push(c.pos);
+    }
+    std::vector<int32_t> out;
+    for (int32_t k = 0; k >= 0 && k < n; k = next[k]) out.push_back(sym[k]);
+    return out;
+  }
+
   void encode_word(const char* p, size_t len, std::vector<int32_t>& ids) const {
     std::string key(p, len);
     {
@@ -322,32 +362,7 @@ class BpeTokenizer : public Tokenizer {
         return;
       }
     }
-    std::vector<int32_t> syms(len);
-    for (size_t k = 0; k < len; k++) syms[k] = byte_id[static_cast<unsigned char>(p[k])];
-    // Merge the lowest-ranked adjacent pair everywhere it occurs, left to right, until none merges.
-    while (syms.size() > 1) {
-      const Merge* best = nullptr;
-      size_t best_at = 0;
-      for (size_t k = 0; k + 1 < syms.size(); k++) {
-        auto it = merges.find(pair_key(syms[k], syms[k + 1]));
-        if (it != merges.end() && (!best || it->second.rank < best->rank)) {
-          best = &it->second;
-          best_at = k;
-        }
-      }
-      if (!best) break;
-      int32_t a = syms[best_at], b = syms[best_at + 1];
-      size_t w = best_at;
-      for (size_t k = best_at; k < syms.size();) {
-        if (k + 1 < syms.size() && syms[k] == a && syms[k + 1] == b) {
-          syms[w++] = best->result;
-          k += 2;
-        } else {
-          syms[w++] = syms[k++];
-        }
-      }
-      syms.resize(w);
-    }
+    std::vector<int32_t> syms = bpe_merge(p, len);
     ids.insert(ids.end(), syms.begin(), syms.end());
     std::lock_guard<std::mutex> lock(cache_mutex);
     if (cache.size() >= CACHE_MAX_WORDS) cache.clear();
@@ -392,9 +407,13 @@ std::string key_line(const std::string& raw, const std::string& key) {
   return "";
 }
 
+bool json_id_valid(const json& value, int64_t bound) {
+  return value.is_number_integer() && value.get<int64_t>() >= 0 && value.get<int64_t>() < bound;
+}
+
 // A token id from JSON: a non-negative integer below the bound that keeps tables small.
 int32_t json_id(const json& value, const std::string& where, const std::string& hint, int64_t bound) {
-  if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= bound) {
+  if (!json_id_valid(value, bound)) {
     fail_runtime(where + ": expected a token id (an integer in [0, " + std::to_string(bound) + ")), found " +
                      value.dump(),
                  hint);
@@ -428,11 +447,13 @@ void vocab_read(const json& object, const std::string& path, const std::string& 
   int64_t bound = 2 * static_cast<int64_t>(object.size()) + 1024;  // ids may leave a few holes, no more
   std::unordered_map<int32_t, std::string> seen;
   for (auto it = object.begin(); it != object.end(); ++it) {
-    std::string where = path + ": token " + json(it.key()).dump() + key_line(raw, it.key());
-    int32_t id = json_id(it.value(), where, VOCAB_HINT, bound);
+    // The message names the line, found by a search of the text: only on the error path.
+    auto where = [&] { return path + ": token " + json(it.key()).dump() + key_line(raw, it.key()); };
+    if (!json_id_valid(it.value(), bound)) json_id(it.value(), where(), VOCAB_HINT, bound);
+    int32_t id = static_cast<int32_t>(it.value().get<int64_t>());
     auto dup = seen.emplace(id, it.key());
     if (!dup.second) {
-      fail_runtime(where + ": id " + std::to_string(id) + " is already taken by token " +
+      fail_runtime(where() + ": id " + std::to_string(id) + " is already taken by token " +
                        json(dup.first->second).dump(),
                    "every token needs its own id; the file is corrupt or was edited by hand");
     }
@@ -546,7 +567,10 @@ void added_files_read(const std::string& dir, BpeSources& src) {
       if (it.key().empty()) fail_runtime(path + ": an added token is the empty string", hint);
       AddedToken a;
       a.content = it.key();
-      a.id = json_id(it.value(), path + ": token " + json(it.key()).dump() + key_line(raw, it.key()), hint, INT32_MAX);
+      if (!json_id_valid(it.value(), INT32_MAX)) {
+        json_id(it.value(), path + ": token " + json(it.key()).dump() + key_line(raw, it.key()), hint, INT32_MAX);
+      }
+      a.id = static_cast<int32_t>(it.value().get<int64_t>());
       src.added.push_back(a);
     }
   }

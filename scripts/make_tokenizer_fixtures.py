@@ -8,6 +8,7 @@ BPE, the `sentencepiece` Python package for SentencePiece. Outputs, under tests/
                        of the adversarial strings below, plus HF's pre-tokenizer words for the latter.
   tiny/                a 512-token byte-level BPE trained here on valid.txt (vocab.json + merges.txt)
   tiny_json/           the same tokenizer as one HF tokenizer.json
+  tiny_special/        tiny_json plus added tokens with lstrip (<mask>) and rstrip (<r>)
   reference_tiny.json  the tiny tokenizer's ids of the adversarial strings and of the first e2e lines
   sp/tokenizer.model   a 512-piece SentencePiece BPE model in the LLaMA setup (byte fallback, identity
                        normalization), trained here on valid.txt
@@ -19,14 +20,14 @@ b"\\n" exactly as the C++ test splits them (no stripping). Regenerate with one c
   pip install tokenizers sentencepiece
   python3 scripts/make_tokenizer_fixtures.py ../shared/data
 """
+import io
 import json
 import os
 import sys
-import tempfile
 
 import sentencepiece as spm
 import tokenizers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.normpath(os.path.join(HERE, "..", "tests", "fixtures", "tokenizer"))
@@ -153,27 +154,35 @@ def make_tiny(lines):
     os.makedirs(os.path.join(OUT, "tiny_json"), exist_ok=True)
     tok.model.save(os.path.join(OUT, "tiny"))
     tok.save(os.path.join(OUT, "tiny_json", "tokenizer.json"))
+    # Added tokens that swallow the whitespace beside them (RoBERTa's <mask> has lstrip).
+    special = Tokenizer.from_file(os.path.join(OUT, "tiny_json", "tokenizer.json"))
+    special.add_special_tokens([AddedToken("<mask>", lstrip=True), AddedToken("<r>", rstrip=True)])
+    os.makedirs(os.path.join(OUT, "tiny_special"), exist_ok=True)
+    special.save(os.path.join(OUT, "tiny_special", "tokenizer.json"))
+    special_texts = ["the <mask>", "the  \t<mask>", "<mask>x", "a <r>  b", "a<r>\n\nb", "x \u3000<mask>",
+                     "<mask> <mask>", " <r> <r> ", "<r><mask>", "a <|endoftext|> <mask> <r> b", "<mas <r"]
     doc = {
         "source": "HF tokenizers " + tokenizers.__version__ + ", BpeTrainer on e2e/valid.txt",
         "eos_id": tok.token_to_id("<|endoftext|>"),
         "vocab_size": tok.get_vocab_size(),
         "adversarial": [{"text": t, "ids": tok.encode(t).ids} for t in ADVERSARIAL],
         "e2e": [{"text": t, "ids": tok.encode(t).ids} for t in lines[:SUBSET_LINES]],
+        "special": [{"text": t, "ids": special.encode(t).ids} for t in special_texts + ADVERSARIAL],
     }
-    write_json(os.path.join(OUT, "reference_tiny.json"), doc, {"adversarial", "e2e"})
+    write_json(os.path.join(OUT, "reference_tiny.json"), doc, {"adversarial", "e2e", "special"})
 
 
-def make_sp(shared, lines):
+def make_sp(lines):
     os.makedirs(os.path.join(OUT, "sp"), exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        prefix = os.path.join(tmp, "sp")
-        spm.SentencePieceTrainer.train(
-            input=os.path.join(shared, "e2e", "valid.txt"), model_prefix=prefix, model_type="bpe",
-            vocab_size=512, byte_fallback=True, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, split_digits=True, character_coverage=1.0, num_threads=1,
-            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
-        with open(prefix + ".model", "rb") as f:
-            model = f.read()
+    # Trained from an iterator into memory, so no file path lands in the model's trainer_spec and a
+    # regeneration writes the same bytes.
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, model_type="bpe",
+        vocab_size=512, byte_fallback=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, split_digits=True, character_coverage=1.0, num_threads=1,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    model = buf.getvalue()
     path = os.path.join(OUT, "sp", "tokenizer.model")
     with open(path, "wb") as f:
         f.write(model)
@@ -197,7 +206,7 @@ def main():
     lines = e2e_lines(shared)
     make_gpt2(shared, lines)
     make_tiny(lines)
-    make_sp(shared, lines)
+    make_sp(lines)
 
 
 if __name__ == "__main__":

@@ -50,14 +50,22 @@ class ByteTokenizer : public Tokenizer {
 
 const int32_t EOS = 256;
 
+// A scratch directory for this process, removed at exit.
+struct ScratchDir {
+  fs::path path;
+  ScratchDir() : path(fs::temp_directory_path() / ("lora_test_dataset_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
 fs::path test_dir() {
-  static fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("lora_test_dataset_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
+  static ScratchDir dir;
+  return dir.path;
 }
 
 std::string write_file(const std::string& name, const std::string& text) {

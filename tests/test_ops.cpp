@@ -213,7 +213,10 @@ TEST_CASE("bias: add and backward match finite differences; backward accumulates
   be->bias_add(mat_cols(tx, pad, C), tbias);
   vec want = x;
   ref::bias_add(want.data() + pad, C + pad, bias.data(), N, C);
-  expect_close("backend bias_add", from_backend(*be, tx), want, f32_rtol);
+  vec got = from_backend(*be, tx);
+  expect_close("backend bias_add", got, want, f32_rtol);
+  be->bias_add(mat_cols(tx, pad, C), Tensor());  // no bias: unchanged
+  CHECK(from_backend(*be, tx) == got);
   Tensor tdb = to_backend(*be, dbias0, {C}), tW = to_backend(*be, W, {N, C});
   be->bias_backward(tdb, mat(tW));
   expect_close("backend bias_backward", from_backend(*be, tdb), dbias, f32_rtol);
@@ -237,14 +240,16 @@ TEST_CASE("layernorm: backward matches finite differences, accumulates into dinp
   loss();
   vec dx0 = rng.normal(N * C), dw0 = rng.normal(C), db0 = rng.normal(C);
   vec dx = dx0, dw = dw0, db = db0;
-  ref::layernorm_backward(dx.data(), dw.data(), db.data(), W.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+  ref::layernorm_backward(dx.data(), dw.data(), db.data(), W.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                          N, C);
   expect_close("layernorm dinp", minus(dx, dx0), numeric_grad(x, loss), fd_rtol);
   expect_close("layernorm dweight", minus(dw, dw0), numeric_grad(w, loss), fd_rtol);
   expect_close("layernorm dbias", minus(db, db0), numeric_grad(b, loss), fd_rtol);
   loss();
 
   Tensor tx = to_backend(*be, x, {2, 3, C}), tw = to_backend(*be, w, {C}), tb = to_backend(*be, b, {C});
-  Tensor tout = be->alloc({2, 3, C}, DType::f32), tmean = be->alloc({N}, DType::f32), trstd = be->alloc({N}, DType::f32);
+  Tensor tout = be->alloc({2, 3, C}, DType::f32);
+  Tensor tmean = be->alloc({N}, DType::f32), trstd = be->alloc({N}, DType::f32);
   be->layernorm_forward(tout, tmean, trstd, tx, tw, tb, float(eps));
   expect_close("backend layernorm out", from_backend(*be, tout), out, f32_rtol);
   expect_close("backend layernorm mean", from_backend(*be, tmean), mean, f32_rtol);
@@ -542,7 +547,8 @@ TEST_CASE("embedding: backward accumulates and matches finite differences; wpe m
   expect_close("embedding dwpe", minus(dwpe, dwpe0), numeric_grad(wpe, loss), fd_rtol);
   loss();
 
-  Tensor ttok = to_backend_i32(*be, tok, {B, T}), twte = to_backend(*be, wte, {V, C}), twpe = to_backend(*be, wpe, {maxT, C});
+  Tensor ttok = to_backend_i32(*be, tok, {B, T});
+  Tensor twte = to_backend(*be, wte, {V, C}), twpe = to_backend(*be, wpe, {maxT, C});
   Tensor tout = be->alloc({B, T, C}, DType::f32), none;
   be->embedding_forward(tout, ttok, twte, twpe);
   expect_close("backend embedding out", from_backend(*be, tout), out, f32_rtol);

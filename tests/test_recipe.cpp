@@ -271,6 +271,9 @@ TEST_CASE("unknown keys name the key, its line and the closest valid key") {
   e = parse_error("train:\n  dropout: 0.1\n");  // a key of another section
   CHECK(contains(e.what(), "did you mean 'lora.dropout'"));
 
+  e = parse_error("lora:\n  lr: 1e-4\n");  // an exact key elsewhere beats 'r' nearby
+  CHECK(contains(e.what(), "did you mean 'train.lr'"));
+
   e = parse_error("lora:\n  target_modules: [q_proj]\n");
   CHECK(contains(e.what(), "did you mean 'targets'?"));
 
@@ -348,6 +351,8 @@ TEST_CASE("--set overrides: scalars, lists, nesting, unknown keys") {
   CHECK(contains(e.what(), "unknown key 'lr'; did you mean 'train.lr'?"));
   e = parse_error(MINIMAL, {"train.learning_rate=1"});
   CHECK(contains(e.what(), "did you mean 'train.lr'?"));
+  e = parse_error(MINIMAL, {"lora.lr=1"});
+  CHECK(contains(e.what(), "did you mean 'train.lr'"));
   e = parse_error(MINIMAL, {"trian.lr=1"});
   CHECK(contains(e.what(), "did you mean 'train.lr'?"));
   e = parse_error(MINIMAL, {"train.lr"});
@@ -534,11 +539,11 @@ TEST_CASE("recipe_validate: value checks, all problems in one report") {
   recipe_validate(full_ft);  // a full fine-tune needs no targets
 }
 
-TEST_CASE("helpers: closest_name, recipe_format_number, recipe_data_format") {
-  CHECK(closest_name("bach_size", {"batch_size", "lr"}) == "batch_size");
-  CHECK(closest_name("rl", {"lr", "r"}) == "lr");  // a transposition counts once
-  CHECK(closest_name("qwertyuiop", {"lr", "seed"}).empty());
-  CHECK(closest_name("LR", {"lr"}) == "lr");
+TEST_CASE("helpers: recipe_closest_name, recipe_format_number, recipe_data_format") {
+  CHECK(recipe_closest_name("bach_size", {"batch_size", "lr"}) == "batch_size");
+  CHECK(recipe_closest_name("rl", {"lr", "r"}) == "lr");  // a transposition counts once
+  CHECK(recipe_closest_name("qwertyuiop", {"lr", "seed"}).empty());
+  CHECK(recipe_closest_name("LR", {"lr"}) == "lr");
   CHECK(recipe_format_number(2e-4) == "0.0002");
   CHECK(recipe_format_number(1e-8) == "1e-08");
   CHECK(recipe_format_number(16) == "16.0");

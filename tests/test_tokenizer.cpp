@@ -258,6 +258,22 @@ TEST_CASE("tiny byte-level BPE matches HF tokenizers (fixture, vocab.json + merg
     check_reference_items(*tok, ref["e2e"], "tiny e2e");
   }
   CHECK(files->fingerprint() == hf->fingerprint());
+
+  // Added tokens with lstrip/rstrip take the whitespace beside them, as HF does.
+  auto special = lora::tokenizer_load(FIXTURES + "/tiny_special");
+  check_reference_items(*special, ref["special"], "tiny with lstrip/rstrip added tokens");
+  CHECK(special->fingerprint() != hf->fingerprint());
+}
+
+TEST_CASE("a RoBERTa-style vocabulary: </s> is the end of text, <mask> takes the space before it") {
+  TempDir dir;
+  TinyVocab v(HELLO_MERGES, {"<s>", "<pad>", "</s>", "<unk>", "<mask>"});
+  v.write(dir);
+  auto tok = lora::tokenizer_load(dir.path);
+  CHECK(tok->eos_id() == v.id("</s>"));
+  CHECK(tok->encode("<s>hello <mask></s>") ==
+        std::vector<int32_t>{v.id("<s>"), v.id("hello"), v.id("<mask>"), v.id("</s>")});
+  CHECK(tok->encode("hello </s>") == std::vector<int32_t>{v.id("hello"), v.id("Ġ"), v.id("</s>")});
 }
 
 TEST_CASE("SentencePiece matches the sentencepiece package (fixture)") {
