@@ -1,7 +1,10 @@
-// See generate.h.
+// See generate.h. This version recomputes the whole prefix for every new token (no KV cache) and
+// decodes greedily; beam search and the cache replace it.
 #include "core/generate.h"
 
 #include <algorithm>
+
+#include "core/error.h"
 
 namespace lora {
 
@@ -19,6 +22,18 @@ std::vector<int32_t> generate_greedy(Model& model, const std::vector<int32_t>& p
     if (next == eos) break;
     seq.push_back(next);
     out.push_back(next);
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                           const GenerateOptions& o, const std::function<void(size_t)>& progress) {
+  if (o.beam_size != 1 || o.no_repeat_ngram_size != 0)
+    fail_usage("beam search and no-repeat n-gram blocking are not implemented yet", "use eval.beam_size: 1");
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& p : prompts) {
+    out.push_back(generate_greedy(model, p, o.max_new_tokens, o.eos_id));
+    if (progress) progress(out.size());
   }
   return out;
 }
