@@ -6,22 +6,22 @@
 // Scalars are read from their text, not through yaml-cpp's conversions, so that the rules are ours:
 // integers are digits only, numbers are decimal or scientific ("1e-4", ".5", "3"), booleans are exactly
 // true or false, and a quoted "2e-4" is a string, not a number.
-#include <cctype>
-#include <cerrno>
-#include <climits>
-#include <cstdint>
-#include <cstdio>
-#include <cmath>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <regex>
-#include <sstream>
+#include "core/recipe.h"
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "core/error.h"
-#include "core/recipe.h"
 
 namespace lora {
 
@@ -39,7 +39,8 @@ const char* GENERIC_HINT = "`lora train RECIPE --print-config` prints every key 
 [[noreturn]] void throw_issues(const std::string& name, const std::vector<Issue>& issues) {
   if (issues.size() == 1) fail_usage(issues[0].text, issues[0].hint.empty() ? GENERIC_HINT : issues[0].hint);
   std::string msg = std::to_string(issues.size()) + " problems in " + name + ":";
-  for (const Issue& issue : issues) msg += "\n  " + issue.text + (issue.hint.empty() ? "" : " (" + issue.hint + ")");
+  for (const Issue& issue : issues)
+    msg += "\n  " + issue.text + (issue.hint.empty() ? "" : " (" + issue.hint + ")");
   fail_usage(msg, std::string("fix every line above; ") + GENERIC_HINT);
 }
 
@@ -50,9 +51,37 @@ std::string trim(const std::string& s) {
 
 bool is_plain(const YAML::Node& n) { return n.IsScalar() && n.Tag() == "?"; }
 
+size_t skip_digits(const std::string& s, size_t i) {
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) i++;
+  return i;
+}
+
+size_t skip_sign(const std::string& s, size_t i) {
+  return i < s.size() && (s[i] == '+' || s[i] == '-') ? i + 1 : i;
+}
+
+// [-+]?[0-9]+
+bool is_integer_text(const std::string& s) {
+  size_t start = skip_sign(s, 0), end = skip_digits(s, start);
+  return end > start && end == s.size();
+}
+
+// [-+]?([0-9]+ ("." [0-9]*)? | "." [0-9]+) ([eE][-+]?[0-9]+)?: "3", "1.", ".5", "2e-4", "1E-5"
 bool looks_numeric(const std::string& s) {
-  static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
-  return std::regex_match(s, number);
+  size_t i = skip_sign(s, 0), j = skip_digits(s, i);
+  size_t digits = j - i;
+  if (j < s.size() && s[j] == '.') {
+    size_t k = skip_digits(s, j + 1);
+    digits += k - j - 1;
+    j = k;
+  }
+  if (digits == 0) return false;
+  if (j < s.size() && (s[j] == 'e' || s[j] == 'E')) {
+    size_t k = skip_sign(s, j + 1), end = skip_digits(s, k);
+    if (end == k) return false;
+    j = end;
+  }
+  return j == s.size();
 }
 
 bool has_control_char(const std::string& s) {
@@ -88,8 +117,7 @@ std::string describe(const YAML::Node& n) {
 }
 
 bool parse_int(const std::string& s, int& out) {
-  static const std::regex integer(R"([-+]?\d+)");
-  if (!std::regex_match(s, integer)) return false;
+  if (!is_integer_text(s)) return false;
   errno = 0;
   long long v = std::strtoll(s.c_str(), nullptr, 10);
   if (errno == ERANGE || v < INT_MIN || v > INT_MAX) return false;
@@ -107,7 +135,9 @@ bool parse_number(const std::string& s, double& out) {
 
 std::string expected(const RecipeField& f) {
   switch (f.kind) {
-    case FieldKind::text: case FieldKind::path_in: case FieldKind::path_out: return "a string";
+    case FieldKind::text:
+    case FieldKind::path_in:
+    case FieldKind::path_out: return "a string";
     case FieldKind::choice: {
       std::string s = "one of";
       for (size_t i = 0; i < f.choices.size(); i++) s += (i ? ", " : " ") + f.choices[i];
@@ -128,20 +158,25 @@ std::string read_scalar(FieldKind kind, const YAML::Node& n, void* value, std::s
   const std::string text = n.IsScalar() ? n.Scalar() : "";
   if (kind == FieldKind::integer) {
     if (plain && parse_int(text, *static_cast<int*>(value))) return "";
-    if (plain && std::regex_match(text, std::regex(R"([-+]?\d+)")))
-      return "out of range (" + std::to_string(INT_MIN) + " to " + std::to_string(INT_MAX) + "), found " + printable(text);
+    if (plain && is_integer_text(text))
+      return "out of range (" + std::to_string(INT_MIN) + " to " + std::to_string(INT_MAX) + "), found " +
+             printable(text);
     double d;
     if (plain && parse_number(text, d))
-      hint = std::fabs(d) < 2e9 && d == std::floor(d) ? "write it as digits only, e.g. " + std::to_string(int64_t(d))
-                                                      : "this key takes a whole number";
-    if (!plain && n.IsScalar() && parse_int(text, *static_cast<int*>(value))) hint = "remove the quotes";
+      hint = std::fabs(d) < 2e9 && d == std::floor(d)
+                 ? "write it as digits only, e.g. " + std::to_string(int64_t(d))
+                 : "this key takes a whole number";
+    int quoted = 0;
+    if (!plain && n.IsScalar() && parse_int(text, quoted)) hint = "remove the quotes";
     return "expected an integer, found " + describe(n);
   }
   if (kind == FieldKind::number) {
     if (plain && parse_number(text, *static_cast<double*>(value))) return "";
     double d;
-    if (!plain && n.IsScalar() && parse_number(text, d)) hint = "remove the quotes";
-    else if (n.IsScalar()) hint = "write a decimal or scientific number, e.g. 0.0002 or 2e-4";
+    if (!plain && n.IsScalar() && parse_number(text, d))
+      hint = "remove the quotes";
+    else if (n.IsScalar())
+      hint = "write a decimal or scientific number, e.g. 0.0002 or 2e-4";
     return "expected a number, found " + describe(n);
   }
   // boolean
@@ -158,7 +193,8 @@ std::string resolve_path(const std::string& written, const fs::path& base) {
   if (written.empty()) return written;
   fs::path p = written;
   const char* home = std::getenv("HOME");
-  if (home && (written == "~" || written.compare(0, 2, "~/") == 0)) p = fs::path(home) / written.substr(std::min<size_t>(2, written.size()));
+  if (home && (written == "~" || written.compare(0, 2, "~/") == 0))
+    p = fs::path(home) / written.substr(std::min<size_t>(2, written.size()));
   if (p.is_relative()) p = base / p;
   p = p.lexically_normal();
   if (p.is_absolute()) {  // below the current directory: relative to it
@@ -183,32 +219,44 @@ bool assign(const RecipeField& f, const YAML::Node& n, const std::string& where,
     return false;
   };
   switch (f.kind) {
-    case FieldKind::text: case FieldKind::path_in: case FieldKind::path_out: case FieldKind::choice: {
+    case FieldKind::text:
+    case FieldKind::path_in:
+    case FieldKind::path_out:
+    case FieldKind::choice: {
       if (n.IsSequence() || n.IsMap())
-        return fail(f.name(), "expected " + expected(f) + ", found " + describe(n), "this key takes a single value");
+        return fail(f.name(), "expected " + expected(f) + ", found " + describe(n),
+                    "this key takes a single value");
       std::string s = n.IsNull() ? "" : n.Scalar();
       if (has_control_char(s))
-        return fail(f.name(), "contains a control character: \"" + printable(s) + "\"", "remove it; check the file's encoding");
+        return fail(f.name(), "contains a control character: \"" + printable(s) + "\"",
+                    "remove it; check the file's encoding");
       if (f.kind == FieldKind::path_in) s = resolve_path(s, base ? *base : fs::path());
       if (f.kind == FieldKind::path_out) s = resolve_path(s, fs::path());
       f.as<std::string>() = s;
       return true;
     }
-    case FieldKind::integer: case FieldKind::number: case FieldKind::boolean: {
+    case FieldKind::integer:
+    case FieldKind::number:
+    case FieldKind::boolean: {
       std::string hint;
       if (n.IsSequence() || n.IsMap()) hint = "this key takes a single value";
-      std::string problem = n.IsScalar() ? read_scalar(f.kind, n, f.value, hint) : "expected " + expected(f) + ", found " + describe(n);
+      std::string problem = n.IsScalar() ? read_scalar(f.kind, n, f.value, hint)
+                                         : "expected " + expected(f) + ", found " + describe(n);
       return problem.empty() ? true : fail(f.name(), problem, hint);
     }
-    case FieldKind::text_list: case FieldKind::int_list: {
+    case FieldKind::text_list:
+    case FieldKind::int_list: {
       if (n.IsNull()) {  // `layers:` with nothing: an empty list
-        if (f.kind == FieldKind::text_list) f.as<std::vector<std::string>>().clear();
-        else f.as<std::vector<int>>().clear();
+        if (f.kind == FieldKind::text_list)
+          f.as<std::vector<std::string>>().clear();
+        else
+          f.as<std::vector<int>>().clear();
         return true;
       }
       if (!n.IsSequence())
         return fail(f.name(), "expected " + expected(f) + ", found " + describe(n),
-                    f.kind == FieldKind::text_list ? "write a list, e.g. [q, v]" : "write a list, e.g. [0, 1, 2], or [] for all");
+                    f.kind == FieldKind::text_list ? "write a list, e.g. [q, v]"
+                                                   : "write a list, e.g. [0, 1, 2], or [] for all");
       std::vector<std::string> texts;
       std::vector<int> ints;
       bool ok = true;
@@ -216,24 +264,31 @@ bool assign(const RecipeField& f, const YAML::Node& n, const std::string& where,
         std::string key = f.name() + "[" + std::to_string(i) + "]";
         const YAML::Node item = n[i];
         if (!item.IsScalar()) {
-          ok = fail(key, "expected " + std::string(f.kind == FieldKind::text_list ? "a string" : "an integer") +
-                             ", found " + describe(item), "");
+          ok = fail(key,
+                    "expected " + std::string(f.kind == FieldKind::text_list ? "a string" : "an integer") +
+                        ", found " + describe(item),
+                    "");
           continue;
         }
         if (f.kind == FieldKind::text_list) {
-          if (has_control_char(item.Scalar())) ok = fail(key, "contains a control character: \"" + printable(item.Scalar()) + "\"", "");
+          if (has_control_char(item.Scalar()))
+            ok = fail(key, "contains a control character: \"" + printable(item.Scalar()) + "\"", "");
           texts.push_back(item.Scalar());
           continue;
         }
         std::string hint;
         int v = 0;
         std::string problem = read_scalar(FieldKind::integer, item, &v, hint);
-        if (problem.empty()) ints.push_back(v);
-        else ok = fail(key, problem, hint);
+        if (problem.empty())
+          ints.push_back(v);
+        else
+          ok = fail(key, problem, hint);
       }
       if (!ok) return false;
-      if (f.kind == FieldKind::text_list) f.as<std::vector<std::string>>() = texts;
-      else f.as<std::vector<int>>() = ints;
+      if (f.kind == FieldKind::text_list)
+        f.as<std::vector<std::string>>() = texts;
+      else
+        f.as<std::vector<int>>() = ints;
       return true;
     }
   }
@@ -244,17 +299,18 @@ bool assign(const RecipeField& f, const YAML::Node& n, const std::string& where,
 const std::map<std::string, std::string>& key_aliases() {
   static const std::map<std::string, std::string> aliases = {
       {"learning_rate", "lr"}, {"lora_alpha", "alpha"}, {"lora_dropout", "dropout"}, {"lora_r", "r"},
-      {"rank", "r"}, {"target_modules", "targets"}, {"use_rslora", "rslora"}, {"layers_to_transform", "layers"},
-      {"num_epochs", "epochs"}, {"num_train_epochs", "epochs"}, {"gradient_accumulation_steps", "grad_accum"},
-      {"per_device_train_batch_size", "batch_size"}, {"max_grad_norm", "clip_grad_norm"},
-      {"grad_clip", "clip_grad_norm"}, {"lr_scheduler_type", "schedule"}, {"scheduler", "schedule"},
-      {"lr_schedule", "schedule"}, {"warmup", "warmup_steps"}, {"max_seq_length", "max_length"},
-      {"max_seq_len", "max_length"}, {"block_size", "max_length"}, {"output_dir", "dir"}, {"save_steps", "save_every"},
-      {"save_total_limit", "keep_last"}, {"logging_steps", "every"}, {"num_beams", "beam_size"},
-      {"model_name_or_path", "path"}, {"torch_dtype", "dtype"}, {"mixed_precision", "precision"},
-      {"gradient_checkpointing", "recompute"}, {"activation_checkpointing", "recompute"}, {"eval_steps", "eval_every"},
-      {"train_file", "train"}, {"validation_file", "eval"}, {"eval_file", "eval"}, {"adam_beta1", "beta1"},
-      {"adam_beta2", "beta2"}, {"adam_epsilon", "eps"}};
+      {"rank", "r"}, {"target_modules", "targets"}, {"use_rslora", "rslora"},
+      {"layers_to_transform", "layers"}, {"num_epochs", "epochs"}, {"num_train_epochs", "epochs"},
+      {"gradient_accumulation_steps", "grad_accum"}, {"per_device_train_batch_size", "batch_size"},
+      {"max_grad_norm", "clip_grad_norm"}, {"grad_clip", "clip_grad_norm"}, {"lr_scheduler_type", "schedule"},
+      {"scheduler", "schedule"}, {"lr_schedule", "schedule"}, {"warmup", "warmup_steps"},
+      {"max_seq_length", "max_length"}, {"max_seq_len", "max_length"}, {"block_size", "max_length"},
+      {"output_dir", "dir"}, {"save_steps", "save_every"}, {"save_total_limit", "keep_last"},
+      {"logging_steps", "every"}, {"num_beams", "beam_size"}, {"model_name_or_path", "path"},
+      {"torch_dtype", "dtype"}, {"mixed_precision", "precision"}, {"gradient_checkpointing", "recompute"},
+      {"activation_checkpointing", "recompute"}, {"eval_steps", "eval_every"}, {"train_file", "train"},
+      {"validation_file", "eval"}, {"eval_file", "eval"}, {"adam_beta1", "beta1"}, {"adam_beta2", "beta2"},
+      {"adam_epsilon", "eps"}};
   return aliases;
 }
 
@@ -264,16 +320,19 @@ struct KeyIndex {
   std::vector<std::string> names;
 
   explicit KeyIndex(Recipe& r) : fields(recipe_fields(r)) {
-    for (size_t i = 0; i < fields.size(); i++) by_name[fields[i].name()] = i, names.push_back(fields[i].name());
+    for (size_t i = 0; i < fields.size(); i++)
+      by_name[fields[i].name()] = i, names.push_back(fields[i].name());
   }
   std::vector<std::string> keys_of(const std::string& section) const {
     std::vector<std::string> keys;
-    for (const auto& f : fields) if (section == f.section) keys.push_back(f.key);
+    for (const auto& f : fields)
+      if (section == f.section) keys.push_back(f.key);
     return keys;
   }
   std::string section_of(const std::string& key, const std::string& prefer) const {
     if (by_name.count(prefer + "." + key)) return prefer;
-    for (const auto& f : fields) if (key == f.key) return f.section;
+    for (const auto& f : fields)
+      if (key == f.key) return f.section;
     return "";
   }
   // The "did you mean" for an unknown `key` inside `section`: "'lr'", "'train.lr'" or "".
@@ -299,7 +358,8 @@ struct Parser {
   KeyIndex index;
   std::vector<Issue> issues;
 
-  Parser(const std::string& src, Recipe& r) : source(src), base(fs::path(src).parent_path()), recipe(r), index(r) {}
+  Parser(const std::string& src, Recipe& r)
+      : source(src), base(fs::path(src).parent_path()), recipe(r), index(r) {}
 
   std::string at(const YAML::Node& n) const { return source + ":" + std::to_string(n.Mark().line + 1); }
 
@@ -312,7 +372,8 @@ struct Parser {
 
   void parse_root(const YAML::Node& root) {
     if (!root.IsMap()) {
-      issues.push_back({at(root) + ": a recipe is a mapping of sections (model:, lora:, data:, ...), found " + describe(root),
+      issues.push_back({at(root) + ": a recipe is a mapping of sections (model:, lora:, data:, ...), found " +
+                            describe(root),
                         "see configs/ for examples"});
       return;
     }
@@ -322,7 +383,8 @@ struct Parser {
       if (name.empty()) continue;
       int line = entry.first.Mark().line + 1;
       if (!seen.emplace(name, line).second) {
-        issues.push_back({at(entry.first) + ": section '" + name + "' appears twice (first at line " + std::to_string(seen[name]) + ")",
+        issues.push_back({at(entry.first) + ": section '" + name + "' appears twice (first at line " +
+                              std::to_string(seen[name]) + ")",
                           "merge the two into one"});
         continue;
       }
@@ -333,8 +395,9 @@ struct Parser {
       }
       if (entry.second.IsNull()) continue;  // `eval:` with nothing under it changes nothing
       if (!entry.second.IsMap()) {
-        issues.push_back({at(entry.first) + ": " + name + ": expected a mapping of keys, found " + describe(entry.second),
-                          "indent the section's keys under '" + name + ":'"});
+        issues.push_back(
+            {at(entry.first) + ": " + name + ": expected a mapping of keys, found " + describe(entry.second),
+             "indent the section's keys under '" + name + ":'"});
         continue;
       }
       parse_section(name, entry.second);
@@ -348,7 +411,8 @@ struct Parser {
     std::string near = recipe_closest_name(name, recipe_section_names());
     if (dot != std::string::npos && index.by_name.count(name)) {
       text += "; did you mean '" + name + "' nested under its section?";
-      hint = "write '" + name.substr(0, dot) + ":' and, indented below it, '" + name.substr(dot + 1) + ": ...'";
+      hint =
+          "write '" + name.substr(0, dot) + ":' and, indented below it, '" + name.substr(dot + 1) + ": ...'";
     } else if (!near.empty()) {
       text += "; did you mean '" + near + "'?";
     } else {
@@ -369,7 +433,8 @@ struct Parser {
       int line = entry.first.Mark().line + 1;
       std::string name = section + "." + key;
       if (!seen.emplace(key, line).second) {
-        issues.push_back({at(entry.first) + ": " + name + ": appears twice (first at line " + std::to_string(seen[key]) + ")",
+        issues.push_back({at(entry.first) + ": " + name + ": appears twice (first at line " +
+                              std::to_string(seen[key]) + ")",
                           "keep one of them"});
         continue;
       }
@@ -382,7 +447,8 @@ struct Parser {
           for (const auto& k : index.keys_of(section)) hint += " " + k;
         }
         issues.push_back({at(entry.first) + ": unknown key '" + key + "' in section '" + section + "'" +
-                              (suggestion.empty() ? "" : "; did you mean " + suggestion + "?"), hint});
+                              (suggestion.empty() ? "" : "; did you mean " + suggestion + "?"),
+                          hint});
         continue;
       }
       if (assign(index.fields[it->second], entry.second, at(entry.first), &base, issues))
@@ -407,12 +473,14 @@ struct Parser {
       std::string field = dot == std::string::npos ? key : key.substr(dot + 1);
       std::string suggestion;
       if (std::find(sections.begin(), sections.end(), key) != sections.end()) {
-        issues.push_back({where + ": '" + key + "' is a section; name a key in it, e.g. " + index.keys_of(key)[0], ""});
+        issues.push_back(
+            {where + ": '" + key + "' is a section; name a key in it, e.g. " + index.keys_of(key)[0], ""});
         return;
       }
       if (std::find(sections.begin(), sections.end(), section) != sections.end()) {
         suggestion = index.suggest(section, field);
-        if (suggestion.size() > 2 && suggestion.find('.') == std::string::npos) suggestion = "'" + section + "." + suggestion.substr(1);
+        if (suggestion.size() > 2 && suggestion.find('.') == std::string::npos)
+          suggestion = "'" + section + "." + suggestion.substr(1);
       } else {
         std::string home = index.section_of(field, "");
         suggestion = !home.empty() ? "'" + home + "." + field + "'" : index.suggest("", field);
@@ -421,22 +489,28 @@ struct Parser {
           if (!near.empty()) suggestion = "'" + near + "'";
         }
       }
-      issues.push_back({where + ": unknown key '" + key + "'" + (suggestion.empty() ? "" : "; did you mean " + suggestion + "?"),
-                        "keys are section.key, e.g. train.lr; `lora train RECIPE --print-config` lists them"});
+      issues.push_back(
+          {where + ": unknown key '" + key + "'" +
+               (suggestion.empty() ? "" : "; did you mean " + suggestion + "?"),
+           "keys are section.key, e.g. train.lr; `lora train RECIPE --print-config` lists them"});
       return;
     }
     const RecipeField& f = index.fields[it->second];
     YAML::Node node;
     std::string v = trim(value);
-    bool is_string = f.kind == FieldKind::text || f.kind == FieldKind::path_in || f.kind == FieldKind::path_out ||
-                     f.kind == FieldKind::choice;
+    bool is_string = f.kind == FieldKind::text || f.kind == FieldKind::path_in ||
+                     f.kind == FieldKind::path_out || f.kind == FieldKind::choice;
     try {
-      if (is_string && !(v.size() >= 2 && (v[0] == '"' || v[0] == '\''))) node = YAML::Node(v);  // verbatim
-      else if ((f.kind == FieldKind::text_list || f.kind == FieldKind::int_list) && (v.empty() || v[0] != '['))
+      if (is_string && !(v.size() >= 2 && (v[0] == '"' || v[0] == '\'')))
+        node = YAML::Node(v);  // verbatim
+      else if ((f.kind == FieldKind::text_list || f.kind == FieldKind::int_list) &&
+               (v.empty() || v[0] != '['))
         node = YAML::Load("[" + v + "]");
-      else node = YAML::Load(v);
+      else
+        node = YAML::Load(v);
     } catch (const YAML::Exception& e) {
-      issues.push_back({where + ": cannot read the value '" + value + "' as YAML: " + e.msg, "quote it, or for a list write [a, b]"});
+      issues.push_back({where + ": cannot read the value '" + value + "' as YAML: " + e.msg,
+                        "quote it, or for a list write [a, b]"});
       return;
     }
     if (assign(f, node, where, nullptr, issues)) recipe.origin[key] = where;
@@ -456,12 +530,15 @@ Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name
   } catch (const YAML::Exception& e) {
     fail_usage(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
                    ": YAML syntax error: " + e.msg,
-               "check the indentation and brackets on or just before that line; quote values that contain ': ' or ' #'");
+               "check the indentation and brackets on or just before that line; quote values that contain ': "
+               "' or ' #'");
   }
   if (docs.empty() || (docs.size() == 1 && docs[0].IsNull()))
-    fail_usage("recipe " + source_name + " is empty", "a recipe needs at least model.path and data.train; see configs/ for examples");
+    fail_usage("recipe " + source_name + " is empty",
+               "a recipe needs at least model.path and data.train; see configs/ for examples");
   if (docs.size() > 1)
-    fail_usage(source_name + ": holds " + std::to_string(docs.size()) + " YAML documents (separated by '---'); a recipe is one",
+    fail_usage(source_name + ": holds " + std::to_string(docs.size()) +
+                   " YAML documents (separated by '---'); a recipe is one",
                "remove the '---' lines or split the file");
   parser.parse_root(docs[0]);
   for (const auto& o : overrides) parser.apply_override(o);
@@ -480,8 +557,7 @@ Recipe recipe_load(const std::string& path, const std::vector<std::string>& over
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
   if (in) text << in.rdbuf();
-  if (!in || in.bad())
-    fail_usage("cannot read recipe " + path, "check the file's permissions");
+  if (!in || in.bad()) fail_usage("cannot read recipe " + path, "check the file's permissions");
   return recipe_parse(text.str(), path, overrides);
 }
 

@@ -10,8 +10,9 @@
 // Paths. Input paths (model.path, data.train, data.eval, data.tokenizer) written in a recipe file are
 // relative to the recipe file's directory; output paths (output.dir, data.cache_dir) and every path given
 // with --set are relative to the current directory. A leading "~/" means $HOME. The struct stores each
-// path lexically normalised: relative to the current directory where the written path was relative (or
-// where an absolute one lies under the current directory), absolute otherwise.
+// path joined to its base and lexically normalised; an absolute result below the current directory is
+// made relative to it ("/cwd/data/x" -> "data/x"), other results stay as they are, so a relative recipe
+// path and relative entries give paths relative to the current directory ("../shared/data/x").
 //
 // Strings with a fixed set of values (device, dtype, schedule, ...) stay strings here; recipe_validate
 // checks them against recipe_fields()' choices, so consumers may compare them directly.
@@ -25,16 +26,16 @@ namespace lora {
 struct ModelSection {
   std::string path;             // HF checkpoint directory (config.json + *.safetensors); required to train
   std::string device = "auto";  // "auto" (cuda when a GPU is present), "cpu" or "cuda"
-  std::string dtype = "auto";   // activations and frozen weights on the GPU: "auto", "bf16", "fp16", "fp32"; the CPU always runs fp32
+  std::string dtype = "auto";   // GPU activations, frozen weights: "auto", "bf16", "fp16", "fp32"; CPU: fp32
 };
 
 struct LoraSection {
-  std::string mode = "lora";    // "lora": train low-rank adapters on frozen weights; "full": full fine-tune, every weight trains
+  std::string mode = "lora";    // "lora": adapters on frozen weights; "full": every weight trains
   int r = 8;                    // rank of the update B A (A: (r, in), B: (out, r))
   double alpha = 16.0;          // the update is scaled by alpha / r (alpha / sqrt(r) with rslora)
   double dropout = 0.0;         // dropout on the adapter's input x during training (paper, E2E: 0.1)
-  bool rslora = false;          // rank-stabilised scale alpha / sqrt(r) (Kalajdzievski 2023) instead of alpha / r
-  std::vector<std::string> targets = {"q", "v"};  // layers that get adapters: roles (q k v o up down gate) or HF module names (c_attn, q_proj, query, ...)
+  bool rslora = false;          // rank-stabilised scale alpha / sqrt(r) (Kalajdzievski 2023), not alpha / r
+  std::vector<std::string> targets = {"q", "v"};  // adapted layers: roles (q k v o up down gate) or HF names
   std::vector<int> layers;      // 0-based transformer blocks that get adapters; empty = every block
   int init_seed = 0;            // seed of A's Kaiming-uniform initialisation; 0 = use train.seed
 };
@@ -42,9 +43,9 @@ struct LoraSection {
 struct DataSection {
   std::string train;            // training examples; required to train
   std::string eval;             // evaluation examples; empty = no evaluation
-  std::string format = "auto";  // "e2e" (MR||text lines), "jsonl"; "auto" picks by extension: .txt -> e2e, .jsonl -> jsonl
+  std::string format = "auto";  // "e2e" (MR||text lines), "jsonl"; "auto": .txt -> e2e, .jsonl -> jsonl
   std::string tokenizer;        // tokenizer directory or file; empty = model.path
-  int max_length = 512;         // tokens per example (prompt + target); longer examples are truncated from the right, losing the target's end
+  int max_length = 512;         // tokens per example; longer ones lose their end (cut from the right)
   std::string cache_dir = ".lora-cache";  // where tokenized datasets (HDF5) are kept and reused
 };
 
@@ -54,7 +55,7 @@ struct TrainSection {
   double beta2 = 0.999;         // AdamW second-moment decay
   double eps = 1e-8;            // AdamW denominator epsilon
   double weight_decay = 0.01;   // AdamW decoupled weight decay (not applied to biases and norms)
-  std::string schedule = "linear";  // learning-rate decay after warm-up: "constant", "linear" (to 0), "cosine" (to 0)
+  std::string schedule = "linear";  // decay after warm-up: "constant", "linear" (to 0), "cosine" (to 0)
   int warmup_steps = 0;         // linear warm-up from 0 to lr over this many optimizer steps
   double warmup_ratio = 0.0;    // warm-up as a fraction of all optimizer steps; used when warmup_steps is 0
   int batch_size = 8;           // examples per micro-batch
@@ -64,8 +65,8 @@ struct TrainSection {
   double clip_grad_norm = 1.0;  // clip the global gradient norm to this; 0 = no clipping
   double label_smoothing = 0.0; // cross-entropy label smoothing (paper, E2E: 0.1)
   int seed = 42;                // seed of data shuffling, dropout and (unless lora.init_seed) adapter init
-  std::string precision = "auto";  // compute precision on the GPU: "auto", "bf16", "fp16" (with loss scaling), "fp32"
-  bool recompute = false;       // recompute each block's activations in the backward pass: less memory, ~1/3 more compute
+  std::string precision = "auto";  // GPU compute: "auto", "bf16", "fp16" (with loss scaling), "fp32"
+  bool recompute = false;       // recompute block activations in backward: less memory, more compute
   int eval_every = 0;           // evaluate every this many optimizer steps; 0 = only at the end
   int eval_batches = 0;         // batches per evaluation; 0 = the whole eval set
 };
@@ -75,20 +76,20 @@ struct EvalSection {
   int max_new_tokens = 64;      // longest generated continuation
   int beam_size = 1;            // beam search width; 1 = greedy decoding (paper, E2E: 10)
   double length_penalty = 1.0;  // beam score = log-prob / length^length_penalty (paper scripts, E2E: 0.8)
-  int no_repeat_ngram_size = 0; // forbid repeating any n-gram of this size; 0 = off (paper, E2E: 4)
+  int no_repeat_ngram_size = 0; // forbid repeating an n-gram of this size; 0 = off (paper, E2E: 4)
   int num_samples = 3;          // eval examples decoded and printed at the end of training
 };
 
 struct OutputSection {
   std::string dir = "runs/lora";  // run directory: adapter, checkpoints, the resolved recipe, logs
-  int save_every = 0;           // save a resumable checkpoint every this many optimizer steps; 0 = only at the end
+  int save_every = 0;           // resumable checkpoint every this many optimizer steps; 0 = only at the end
   int keep_last = 2;            // step checkpoints kept, oldest deleted first; 0 = keep all
   bool overwrite = false;       // allow a run directory that already holds a finished run
 };
 
 struct LogSection {
   int every = 10;               // print loss, lr and throughput every this many optimizer steps
-  std::string progress = "auto";  // "bar" (interactive), "plain" (one line per report), "none"; "auto" = bar on a terminal, else plain
+  std::string progress = "auto";  // "bar", "plain" (a line per report), "none"; "auto": bar on a terminal
 };
 
 struct Recipe {
@@ -100,7 +101,7 @@ struct Recipe {
   OutputSection output;
   LogSection log;
   std::string source;                         // recipe file path ("" when built in code)
-  std::map<std::string, std::string> origin;  // "section.key" -> where it was set ("file.yaml:12", "--set"); absent = default
+  std::map<std::string, std::string> origin;  // "section.key" -> where set ("r.yaml:12", "--set 'k=v'")
 };
 
 // Equality of the seven sections, field by field; `source` and `origin` are not compared.

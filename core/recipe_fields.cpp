@@ -4,6 +4,8 @@
 // recipe_validate reports every problem at once, one a line, each as "<where>: <key>: <problem>"
 // where <where> is the file:line or --set that gave the value (Recipe::origin), or the recipe file for
 // a default.
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -12,8 +14,6 @@
 #include <filesystem>
 #include <set>
 #include <sstream>
-
-#include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
 #include "core/recipe.h"
@@ -90,10 +90,10 @@ const std::vector<std::string>& recipe_section_names() {
 
 const std::vector<std::string>& recipe_lora_target_names() {
   static const std::vector<std::string> names = {
-      "q", "k", "v", "o", "up", "down", "gate",                                        // roles
-      "c_attn", "c_proj", "c_fc",                                                      // GPT-2
-      "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",     // LLaMA
-      "query", "key", "value"};                                                        // RoBERTa
+      "q",      "k",      "v",      "o",      "up",        "down",    "gate",       // roles
+      "c_attn", "c_proj", "c_fc",                                                   // GPT-2
+      "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",  // LLaMA
+      "query",  "key",    "value"};                                                 // RoBERTa
   return names;
 }
 
@@ -125,9 +125,11 @@ std::string recipe_closest_name(const std::string& word, const std::vector<std::
     if (d < best_d) best = c, best_d = d;
   }
   if (!best.empty()) return best;
-  if (lower.size() >= 3) {  // a prefix either way: "warmup" -> "warmup_steps", "max_length_tokens" -> "max_length"
+  // A prefix either way: "warmup" -> "warmup_steps", "max_length_tokens" -> "max_length".
+  if (lower.size() >= 3) {
     for (const auto& c : candidates)
-      if (c.compare(0, lower.size(), lower) == 0 || (c.size() >= 3 && lower.compare(0, c.size(), c) == 0)) return c;
+      if (c.compare(0, lower.size(), lower) == 0 || (c.size() >= 3 && lower.compare(0, c.size(), c) == 0))
+        return c;
   }
   return "";
 }
@@ -150,12 +152,16 @@ bool operator==(const Recipe& a, const Recipe& b) {
   for (size_t i = 0; i < fx.size(); i++) {
     bool same = true;
     switch (fx[i].kind) {
-      case FieldKind::text: case FieldKind::path_in: case FieldKind::path_out: case FieldKind::choice:
-        same = fx[i].as<std::string>() == fy[i].as<std::string>(); break;
+      case FieldKind::text:
+      case FieldKind::path_in:
+      case FieldKind::path_out:
+      case FieldKind::choice: same = fx[i].as<std::string>() == fy[i].as<std::string>(); break;
       case FieldKind::integer: same = fx[i].as<int>() == fy[i].as<int>(); break;
       case FieldKind::number: same = fx[i].as<double>() == fy[i].as<double>(); break;
       case FieldKind::boolean: same = fx[i].as<bool>() == fy[i].as<bool>(); break;
-      case FieldKind::text_list: same = fx[i].as<std::vector<std::string>>() == fy[i].as<std::vector<std::string>>(); break;
+      case FieldKind::text_list:
+        same = fx[i].as<std::vector<std::string>>() == fy[i].as<std::vector<std::string>>();
+        break;
       case FieldKind::int_list: same = fx[i].as<std::vector<int>>() == fy[i].as<std::vector<int>>(); break;
     }
     if (!same) return false;
@@ -175,10 +181,10 @@ std::string recipe_data_format(const std::string& format, const std::string& dat
 // Common other spellings of choice values, so "gpu" suggests "cuda" rather than the nearby "cpu".
 static std::string choice_alias(const std::string& value) {
   static const std::map<std::string, std::string> aliases = {
-      {"gpu", "cuda"}, {"float32", "fp32"}, {"float", "fp32"}, {"bfloat16", "bf16"}, {"float16", "fp16"},
-      {"half", "fp16"}, {"cos", "cosine"}, {"const", "constant"}, {"full_finetune", "full"},
-      {"finetune", "full"}, {"adapter", "lora"}, {"progress", "bar"}, {"off", "none"}, {"false", "none"},
-      {"text", "jsonl"}, {"json", "jsonl"}};
+      {"gpu", "cuda"},           {"float32", "fp32"},  {"float", "fp32"},   {"bfloat16", "bf16"},
+      {"float16", "fp16"},       {"half", "fp16"},     {"cos", "cosine"},   {"const", "constant"},
+      {"full_finetune", "full"}, {"finetune", "full"}, {"adapter", "lora"}, {"progress", "bar"},
+      {"off", "none"},           {"false", "none"},    {"text", "jsonl"},   {"json", "jsonl"}};
   auto it = aliases.find(value);
   return it == aliases.end() ? "" : it->second;
 }
@@ -202,11 +208,13 @@ struct Checker {
   }
   // lo <= value (or lo < value), value < hi (or value <= hi); hi = INFINITY for no upper bound.
   void range(const std::string& key, double value, double lo, bool lo_open, double hi, bool hi_open) {
-    bool ok = std::isfinite(value) && (lo_open ? value > lo : value >= lo) && (hi_open ? value < hi : value <= hi);
+    bool ok =
+        std::isfinite(value) && (lo_open ? value > lo : value >= lo) && (hi_open ? value < hi : value <= hi);
     if (ok) return;
-    std::string want = std::isinf(hi) ? std::string(lo_open ? "> " : ">= ") + recipe_format_number(lo)
-                                      : std::string("in ") + (lo_open ? "(" : "[") + recipe_format_number(lo) + ", " +
-                                            recipe_format_number(hi) + (hi_open ? ")" : "]");
+    std::string want = std::isinf(hi)
+                           ? std::string(lo_open ? "> " : ">= ") + recipe_format_number(lo)
+                           : std::string("in ") + (lo_open ? "(" : "[") + recipe_format_number(lo) + ", " +
+                                 recipe_format_number(hi) + (hi_open ? ")" : "]");
     fail(key, "must be " + want + ", found " + recipe_format_number(value));
   }
 };
@@ -234,8 +242,10 @@ void recipe_validate(const Recipe& recipe) {
                          (guess.empty() ? "" : "; did you mean '" + guess + "'?"));
   }
 
-  if (r.model.path.empty()) c.fail("model.path", "is required but not set (the HF checkpoint directory to fine-tune)");
-  if (r.data.train.empty()) c.fail("data.train", "is required but not set (the training examples, .txt E2E lines or .jsonl)");
+  if (r.model.path.empty())
+    c.fail("model.path", "is required but not set (the HF checkpoint directory to fine-tune)");
+  if (r.data.train.empty())
+    c.fail("data.train", "is required but not set (the training examples, .txt E2E lines or .jsonl)");
 
   c.at_least("lora.r", r.lora.r, 1);
   c.range("lora.alpha", r.lora.alpha, 0, true, INFINITY, false);
@@ -250,7 +260,8 @@ void recipe_validate(const Recipe& recipe) {
     if (std::find(names.begin(), names.end(), t) == names.end()) {
       std::string guess = recipe_closest_name(t, names);
       c.fail(key, "unknown target '" + t + "'" + (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-                      " (roles: q k v o up down gate; HF names: " + join({names.begin() + 7, names.end()}, " ") + ")");
+                      " (roles: q k v o up down gate; HF names: " +
+                      join({names.begin() + 7, names.end()}, " ") + ")");
     } else if (!seen_targets.insert(t).second) {
       c.fail(key, "'" + t + "' is listed twice");
     }
@@ -258,14 +269,18 @@ void recipe_validate(const Recipe& recipe) {
   std::set<int> seen_layers;
   for (size_t i = 0; i < r.lora.layers.size(); i++) {
     std::string key = "lora.layers[" + std::to_string(i) + "]";
-    if (r.lora.layers[i] < 0) c.fail(key, "must be >= 0 (blocks count from 0), found " + std::to_string(r.lora.layers[i]));
-    else if (!seen_layers.insert(r.lora.layers[i]).second) c.fail(key, "block " + std::to_string(r.lora.layers[i]) + " is listed twice");
+    if (r.lora.layers[i] < 0)
+      c.fail(key, "must be >= 0 (blocks count from 0), found " + std::to_string(r.lora.layers[i]));
+    else if (!seen_layers.insert(r.lora.layers[i]).second)
+      c.fail(key, "block " + std::to_string(r.lora.layers[i]) + " is listed twice");
   }
   c.at_least("lora.init_seed", r.lora.init_seed, 0);
 
-  for (const auto& [key, path] : {std::pair<std::string, std::string>{"data.train", r.data.train}, {"data.eval", r.data.eval}}) {
+  for (const auto& [key, path] :
+       {std::pair<std::string, std::string>{"data.train", r.data.train}, {"data.eval", r.data.eval}}) {
     if (!path.empty() && r.data.format == "auto" && recipe_data_format("auto", path).empty())
-      c.fail(key, "cannot tell the format of '" + path + "' from its extension (.txt = e2e, .jsonl = jsonl); set data.format");
+      c.fail(key, "cannot tell the format of '" + path +
+                      "' from its extension (.txt = e2e, .jsonl = jsonl); set data.format");
   }
   c.at_least("data.max_length", r.data.max_length, 2);
   if (r.data.cache_dir.empty()) c.fail("data.cache_dir", "must not be empty (default .lora-cache)");
@@ -282,14 +297,17 @@ void recipe_validate(const Recipe& recipe) {
   c.at_least("train.batch_size", r.train.batch_size, 1);
   c.at_least("train.grad_accum", r.train.grad_accum, 1);
   c.at_least("train.max_steps", r.train.max_steps, 0);
-  if (r.train.max_steps == 0) c.at_least("train.epochs", r.train.epochs, 1);
-  else c.at_least("train.epochs", r.train.epochs, 0);
+  if (r.train.max_steps == 0)
+    c.at_least("train.epochs", r.train.epochs, 1);
+  else
+    c.at_least("train.epochs", r.train.epochs, 0);
   c.range("train.clip_grad_norm", r.train.clip_grad_norm, 0, false, INFINITY, false);
   c.range("train.label_smoothing", r.train.label_smoothing, 0, false, 1, true);
   c.at_least("train.eval_every", r.train.eval_every, 0);
   c.at_least("train.eval_batches", r.train.eval_batches, 0);
   if (r.train.eval_every > 0 && r.data.eval.empty())
-    c.fail("train.eval_every", "is " + std::to_string(r.train.eval_every) + " but data.eval is not set: there is nothing to evaluate");
+    c.fail("train.eval_every", "is " + std::to_string(r.train.eval_every) +
+                                   " but data.eval is not set: there is nothing to evaluate");
 
   c.at_least("eval.batch_size", r.eval.batch_size, 1);
   c.at_least("eval.max_new_tokens", r.eval.max_new_tokens, 1);
@@ -305,7 +323,8 @@ void recipe_validate(const Recipe& recipe) {
 
   if (c.problems.empty()) return;
   std::string name = recipe.source.empty() ? "the recipe" : "recipe " + recipe.source;
-  if (c.problems.size() == 1) fail_usage(c.problems[0], "fix the value in " + name + " or with --set KEY=VALUE");
+  if (c.problems.size() == 1)
+    fail_usage(c.problems[0], "fix the value in " + name + " or with --set KEY=VALUE");
   std::string msg = std::to_string(c.problems.size()) + " problems in " + name + ":";
   for (const auto& p : c.problems) msg += "\n  " + p;
   fail_usage(msg, "fix every line above; `lora train RECIPE --print-config` shows the resolved values");
@@ -315,13 +334,15 @@ void recipe_validate(const Recipe& recipe) {
 static bool plain_is_safe(const std::string& s) {
   if (s.empty()) return false;
   for (char ch : s)
-    if (!(std::isalnum(static_cast<unsigned char>(ch)) || std::string("_./-+").find(ch) != std::string::npos)) return false;
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || std::string("_./-+").find(ch) != std::string::npos))
+      return false;
   char* end = nullptr;
   std::strtod(s.c_str(), &end);
   if (end && *end == '\0') return false;  // reads as a number
   std::string lower = s;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  static const std::set<std::string> reserved = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", ".inf", ".nan", "-.inf"};
+  static const std::set<std::string> reserved = {"true", "false", "yes",  "no",   "on",   "off",
+                                                 "y",    "n",     "null", ".inf", ".nan", "-.inf"};
   return reserved.count(lower) == 0;
 }
 
@@ -341,8 +362,10 @@ std::string recipe_to_yaml(const Recipe& recipe, const std::string& dest_path) {
   out << YAML::BeginMap;
   std::string section;
   auto write_string = [&](const std::string& s) {
-    if (plain_is_safe(s)) out << s;
-    else out << YAML::DoubleQuoted << s;
+    if (plain_is_safe(s))
+      out << s;
+    else
+      out << YAML::DoubleQuoted << s;
   };
   for (const RecipeField& f : recipe_fields(copy)) {
     if (section != f.section) {
@@ -353,7 +376,9 @@ std::string recipe_to_yaml(const Recipe& recipe, const std::string& dest_path) {
     out << YAML::Key << f.key << YAML::Value;
     switch (f.kind) {
       case FieldKind::path_in: write_string(path_for_dest(f.as<std::string>(), dest_dir)); break;
-      case FieldKind::text: case FieldKind::path_out: case FieldKind::choice: write_string(f.as<std::string>()); break;
+      case FieldKind::text:
+      case FieldKind::path_out:
+      case FieldKind::choice: write_string(f.as<std::string>()); break;
       case FieldKind::integer: out << f.as<int>(); break;
       case FieldKind::number: out << recipe_format_number(f.as<double>()); break;
       case FieldKind::boolean: out << (f.as<bool>() ? "true" : "false"); break;

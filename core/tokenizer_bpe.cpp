@@ -227,7 +227,8 @@ class BpeTokenizer : public Tokenizer {
       size_t hit_at = std::string::npos;
       for (const AddedToken& t : added) {
         size_t at = text.find(t.content, pos);
-        if (at < hit_at || (at == hit_at && at != std::string::npos && t.content.size() > hit->content.size())) {
+        bool longer = at == hit_at && at != std::string::npos && t.content.size() > hit->content.size();
+        if (at < hit_at || longer) {
           hit = &t;
           hit_at = at;
         }
@@ -287,7 +288,8 @@ class BpeTokenizer : public Tokenizer {
   std::string kind() const override { return "gpt2-bpe"; }
 
  private:
-  static constexpr size_t CACHE_MAX_WORDS = 1 << 16;  // cleared when full: bounded memory
+  static constexpr size_t CACHE_MAX_WORDS = 1 << 16;    // cleared when full: bounded memory
+  static constexpr size_t CACHE_MAX_WORD_BYTES = 256;    // longer words are rare: not cached
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
@@ -364,6 +366,7 @@ class BpeTokenizer : public Tokenizer {
     }
     std::vector<int32_t> syms = bpe_merge(p, len);
     ids.insert(ids.end(), syms.begin(), syms.end());
+    if (len > CACHE_MAX_WORD_BYTES) return;
     std::lock_guard<std::mutex> lock(cache_mutex);
     if (cache.size() >= CACHE_MAX_WORDS) cache.clear();
     cache.emplace(std::move(key), std::move(syms));
@@ -388,13 +391,23 @@ json json_parse_file(const std::string& path, const std::string& raw, const std:
   try {
     return json::parse(raw);
   } catch (const json::parse_error& e) {
-    size_t at = e.byte > 0 ? e.byte - 1 : 0;
-    size_t line_start = raw.rfind('\n', at == 0 ? 0 : at - 1);
-    size_t column = line_start == std::string::npos ? at + 1 : at - line_start;
-    fail_runtime(path + ": not valid JSON at line " + std::to_string(line_of(raw, at)) + ", column " +
-                     std::to_string(column) + " (" + e.what() + ")",
-                 hint);
+    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line L, column C: ..."
+    size_t at = what.find("] ");
+    fail_runtime(path + ": not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)), hint);
   }
+}
+
+void json_require_object(const json& doc, const std::string& path, const std::string& hint) {
+  if (!doc.is_object()) {
+    fail_runtime(path + ": expected a JSON object, found " + std::string(doc.type_name()), hint);
+  }
+}
+
+bool added_has(const std::vector<AddedToken>& added, const std::string& content) {
+  for (const AddedToken& a : added) {
+    if (a.content == content) return true;
+  }
+  return false;
 }
 
 // " (line N)" where the key first appears in raw as a JSON object key, empty if it cannot be found.
@@ -402,7 +415,9 @@ std::string key_line(const std::string& raw, const std::string& key) {
   std::string quoted = json(key).dump();
   for (size_t at = raw.find(quoted); at != std::string::npos; at = raw.find(quoted, at + 1)) {
     size_t after = raw.find_first_not_of(" \t\r\n", at + quoted.size());
-    if (after != std::string::npos && raw[after] == ':') return " (line " + std::to_string(line_of(raw, at)) + ")";
+    if (after != std::string::npos && raw[after] == ':') {
+      return " (line " + std::to_string(line_of(raw, at)) + ")";
+    }
   }
   return "";
 }
@@ -493,7 +508,7 @@ void tokenizer_json_read(const std::string& path, bool want_model, BpeSources& s
   std::string raw = tokenizer_file_read(path);
   const std::string hint = "tokenizer.json is HF `tokenizers`' format; re-save it with save_pretrained";
   json doc = json_parse_file(path, raw, hint);
-  if (!doc.is_object()) fail_runtime(path + ": expected a JSON object, found " + std::string(doc.type_name()), hint);
+  json_require_object(doc, path, hint);
 
   // Only the GPT-2 setup is implemented: no normalizer, a ByteLevel pre-tokenizer with the GPT-2 pattern.
   const json& norm = doc.contains("normalizer") ? doc["normalizer"] : json();
@@ -542,7 +557,8 @@ void tokenizer_json_read(const std::string& path, bool want_model, BpeSources& s
       std::string where = path + " added_tokens[" + std::to_string(k) + "]";
       if (!t.is_object() || !t.contains("content") || !t["content"].is_string() || !t.contains("id") ||
           t["content"].get<std::string>().empty()) {
-        fail_runtime(where + ": expected an object with a non-empty \"content\" and an \"id\", found " + t.dump(),
+        fail_runtime(where + ": expected an object with a non-empty \"content\" and an \"id\", found " +
+                         t.dump(),
                      hint);
       }
       AddedToken a;
@@ -562,13 +578,14 @@ void added_files_read(const std::string& dir, BpeSources& src) {
     std::string raw = tokenizer_file_read(path);
     const std::string hint = "added_tokens.json maps each added token string to its integer id";
     json doc = json_parse_file(path, raw, hint);
-    if (!doc.is_object()) fail_runtime(path + ": expected a JSON object, found " + std::string(doc.type_name()), hint);
+    json_require_object(doc, path, hint);
     for (auto it = doc.begin(); it != doc.end(); ++it) {
       if (it.key().empty()) fail_runtime(path + ": an added token is the empty string", hint);
       AddedToken a;
       a.content = it.key();
       if (!json_id_valid(it.value(), INT32_MAX)) {
-        json_id(it.value(), path + ": token " + json(it.key()).dump() + key_line(raw, it.key()), hint, INT32_MAX);
+        std::string where = path + ": token " + json(it.key()).dump() + key_line(raw, it.key());
+        json_id(it.value(), where, hint, INT32_MAX);
       }
       a.id = static_cast<int32_t>(it.value().get<int64_t>());
       src.added.push_back(a);
@@ -580,7 +597,7 @@ void added_files_read(const std::string& dir, BpeSources& src) {
   const std::string hint = "special_tokens_map.json maps names (eos_token, ...) to a token string or "
                            "{\"content\": ...}";
   json doc = json_parse_file(path, raw, hint);
-  if (!doc.is_object()) fail_runtime(path + ": expected a JSON object, found " + std::string(doc.type_name()), hint);
+  json_require_object(doc, path, hint);
   auto add_special = [&](const json& v, const std::string& name) {
     AddedToken a;
     if (v.is_string()) {
@@ -590,7 +607,8 @@ void added_files_read(const std::string& dir, BpeSources& src) {
       a.lstrip = v.value("lstrip", false);
       a.rstrip = v.value("rstrip", false);
     } else {
-      fail_runtime(path + ": " + name + ": expected a token string or {\"content\": ...}, found " + v.dump(), hint);
+      fail_runtime(path + ": " + name + ": expected a token string or {\"content\": ...}, found " + v.dump(),
+                   hint);
     }
     if (a.content.empty()) return;
     a.id = -1;  // resolved against the vocabulary and added tokens later
@@ -660,8 +678,7 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
                    "the tokenizer files come from different models; use one model's files together");
     }
     if (a.id < 0) {
-      auto known = std::find_if(added.begin(), added.end(), [&](const AddedToken& b) { return b.content == a.content; });
-      if (known != added.end()) continue;
+      if (added_has(added, a.content)) continue;
       if (in_vocab == src.vocab.end()) {
         fail_runtime(dir + "/special_tokens_map.json: special token " + json(a.content).dump() +
                          " is neither in " + vocab_name + " nor an added token",
@@ -674,10 +691,23 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
                        vocab_name + " gives it id " + std::to_string(in_vocab->second),
                    "the tokenizer files come from different models; use one model's files together");
     }
-    if (std::none_of(added.begin(), added.end(), [&](const AddedToken& b) { return b.content == a.content; })) {
-      added.push_back(a);
-      size = std::max(size, a.id + 1);
+    if (added_has(added, a.content)) continue;
+    // Added ids follow the vocabulary closely; a far one is a corrupt file, not a table to allocate.
+    int64_t bound = static_cast<int64_t>(src.vocab.size()) + static_cast<int64_t>(src.added.size()) + 1024;
+    if (a.id >= bound) {
+      fail_runtime("added token " + json(a.content).dump() + " has id " + std::to_string(a.id) +
+                       ", far beyond the vocabulary of " + std::to_string(src.vocab.size()) + " tokens",
+                   "check the ids in tokenizer.json / added_tokens.json");
     }
+    for (const AddedToken& b : added) {
+      if (b.id == a.id) {
+        fail_runtime("added tokens " + json(b.content).dump() + " and " + json(a.content).dump() +
+                         " both have id " + std::to_string(a.id),
+                     "every token needs its own id; check tokenizer.json / added_tokens.json");
+      }
+    }
+    added.push_back(a);
+    size = std::max(size, a.id + 1);
   }
 
   tok->id_bytes.assign(size, std::string());
@@ -711,8 +741,8 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     utf8_append(name, map.byte_to_cp[b]);
     auto it = src.vocab.find(name);
     if (it == src.vocab.end()) {
-      fail_runtime(vocab_name + ": the single-byte token " + json(name).dump() + " (byte " + std::to_string(b) +
-                       ") is missing",
+      fail_runtime(vocab_name + ": the single-byte token " + json(name).dump() + " (byte " +
+                       std::to_string(b) + ") is missing",
                    "a byte-level BPE vocabulary holds all 256 single-byte tokens; the file is truncated or "
                    "not a byte-level BPE vocabulary");
     }

@@ -101,7 +101,8 @@ std::unique_ptr<Tokenizer> tokenizer_sp_load(const std::string& model_path) {
     fail_runtime(model_path + ": not a valid SentencePiece model (" + status.ToString() + ")",
                  "tokenizer.model must be the serialized SentencePiece ModelProto of the model's release");
   }
-  tok->hash_hex = tokenizer_hash_hex(tokenizer_hash(bytes, tokenizer_hash("sentencepiece\n", TOKENIZER_HASH_SEED)));
+  uint64_t h = tokenizer_hash("sentencepiece\n", TOKENIZER_HASH_SEED);
+  tok->hash_hex = tokenizer_hash_hex(tokenizer_hash(bytes, h));
   for (int id = 0; id < tok->sp.GetPieceSize(); id++) {
     const std::string& piece = tok->sp.IdToPiece(id);
     if (tok->sp.IsControl(id) && !piece.empty()) tok->controls.emplace_back(piece, id);

@@ -23,6 +23,7 @@ b"\\n" exactly as the C++ test splits them (no stripping). Regenerate with one c
 import io
 import json
 import os
+import random
 import sys
 
 import sentencepiece as spm
@@ -69,6 +70,11 @@ ADVERSARIAL = [
     "Hello, World! It's 2024.", "supercalifragilisticexpialidocious", "a" * 64, "ab" * 40,
     "name : The Eagle | eatType : coffee shop||The Eagle is a coffee shop . ",
 ]
+# Long single words: many merges in one word (a fixed seed keeps the fixture stable).
+_rng = random.Random(0)
+ADVERSARIAL += ["".join(_rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(3000)),
+                "".join(_rng.choice("ACGT") for _ in range(2000)),
+                "".join(_rng.choice("0123456789") for _ in range(500))]
 
 
 def e2e_lines(shared):

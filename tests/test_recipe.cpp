@@ -1,12 +1,12 @@
 // Recipes (core/recipe.h): defaults, a full recipe, every error kind with its message content, errors
 // reported together, --set overrides, number syntax, path resolution and the recipe_to_yaml round trip.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
@@ -38,7 +38,9 @@ Error validate_error(const Recipe& recipe) {
   return Error(0, "");
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 int count_lines(const std::string& text) {
   int n = 1;
@@ -188,7 +190,8 @@ TEST_CASE("a full recipe sets every key") {
 }
 
 TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer key rejects 1.5") {
-  Recipe r = recipe_parse("train:\n  lr: 1e-4\n  eps: 1E-5\n  warmup_ratio: .5\n  weight_decay: 3\n  beta1: +0.5\n", "r.yaml");
+  Recipe r = recipe_parse(
+      "train:\n  lr: 1e-4\n  eps: 1E-5\n  warmup_ratio: .5\n  weight_decay: 3\n  beta1: +0.5\n", "r.yaml");
   CHECK(r.train.lr == 1e-4);
   CHECK(r.train.eps == 1e-5);
   CHECK(r.train.warmup_ratio == 0.5);
@@ -205,9 +208,11 @@ TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer ke
   CHECK(contains(e.hint(), "10000"));
   e = parse_error("train:\n  seed: 99999999999\n");
   CHECK(contains(e.what(), "train.seed: out of range (-2147483648 to 2147483647), found 99999999999"));
-  for (const char* bad : {"lr: .inf", "lr: nan", "lr: 0x10", "lr: 1e999", "lr: 1_000"}) {
+  CHECK(recipe_parse("train:\n  lr: 1.\n  eps: +.5e+3\n", "r.yaml").train.eps == 500.0);
+  for (const char* bad : {"lr: .inf", "lr: nan", "lr: 0x10", "lr: 1e999", "lr: 1_000", "lr: 1e", "lr: e5",
+                          "lr: +", "lr: .", "lr: 1.2.3", "lr: 1e-4x"}) {
     e = parse_error(std::string("train:\n  ") + bad + "\n");
-    CHECK(contains(e.what(), "train.lr: expected a number"));
+    CHECK_MESSAGE(contains(e.what(), "train.lr: expected a number"), std::string(e.what()));
   }
 }
 
@@ -261,7 +266,8 @@ TEST_CASE("type errors name the file, line, key, expected type and found value")
 
 TEST_CASE("unknown keys name the key, its line and the closest valid key") {
   Error e = parse_error("model:\n  path: m\ntrain:\n  lr: 1e-4\n  bach_size: 4\n");
-  CHECK(std::string(e.what()) == "r.yaml:5: unknown key 'bach_size' in section 'train'; did you mean 'batch_size'?");
+  CHECK(std::string(e.what()) ==
+        "r.yaml:5: unknown key 'bach_size' in section 'train'; did you mean 'batch_size'?");
   e = parse_error("train:\n  zzzzzzzz: 1\n");
   CHECK(contains(e.hint(), "keys of train: lr beta1"));
 
@@ -304,15 +310,15 @@ TEST_CASE("duplicate keys are errors") {
 TEST_CASE("all errors of a file are reported together, one a line") {
   Error e = parse_error(
       "model:\n"
-      "  pth: m\n"          // 2: unknown key
+      "  pth: m\n"  // 2: unknown key
       "lora:\n"
-      "  r: 1.5\n"          // 4: int rejects 1.5
-      "  rslora: no\n"      // 5: bool
-      "trian:\n"            // 6: unknown section
+      "  r: 1.5\n"      // 4: int rejects 1.5
+      "  rslora: no\n"  // 5: bool
+      "trian:\n"        // 6: unknown section
       "  lr: 1\n"
       "train:\n"
-      "  lr: [1]\n",        // 9: list for a number
-      {"train.sed=3"});     // an unknown override
+      "  lr: [1]\n",     // 9: list for a number
+      {"train.sed=3"});  // an unknown override
   std::string msg = e.what();
   CHECK(e.code() == EXIT_CODE_USAGE);
   CHECK(contains(msg, "6 problems in recipe r.yaml:"));
@@ -338,7 +344,8 @@ TEST_CASE("--set overrides: scalars, lists, nesting, unknown keys") {
   CHECK(r.train.seed == 6);  // the last one wins
   CHECK(r.origin.at("train.lr") == "--set 'train.lr=1e-3'");
 
-  CHECK(recipe_parse(MINIMAL, "r.yaml", {"lora.targets=q_proj"}).lora.targets == std::vector<std::string>{"q_proj"});
+  CHECK(recipe_parse(MINIMAL, "r.yaml", {"lora.targets=q_proj"}).lora.targets ==
+        std::vector<std::string>{"q_proj"});
   CHECK(recipe_parse(MINIMAL, "r.yaml", {"lora.layers=[]"}).lora.layers.empty());
   CHECK(recipe_parse(MINIMAL, "r.yaml", {"data.eval="}).data.eval.empty());
   // A string value is taken verbatim: '#' and ': ' are not YAML here.
@@ -372,36 +379,64 @@ TEST_CASE("--set overrides: scalars, lists, nesting, unknown keys") {
 TEST_CASE("recipe_load: missing, unreadable, empty, syntax errors") {
   TempCwd tmp;
   Error e(0, "");
-  try { recipe_load("nope.yaml"); } catch (const Error& x) { e = x; }
+  try {
+    recipe_load("nope.yaml");
+  } catch (const Error& x) {
+    e = x;
+  }
   CHECK(e.code() == EXIT_CODE_USAGE);
   CHECK(contains(e.what(), "recipe nope.yaml does not exist"));
 
   fs::create_directory("adir");
-  try { recipe_load("adir"); } catch (const Error& x) { e = x; }
+  try {
+    recipe_load("adir");
+  } catch (const Error& x) {
+    e = x;
+  }
   CHECK(contains(e.what(), "adir is a directory"));
 
   write_file("empty.yaml", "# nothing but a comment\n\n");
-  try { recipe_load("empty.yaml"); } catch (const Error& x) { e = x; }
+  try {
+    recipe_load("empty.yaml");
+  } catch (const Error& x) {
+    e = x;
+  }
   CHECK(contains(e.what(), "recipe empty.yaml is empty"));
 
   write_file("bad.yaml", "model:\n  path: m\nlora:\n  targets: [q, v\n  r: 4\n");
-  try { recipe_load("bad.yaml"); } catch (const Error& x) { e = x; }
+  try {
+    recipe_load("bad.yaml");
+  } catch (const Error& x) {
+    e = x;
+  }
   CHECK(e.code() == EXIT_CODE_USAGE);
   CHECK(contains(e.what(), "bad.yaml:"));
   CHECK(contains(e.what(), "YAML syntax error"));
 
   write_file("tabs.yaml", "model:\n\tpath: m\n");
-  try { recipe_load("tabs.yaml"); } catch (const Error& x) { e = x; }
+  try {
+    recipe_load("tabs.yaml");
+  } catch (const Error& x) {
+    e = x;
+  }
   CHECK(contains(e.what(), "tabs.yaml:2:"));
 
   write_file("two.yaml", "model:\n  path: m\n---\nmodel:\n  path: n\n");
-  try { recipe_load("two.yaml"); } catch (const Error& x) { e = x; }
+  try {
+    recipe_load("two.yaml");
+  } catch (const Error& x) {
+    e = x;
+  }
   CHECK(contains(e.what(), "2 YAML documents"));
 
   if (getuid() != 0) {  // root reads anything
     write_file("secret.yaml", MINIMAL);
     fs::permissions("secret.yaml", fs::perms::none);
-    try { recipe_load("secret.yaml"); } catch (const Error& x) { e = x; }
+    try {
+      recipe_load("secret.yaml");
+    } catch (const Error& x) {
+      e = x;
+    }
     CHECK(contains(e.what(), "cannot read recipe secret.yaml"));
   }
 
@@ -415,9 +450,11 @@ TEST_CASE("paths: inputs against the recipe's directory, outputs and --set again
   TempCwd tmp;
   write_file("configs/e2e/r.yaml",
              "model:\n  path: ../../models/gpt2/\n"
-             "data:\n  train: ./train.txt\n  eval: " + (tmp.dir / "abs/valid.txt").string() + "\n  tokenizer: ''\n"
-             "  cache_dir: cache/../.cache\n"
-             "output:\n  dir: runs/x\n");
+             "data:\n  train: ./train.txt\n  eval: " +
+                 (tmp.dir / "abs/valid.txt").string() +
+                 "\n  tokenizer: ''\n"
+                 "  cache_dir: cache/../.cache\n"
+                 "output:\n  dir: runs/x\n");
   Recipe r = recipe_load("configs/e2e/r.yaml");
   CHECK(r.model.path == "models/gpt2");
   CHECK(r.data.train == "configs/e2e/train.txt");
@@ -474,7 +511,8 @@ TEST_CASE("recipe_to_yaml round-trips to an equal recipe") {
 
 TEST_CASE("recipe_to_yaml with a destination keeps input paths pointing at the same files") {
   TempCwd tmp;
-  write_file("configs/r.yaml", "model:\n  path: ../models/m\ndata:\n  train: ../../shared/train.txt\n  eval: /abs/valid.txt\n");
+  write_file("configs/r.yaml",
+             "model:\n  path: ../models/m\ndata:\n  train: ../../shared/train.txt\n  eval: /abs/valid.txt\n");
   Recipe r = recipe_load("configs/r.yaml");
   CHECK(r.model.path == "models/m");
   CHECK(r.data.train == "../shared/train.txt");
@@ -504,7 +542,8 @@ TEST_CASE("recipe_validate: value checks, all problems in one report") {
   std::string msg = e.what();
   CHECK(e.code() == EXIT_CODE_USAGE);
   CHECK(contains(msg, "problems in recipe r.yaml:"));
-  CHECK(contains(msg, "\n  r.yaml:3: model.device: expected one of auto, cpu, cuda, found 'gpu'; did you mean 'cuda'?"));
+  CHECK(contains(
+      msg, "\n  r.yaml:3: model.device: expected one of auto, cpu, cuda, found 'gpu'; did you mean 'cuda'?"));
   CHECK(contains(msg, "\n  r.yaml:5: lora.r: must be >= 1, found 0"));
   CHECK(contains(msg, "\n  r.yaml:6: lora.dropout: must be in [0.0, 1.0), found 1.0"));
   CHECK(contains(msg, "r.yaml:7: lora.targets[1]: unknown target 'qproj'; did you mean 'q_proj'?"));
@@ -513,11 +552,14 @@ TEST_CASE("recipe_validate: value checks, all problems in one report") {
   CHECK(contains(msg, "lora.layers[2]: block 1 is listed twice"));
   CHECK(contains(msg, "r.yaml:10: data.train: cannot tell the format of 't.csv'"));
   CHECK(contains(msg, "r.yaml:12: train.lr: must be > 0.0, found -0.001"));
-  CHECK(contains(msg, "train.schedule: expected one of constant, linear, cosine, found 'cosin'; did you mean 'cosine'?"));
+  CHECK(contains(
+      msg,
+      "train.schedule: expected one of constant, linear, cosine, found 'cosin'; did you mean 'cosine'?"));
   CHECK(contains(msg, "train.batch_size: must be >= 1, found 0"));
   CHECK(contains(msg, "train.warmup_ratio: set together with train.warmup_steps"));
   CHECK(contains(msg, "train.eval_every: is 50 but data.eval is not set"));
-  CHECK(contains(msg, "log.progress: expected one of auto, bar, plain, none, found 'false'; did you mean 'none'?"));
+  CHECK(contains(
+      msg, "log.progress: expected one of auto, bar, plain, none, found 'false'; did you mean 'none'?"));
   CHECK(count_lines(msg) == 15);
 
   Recipe empty;

@@ -107,7 +107,8 @@ struct TinyVocab {
     for (auto& e : extras) vocab[e] = static_cast<int>(vocab.size());
   }
   int32_t id(const std::string& token) const { return vocab.at(token).get<int32_t>(); }
-  void write(const TempDir& dir, const char* vocab_name = "vocab.json", const char* merges_name = "merges.txt") const {
+  void write(const TempDir& dir, const char* vocab_name = "vocab.json",
+             const char* merges_name = "merges.txt") const {
     file_write(dir / vocab_name, vocab.dump(2));
     file_write(dir / merges_name, merges);
   }
@@ -183,6 +184,32 @@ TEST_CASE("a vocabulary written by the test: merges apply by rank, special token
   CHECK(lora::tokenizer_load(fewer.path)->fingerprint() != tok->fingerprint());
 }
 
+TEST_CASE("added_tokens.json and special_tokens_map.json add tokens and name the end of text") {
+  TempDir dir;
+  TinyVocab v(HELLO_MERGES);
+  v.write(dir);
+  int32_t extra = static_cast<int32_t>(v.vocab.size());
+  file_write(dir / "added_tokens.json", "{\"<extra>\": " + std::to_string(extra) + "}");
+  file_write(dir / "special_tokens_map.json",
+             R"({"eos_token": "<extra>", "bos_token": {"content": "<|endoftext|>"}})");
+  auto tok = lora::tokenizer_load(dir.path);
+  CHECK(tok->vocab_size() == extra + 1);
+  CHECK(tok->eos_id() == extra);
+  CHECK(tok->encode("hello<extra> world") == std::vector<int32_t>{v.id("hello"), extra, v.id("Ġworld")});
+  CHECK(tok->decode({v.id("hello"), extra}) == "hello<extra>");
+
+  file_write(dir / "special_tokens_map.json", R"({"eos_token": "<missing>"})");
+  std::string msg = error_of([&] { lora::tokenizer_load(dir.path); });
+  CHECK(contains(msg, "special_tokens_map.json"));
+  CHECK(contains(msg, "<missing>"));
+
+  file_write(dir / "special_tokens_map.json", "{}");
+  file_write(dir / "added_tokens.json", "{\"<extra>\": " + std::to_string(v.id("he")) + "}");
+  msg = error_of([&] { lora::tokenizer_load(dir.path); });
+  CHECK(contains(msg, "<extra>"));
+  CHECK(contains(msg, "\"he\""));
+}
+
 TEST_CASE("merge rank decides which pair merges first") {
   TempDir ab_first, bc_first;
   TinyVocab v1(MergeList{{"a", "b"}, {"b", "c"}});
@@ -214,7 +241,8 @@ TEST_CASE("decode(encode(s)) == s for random bytes, invalid UTF-8 included") {
       if (rng() % 4 == 0) s += static_cast<char>(rng() % 256);
       else s += alphabet[rng() % (sizeof alphabet / sizeof alphabet[0])];
     }
-    CHECK_MESSAGE(tiny->decode(tiny->encode(s)) == s, json(s).dump(-1, ' ', false, json::error_handler_t::replace));
+    std::string shown = json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+    CHECK_MESSAGE(tiny->decode(tiny->encode(s)) == s, shown);
     CHECK(fixture->decode(fixture->encode(s)) == s);
     // Words cover the text exactly, in order.
     size_t at = 0;
@@ -435,8 +463,8 @@ TEST_CASE("missing and malformed tokenizer files give errors naming the file, li
   }
   {
     TempDir d;  // a tokenizer.json of another kind
-    file_write(d / "tokenizer.json",
-               "{\"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Metaspace\"}, \"model\": {\"type\": \"Unigram\"}}");
+    file_write(d / "tokenizer.json", R"({"normalizer": null, "pre_tokenizer": {"type": "Metaspace"},
+                                        "model": {"type": "Unigram"}})");
     msg = error_of([&] { lora::tokenizer_load(d.path); });
     CHECK(contains(msg, "tokenizer.json"));
     CHECK(contains(msg, "Metaspace"));

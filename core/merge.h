@@ -1,0 +1,137 @@
+// Folding a LoRA adapter into its base model (`lora merge`, `lora export --to merged`), and reading an
+// adapter directory as plain data (also used by the exporters in core/export_gguf.h).
+//
+// The merge follows PEFT's merge_and_unload (peft/tuners/lora/layer.py, get_delta_weight): for every
+// adapted linear layer W = W0 + scale * B A, with scale = alpha / r (alpha / sqrt(r) with rsLoRA),
+// A (r, in) and B (out, r) in nn.Linear orientation whatever the storage of W0; for GPT-2's Conv1D
+// weights, stored (in, out), the update is transposed: W0 += scale * (B A)^T. The sum is computed in
+// fp32 from the base weights as stored (bf16/fp16 bases are widened exactly), and rounded once to the
+// output dtype when the file is written.
+//
+// The output is a HF directory as transformers' save_pretrained writes it for the base's architecture:
+// config.json (the base's own, dtype updated), generation_config.json and tokenizer files copied,
+// model.safetensors, or shards plus model.safetensors.index.json above kMergeShardBytes. Tensor names
+// carry the family prefix ("transformer.h.0.attn.c_attn.weight" for GPT2LMHeadModel) whether or not
+// the base stored it; GPT-2's causal-mask buffers (attn.bias, attn.masked_bias) and a tied lm_head
+// copy are not written, as save_pretrained does not write them.
+//
+// Contract: every check (adapter against base, names recorded in the adapter, output path) runs before
+// anything is written; the output is built in a sibling temporary directory and renamed into place
+// only after it is complete (and verified, with --verify), so a failed merge leaves no partial output
+// and never touches an existing directory without --overwrite.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/checkpoint.h"
+#include "core/tensor.h"
+
+namespace lora {
+
+// Output above this many bytes is sharded, as transformers' save_pretrained does with its historical
+// default max_shard_size="5GB" (10^9-byte gigabytes): GPT-2 XL in fp32 (6.2 GB) gets two shards.
+constexpr size_t kMergeShardBytes = 5000000000ull;
+
+// ---- an adapter directory as data ----
+
+// One adapted module. A and B are host f32 copies in PEFT's orientation.
+struct AdapterModule {
+  std::string module;  // as the keys name it after "base_model.model.": "transformer.h.0.attn.c_attn"
+  std::string key_a, key_b;  // the safetensors keys read (for messages)
+  Tensor a, b;         // A (r, in), B (out, r)
+  int r = 0;           // from adapter_config.json (r, rank_pattern); equals the tensors' rank
+  float alpha = 0;     // lora_alpha, or alpha_pattern's value for this module
+  float scale = 0;     // alpha / r, or alpha / sqrt(r) with use_rslora
+};
+
+struct AdapterFile {
+  std::string dir, config_path, weights_path;
+  nlohmann::json config;   // adapter_config.json as read
+  std::string base_name;   // base_model_name_or_path ("" when absent)
+  int r = 8;               // the config's default rank and alpha (PEFT's defaults when absent)
+  float alpha = 8;
+  bool rslora = false;
+  std::vector<AdapterModule> modules;  // in file order
+};
+
+// Reads adapter_config.json + adapter_model.safetensors in any PEFT layout we know: ours, PEFT's own,
+// older ones with an adapter name in the keys ("...lora_A.default.weight") or without
+// "base_model.model.". Refuses (lora::Error, exit 2) what a LoRA merge cannot honour: another
+// peft_type, DoRA, LoRA biases, modules_to_save, embedding LoRA, unpaired or unknown tensors (all
+// listed), and tensors whose rank disagrees with the config.
+AdapterFile adapter_file_read(const std::string& dir);
+
+// The model family the adapter's module names belong to: "gpt2", "llama", "roberta", or "" if unknown.
+std::string adapter_family_guess(const AdapterFile& ad);
+
+// A module name with the family's HF prefix ("h.0.attn.c_attn" -> "transformer.h.0.attn.c_attn" for
+// gpt2); names already prefixed and task heads (lm_head, score, classifier) are returned unchanged.
+std::string module_name_canonical(const std::string& module, const std::string& family);
+
+// ---- the merge ----
+
+struct MergeOptions {
+  std::string base_dir, adapter_dir, out_dir;
+  DType dtype = DType::f32;          // output dtype: f32, bf16 or f16
+  bool verify = false;               // compare logits of base + adapter and merged on a probe batch
+  bool force = false;                // merge although the adapter names another base model
+  bool overwrite = false;            // replace an existing output directory
+  size_t shard_bytes = kMergeShardBytes;
+};
+
+struct MergeVerifyResult {
+  double max_abs = 0;      // max |merged - adapter| over the probe batch's logits
+  double max_rel = 0;      // max_abs / max |adapter logits| (normwise, so near-zero logits do not dominate)
+  double threshold = 0;    // merge_verify_threshold(dtype)
+  bool passed = false;
+};
+
+struct MergeReport {
+  int modules_merged = 0;
+  size_t tensors_written = 0;
+  std::vector<std::string> notes;  // lines worth showing (base-name mismatch forced, skipped buffers)
+  bool verified = false;
+  MergeVerifyResult verify;
+};
+
+// The whole command: checks, merge, write, optional verification, rename into place.
+MergeReport merge_run(const MergeOptions& o);
+
+// The merged tensors under the names save_pretrained writes (see the top of this file), as host f32.
+// Errors list every adapter module the base lacks and every shape that disagrees.
+std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base, const AdapterFile& ad,
+                                                          std::vector<std::string>* notes = nullptr);
+
+// W += scale * B A (w_in_out = false, W (out, in)) or W += scale * (B A)^T (w_in_out = true, W (in, out)).
+void merge_delta_add(Tensor& w, const AdapterModule& m, bool w_in_out);
+
+// Whether the name an adapter records (base_model_name_or_path) designates base_dir: equal resolved
+// paths (as given, or relative to the adapter directory), or the same last path component
+// ("openai-community/gpt2" names "/models/gpt2"). An empty recorded name matches anything.
+bool base_name_matches(const std::string& recorded, const std::string& base_dir, const std::string& adapter_dir);
+
+// Logits of base + adapter (the adapter applied by the CPU model) against the merged directory's, on a
+// fixed probe batch of 2 x 16 tokens. GPT-2 family only (the CPU model's families).
+MergeVerifyResult merge_verify(const std::string& base_dir, const std::string& adapter_dir,
+                               const std::string& merged_dir, DType dtype);
+// Largest normwise relative logit error accepted for a merged model written in dtype (see merge.cpp).
+double merge_verify_threshold(DType dtype);
+
+// ---- output paths shared by merge and export ----
+
+// Refuses an existing path without overwrite (exit 2), a path that is the base or adapter directory,
+// and, with overwrite, an existing non-empty directory that holds no config.json / adapter_config.json
+// (never delete what does not look like our output).
+void output_path_check(const std::string& out, bool overwrite, const std::vector<std::string>& inputs);
+// Moves a completed temporary directory to out, replacing out (already checked) if it exists.
+void output_dir_install(const std::string& tmp_dir, const std::string& out);
+// The sibling temporary directory an output directory is built in.
+std::string output_tmp_dir(const std::string& out);
+
+// "fp32" / "bf16" / "fp16" (also "f32", "float32", ...) -> DType; other names: exit 2 listing them.
+DType merge_dtype_parse(const std::string& name);
+
+}  // namespace lora

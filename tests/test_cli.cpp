@@ -1,0 +1,209 @@
+// The command line as a user meets it: help, version, exit codes, and one clear message (never a crash)
+// for each bad input of issue 2. Runs the built binary on the quickstart base model and small files
+// the test writes itself.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include "core/dataset.h"
+#include "tests/cli_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kBase = LORA_SOURCE_DIR "/data/quickstart/base-model";
+
+// A recipe in dir with the given body appended to a working minimal one.
+fs::path recipe(const fs::path& dir, const std::string& extra = "", const std::string& model = kBase) {
+  write_text(dir / "train.txt",
+             "name : The Eagle | Type : pub||The Eagle is a pub . \nname : Aromi | food : Italian||Aromi serves Italian food . \n");
+  std::string body = "model:\n  path: " + model + "\n  device: cpu\ndata:\n  train: train.txt\n  cache_dir: " +
+                     (dir / "cache").string() + "\n  max_length: 64\ntrain:\n  batch_size: 2\n  max_steps: 2\noutput:\n  dir: " +
+                     (dir / "run").string() + "\nlog:\n  progress: none\n" + extra;
+  write_text(dir / "recipe.yaml", body);
+  return dir / "recipe.yaml";
+}
+
+// Every user error: exit code 1 or 2, one "error:" line, a hint, and no crash or abort.
+void check_clean_error(const CliResult& r, int code, const std::string& needle) {
+  INFO(r.out);
+  CHECK(r.code == code);
+  CHECK(contains(r.out, "error: "));
+  CHECK(contains(r.out, needle));
+  CHECK(!contains(r.out, "terminate called"));
+  CHECK(!contains(r.out, "Segmentation"));
+}
+}  // namespace
+
+TEST_CASE("version and help") {
+  CliResult v = lora_run("--version");
+  CHECK(v.code == 0);
+  CHECK(contains(v.out, "lora 0."));
+  CliResult h = lora_run("--help");
+  CHECK(h.code == 0);
+  for (const char* sub : {"train", "eval", "merge", "export"}) CHECK(contains(h.out, sub));
+  CliResult th = lora_run("train --help");
+  CHECK(th.code == 0);
+  for (const char* flag : {"--set", "--resume", "--dry-run", "--print-config", "--output", "--device"})
+    CHECK(contains(th.out, flag));
+  CHECK(lora_run("").code == 2);
+  CHECK(lora_run("train").code == 2);
+  CHECK(lora_run("frobnicate").code == 2);
+}
+
+TEST_CASE("a missing recipe file is a usage error") {
+  CliResult r = lora_run("train /nonexistent/recipe.yaml");
+  CHECK(r.code == 2);
+  CHECK(contains(r.out, "/nonexistent/recipe.yaml"));
+}
+
+TEST_CASE("unknown recipe key: named, with its line and a suggestion") {
+  auto d = scratch_dir("cli-unknown");
+  auto r = lora_run("train " + recipe(d, "eval:\n  beam_sise: 4\n").string());
+  check_clean_error(r, 2, "beam_sise");
+  CHECK(contains(r.out, "beam_size"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("wrong type: key, line and expected type") {
+  auto d = scratch_dir("cli-type");
+  auto r = lora_run("train " + recipe(d, "lora:\n  r: eight\n").string());
+  check_clean_error(r, 2, "lora.r");
+  fs::remove_all(d);
+}
+
+TEST_CASE("missing model directory") {
+  auto d = scratch_dir("cli-nomodel");
+  auto r = lora_run("train " + recipe(d, "", (d / "no-such-model").string()).string());
+  INFO(r.out);
+  CHECK((r.code == 1 || r.code == 2));
+  CHECK(contains(r.out, "no-such-model"));
+  CHECK(contains(r.out, "hint:"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("unsupported model_type, pickled checkpoint, truncated safetensors, wrong tensor shape") {
+  auto d = scratch_dir("cli-models");
+  // model_type t5
+  fs::create_directories(d / "t5");
+  write_text(d / "t5" / "config.json", R"({"model_type": "t5", "d_model": 8})");
+  auto r = lora_run("train " + recipe(d, "", (d / "t5").string()).string());
+  check_clean_error(r, 2, "t5");
+  // .bin only
+  fs::create_directories(d / "pickled");
+  fs::copy_file(kBase + "/config.json", d / "pickled" / "config.json");
+  write_text(d / "pickled" / "pytorch_model.bin", "not really a pickle");
+  r = lora_run("train " + recipe(d, "", (d / "pickled").string()).string());
+  CHECK((r.code == 1 || r.code == 2));
+  CHECK(contains(r.out, "pytorch_model.bin"));
+  CHECK(contains(r.out, "safe_serialization"));
+  // truncated safetensors
+  fs::create_directories(d / "trunc");
+  fs::copy_file(kBase + "/config.json", d / "trunc" / "config.json");
+  {
+    std::ifstream in(kBase + "/model.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(d / "trunc" / "model.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  r = lora_run("train " + recipe(d, "", (d / "trunc").string()).string());
+  check_clean_error(r, 1, "model.safetensors");
+  // config claims a wider model than the weights hold
+  fs::create_directories(d / "shape");
+  fs::copy_file(kBase + "/model.safetensors", d / "shape" / "model.safetensors");
+  for (const char* f : {"vocab.json", "merges.txt"}) fs::copy_file(kBase + "/" + f, d / "shape" / f);
+  {
+    std::ifstream in(kBase + "/config.json");
+    std::string cfg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto pos = cfg.find("\"n_embd\": 128");
+    REQUIRE(pos != std::string::npos);
+    cfg.replace(pos, 13, "\"n_embd\": 256");
+    write_text(d / "shape" / "config.json", cfg);
+  }
+  r = lora_run("train " + recipe(d, "", (d / "shape").string()).string());
+  check_clean_error(r, 1, "shape");
+  fs::remove_all(d);
+}
+
+TEST_CASE("datasets: missing, empty, malformed line, out-of-vocabulary ids") {
+  auto d = scratch_dir("cli-data");
+  fs::path rec = recipe(d);
+  auto r = lora_run("train " + rec.string() + " --set data.train=" + (d / "missing.txt").string());
+  check_clean_error(r, 1, "missing.txt");
+  write_text(d / "empty.txt", "\n\n");
+  r = lora_run("train " + rec.string() + " --set data.train=" + (d / "empty.txt").string());
+  INFO(r.out);
+  CHECK((r.code == 1 || r.code == 2));
+  CHECK(contains(r.out, "empty.txt"));
+  write_text(d / "bad.txt", "name : A||A is here . \nthis line has no separator\n");
+  r = lora_run("train " + rec.string() + " --set data.train=" + (d / "bad.txt").string());
+  INFO(r.out);
+  CHECK((r.code == 1 || r.code == 2));
+  CHECK(contains(r.out, "bad.txt:2"));
+  // A tokenized file whose ids exceed the model's vocabulary (879 tokens).
+  lora::DatasetTables t;
+  t.tokens = {1, 2, 5000, 878};
+  t.offsets = {0, 4};
+  t.prompt_lengths = {1};
+  t.labels = {NAN};
+  t.source_lines = {1};
+  t.prompt_texts = {"p"};
+  t.completion_texts = {"c"};
+  lora::DatasetInfo info;
+  info.format = "jsonl";
+  info.template_name = lora::dataset_template_name("jsonl");
+  info.source_path = "handmade";
+  info.source_hash = "fnv1a64:0";
+  info.tokenizer_fingerprint = "handmade";
+  info.vocab_size = 10000;
+  info.eos_id = 878;
+  info.max_length = 64;
+  info.n_examples = 1;
+  info.n_tokens = 4;
+  lora::dataset_h5_write((d / "oov.h5").string(), t, info);
+  r = lora_run("train " + rec.string() + " --set data.train=" + (d / "oov.h5").string());
+  INFO(r.out);
+  CHECK((r.code == 1 || r.code == 2));
+  CHECK(contains(r.out, "5000"));
+  CHECK(!contains(r.out, "terminate called"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("an output directory that cannot be written") {
+  auto d = scratch_dir("cli-out");
+  auto r = lora_run("train " + recipe(d).string() + " --output /etc/passwd/run");
+  check_clean_error(r, 1, "/etc/passwd/run");
+  fs::remove_all(d);
+}
+
+TEST_CASE("--print-config and --dry-run") {
+  auto d = scratch_dir("cli-dry");
+  auto r = lora_run("train " + recipe(d).string() + " --print-config --set train.lr=1e-4");
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "lr: 0.0001"));
+  r = lora_run("train " + recipe(d).string() + " --dry-run");
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "trainable parameters"));
+  CHECK(contains(r.out, "lora q"));
+  CHECK(contains(r.out, "memory plan"));
+  CHECK(contains(r.out, "no loss"));
+  CHECK(!fs::exists(d / "run" / "metrics.jsonl"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("a short run writes the PEFT adapter, metrics and the resolved recipe; a rerun is refused") {
+  auto d = scratch_dir("cli-run");
+  auto r = lora_run("train " + recipe(d).string());
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "recipe.yaml"})
+    CHECK(fs::exists(d / "run" / f));
+  std::ifstream m(d / "run" / "metrics.jsonl");
+  std::string line;
+  std::getline(m, line);
+  for (const char* key : {"\"step\"", "\"loss\"", "\"lr\"", "\"tokens_per_s\"", "\"grad_norm\""}) CHECK(contains(line, key));
+  auto again = lora_run("train " + recipe(d).string());
+  check_clean_error(again, 2, "already holds a run");
+  fs::remove_all(d);
+}

@@ -1,0 +1,152 @@
+// The trainer's guarantees: gradient accumulation is exact (4 micro-batches of 1 give the gradient of
+// one batch of 4, the loss normalised by all loss tokens of the step), a resumed run reproduces the
+// uninterrupted one bit for bit on the CPU (dropout on), and a run is repeatable for a seed.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/adapter.h"
+#include "core/checkpoint.h"
+#include "core/dataset.h"
+#include "core/recipe.h"
+#include "core/safetensors.h"
+#include "core/trainer.h"
+#include "tests/cli_util.h"
+
+using namespace lora;
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kBase = LORA_SOURCE_DIR "/data/quickstart/base-model";
+
+// The first n lines of the quickstart task.
+fs::path small_train(const fs::path& dir, int n) {
+  std::ifstream in(LORA_SOURCE_DIR "/data/quickstart/train.txt");
+  std::string line, text;
+  for (int i = 0; i < n && std::getline(in, line); ++i) text += line + "\n";
+  write_text(dir / "train.txt", text);
+  return dir / "train.txt";
+}
+
+Recipe small_recipe(const fs::path& dir) {
+  Recipe r;
+  r.model.path = kBase;
+  r.model.device = "cpu";
+  r.data.train = small_train(dir, 24).string();
+  r.data.cache_dir = (dir / "cache").string();
+  r.data.max_length = 96;
+  r.lora.dropout = 0.1;  // exercises the dropout masks' reproducibility
+  r.lora.targets = {"q", "v", "down"};
+  r.train.batch_size = 4;
+  r.train.max_steps = 6;
+  r.train.lr = 3e-3;
+  r.train.warmup_steps = 2;
+  r.output.keep_last = 0;
+  r.log.progress = "none";
+  r.eval.num_samples = 0;
+  return r;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+}  // namespace
+
+TEST_CASE("gradient accumulation over micro-batches equals one large batch") {
+  auto d = scratch_dir("accum");
+  auto be = backend_cpu_create();
+  Checkpoint ck = Checkpoint::open(kBase);
+  auto tok = tokenizer_load(kBase);
+  auto prep = dataset_prepare(small_train(d, 4).string(), "e2e", *tok, 96, (d / "cache").string());
+  Dataset data = Dataset::open(prep.path, ck.config().vocab_size);
+  LoraSpec spec;
+  spec.r = 4;
+  spec.alpha = 8;
+  spec.targets = {"q", "v"};
+  spec.init_seed = 3;
+  auto grads_of = [&](const std::vector<std::vector<int64_t>>& micro) {
+    Model m(*be, ck.config());
+    m.load_base(ck);
+    m.lora_init(spec);
+    for (auto& p : m.trainable()) {  // non-zero B so that every gradient is non-trivial
+      Tensor h = be->download(*p.master);
+      for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] += 0.01f * std::cos(float(i));
+      be->upload(*p.master, h);
+    }
+    m.sync_values();
+    int64_t total = 0;
+    std::vector<Batch> batches;
+    for (const auto& ids : micro) {
+      batches.push_back(batch_build(data, ids));
+      total += batches.back().n_loss_tokens;
+    }
+    m.zero_grads();
+    for (auto& b : batches) m.step(b.tokens, b.targets, b.lengths, 1.0f / float(total), 0.0f, 0, true);
+    std::vector<Tensor> out;
+    for (auto& p : m.trainable()) out.push_back(be->download(*p.grad));
+    return out;
+  };
+  auto one = grads_of({{0, 1, 2, 3}});
+  auto four = grads_of({{0}, {1}, {2}, {3}});
+  REQUIRE(one.size() == four.size());
+  for (size_t k = 0; k < one.size(); ++k) {
+    double max_diff = 0, max_ref = 0;
+    for (int64_t i = 0; i < one[k].numel(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(one[k].f32()[i] - four[k].f32()[i])));
+      max_ref = std::max(max_ref, double(std::fabs(one[k].f32()[i])));
+    }
+    INFO("tensor " << k << ": max diff " << max_diff << ", max " << max_ref);
+    CHECK(max_ref > 0);
+    CHECK(max_diff <= 1e-5 * max_ref);  // fp32 summation order differs between the two
+  }
+  fs::remove_all(d);
+}
+
+TEST_CASE("a resumed run reproduces the uninterrupted one bit for bit") {
+  auto d = scratch_dir("resume");
+  Recipe r = small_recipe(d);
+  r.output.dir = (d / "full").string();
+  r.output.save_every = 3;
+  TrainOptions o;
+  REQUIRE(train_run(r, o) == 0);
+  const fs::path full3 = d / "full" / "checkpoints" / "step-00000003";
+  const fs::path full6 = d / "full" / "checkpoints" / "step-00000006";
+  REQUIRE(fs::exists(full3 / "COMMITTED"));
+  REQUIRE(fs::exists(full6 / "COMMITTED"));
+  // A second run directory that holds only the step-3 checkpoint, as if the job died after it.
+  fs::create_directories(d / "resumed" / "checkpoints");
+  fs::copy(full3, d / "resumed" / "checkpoints" / "step-00000003", fs::copy_options::recursive);
+  // An uncommitted, half-written newer checkpoint must be ignored.
+  fs::create_directories(d / "resumed" / "checkpoints" / "step-00000005");
+  write_text(d / "resumed" / "checkpoints" / "step-00000005" / "state.json", "{ half");
+  r.output.dir = (d / "resumed").string();
+  o.resume = r.output.dir;
+  REQUIRE(train_run(r, o) == 0);
+  const fs::path res6 = d / "resumed" / "checkpoints" / "step-00000006";
+  REQUIRE(fs::exists(res6 / "COMMITTED"));
+  CHECK(file_bytes(full6 / "trainable.safetensors") == file_bytes(res6 / "trainable.safetensors"));
+  CHECK(file_bytes(full6 / "optimizer.safetensors") == file_bytes(res6 / "optimizer.safetensors"));
+  CHECK(file_bytes(d / "full" / "adapter_model.safetensors") == file_bytes(d / "resumed" / "adapter_model.safetensors"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("the same seed gives the same run; another seed does not") {
+  auto d = scratch_dir("seed");
+  Recipe r = small_recipe(d);
+  r.train.max_steps = 3;
+  TrainOptions o;
+  r.output.dir = (d / "a").string();
+  REQUIRE(train_run(r, o) == 0);
+  r.output.dir = (d / "b").string();
+  REQUIRE(train_run(r, o) == 0);
+  r.output.dir = (d / "c").string();
+  r.train.seed = 7;
+  REQUIRE(train_run(r, o) == 0);
+  const std::string a = file_bytes(d / "a" / "adapter_model.safetensors");
+  CHECK(a == file_bytes(d / "b" / "adapter_model.safetensors"));
+  CHECK(a != file_bytes(d / "c" / "adapter_model.safetensors"));
+  fs::remove_all(d);
+}
