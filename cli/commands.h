@@ -35,7 +35,7 @@ std::shared_ptr<MergeCliOptions> setup_merge(CLI::App& app);
 int run_merge(const MergeCliOptions& o);
 
 struct ExportCliOptions {
-  std::string adapter, to, out, base;
+  std::string adapter, to, out, base, dtype = "fp32";
   bool overwrite = false;
 };
 std::shared_ptr<ExportCliOptions> setup_export(CLI::App& app);

@@ -117,6 +117,19 @@ class Backend {
                                   const MatRef& q, const MatRef& k, const MatRef& v, const MatRef& out,
                                   const Tensor& saved, const AttentionShape& s, const Tensor& lengths) = 0;
 
+  // Attention of T new tokens per row against a key/value cache (incremental decoding; the shape of
+  // FlashAttention's flash_attn_with_kvcache). First writes k and v into cache slots slot0..slot0+T-1,
+  // then query (r,t) attends to row r's slots j with start[r] <= j <= slot0 + t (slots before start[r]
+  // are left padding). q, out (R*T, NH*HS); k, v (R*T, NKV*HS); rows ordered (r, t). k_cache, v_cache
+  // (S, RC, NKV*HS) in the activation dtype, time-major with RC >= R physical rows per slot: row r writes
+  // physical row r of the new slots and reads slot j < slot0 from physical row slot_rows[j*R + r]
+  // (slot_rows: i32 (slot0, R), or empty for "row r itself"), so beam search reorders rows by
+  // rewriting the table, not the cache. start: i32 (R). Both on this device. A query with no visible
+  // slot gets output 0. s.B = R, s.T = T, s.causal must be true. Forward only.
+  virtual void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
+                                Tensor& k_cache, Tensor& v_cache, const Tensor& start, const Tensor& slot_rows,
+                                int slot0, const AttentionShape& s) = 0;
+
   // ---- embeddings ----
   // out[b,t,:] = wte[tokens[b,t],:] (+ wpe[t,:] when wpe is not empty).  tokens (B,T) i32, out (B,T,C)
   virtual void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) = 0;

@@ -297,6 +297,36 @@ class CpuBackend final : public Backend {
                             k.f32(), k.ld, v.f32(), v.ld, probs, s);
   }
 
+  void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v, Tensor& k_cache,
+                        Tensor& v_cache, const Tensor& start, const Tensor& slot_rows, int slot0,
+                        const AttentionShape& s) override {
+    const char* op = "attention_decode";
+    check_attention_shape(op, s);
+    if (!s.causal) bad(op, "decoding attention is causal");
+    const int64_t N = int64_t(s.B) * s.T, CQ = int64_t(s.NH) * s.HS, CKV = int64_t(s.NKV) * s.HS;
+    need_mat(op, "q", q, N, CQ);
+    need_mat(op, "k", k, N, CKV);
+    need_mat(op, "v", v, N, CKV);
+    need_mat(op, "out", out, N, CQ);
+    for (const Tensor* c : {&k_cache, &v_cache}) {
+      need_dtype(op, "cache", *c, DType::f32);
+      if (c->ndim() != 3 || c->dim(1) < s.B || c->dim(2) != CKV)
+        bad(op, "cache " + c->shape_str() + " must be (S, >= R = " + std::to_string(s.B) + ", " + std::to_string(CKV) +
+                    ")");
+    }
+    if (v_cache.shape != k_cache.shape) bad(op, "k_cache and v_cache differ in shape");
+    need_dtype(op, "start", start, DType::i32);
+    need_numel(op, "start", start, s.B);
+    const int32_t* table = nullptr;
+    if (!slot_rows.empty()) {
+      need_dtype(op, "slot_rows", slot_rows, DType::i32);
+      need_numel(op, "slot_rows", slot_rows, int64_t(slot0) * s.B);
+      table = slot_rows.i32();
+    }
+    ref::attention_decode(out.f32(), out.ld, q.f32(), q.ld, k.f32(), k.ld, v.f32(), v.ld, k_cache.f32(), v_cache.f32(),
+                          int(k_cache.dim(0)), int(k_cache.dim(1)), start.i32(), table, slot0, s);
+  }
+
   // ---- embeddings ----
   void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) override {
     const char* op = "embedding_forward";

@@ -81,6 +81,25 @@ struct LossStats {
   int64_t correct = 0;     // argmax == target
 };
 
+// Key/value cache for incremental decoding (Model::decode_step, core/model_decode.cpp). Its rows are
+// the sequences decoded together (prompts x beams). Time-major: layer l's keys k[l] are
+// (capacity, max_rows, NKV*HS), so every row writes the same slot at each step. Prompts of different
+// lengths are right-aligned (left padding): row r's sequence starts at slot start[r]; attention never
+// reads the slots before it and positions count from it (position = slot - start[r]), so a padded row
+// computes exactly what it would alone. Reordering rows (beam search) never moves keys and values: the
+// table slot_rows says which physical row of each filled slot a row reads (attention_decode in backend.h).
+struct KvCache {
+  int rows = 0;                  // R: sequences now in the cache
+  int max_rows = 0;              // physical rows per slot
+  int capacity = 0;              // slots
+  int used = 0;                  // slots written; the next token goes to slot `used`
+  std::vector<int32_t> start;    // (rows) host: first slot of each row's sequence
+  std::vector<int32_t> slot_rows;  // (used, rows) host: physical row of (slot, row); empty = identity
+  Tensor start_dev, slot_rows_dev; // device copies, refreshed when the host ones change
+  bool dirty = false;            // start/slot_rows changed since the last upload
+  std::vector<Tensor> k, v;      // per layer, (capacity, max_rows, NKV*HS) in the activation dtype
+};
+
 class Model {
  public:
   Model(Backend& be, const ModelConfig& cfg);
@@ -105,6 +124,21 @@ class Model {
                  float label_smoothing, uint64_t dropout_key, bool train);
   // Logits for every position as a host (B,T,V) tensor (tests, generation).
   Tensor logits(const Tensor& tokens, const Tensor& lengths);
+
+  // ---- incremental decoding (core/model_decode.cpp): the eval-mode forward of step() (adapters on,
+  // no dropout), one chunk of tokens at a time against a KvCache ----
+  // A cache for start.size() rows of up to `capacity` slots; max_rows (>= rows; 0: rows) bounds the
+  // rows kv_cache_select may later ask for.
+  KvCache kv_cache_create(const std::vector<int32_t>& start, int capacity, int max_rows = 0);
+  // Feeds T tokens per row (host i32 (R, T), written at slots used..used+T-1; entries at slots before a
+  // row's start are padding and ignored) and returns the logits after each row's last token as a host
+  // (R, V) f32 tensor. Errors (lora::Error) for token ids outside the vocabulary, positions past the
+  // model's maximum, or a full cache.
+  Tensor decode_step(KvCache& cache, const Tensor& tokens);
+  // Reorders and resizes the cache's rows: new row i is old row src[i] (beam search keeps the parents of
+  // the surviving beams; finished prompts are dropped). src.size() <= max_rows. Host bookkeeping only:
+  // no key or value moves.
+  void kv_cache_select(KvCache& cache, const std::vector<int32_t>& src);
 
   std::vector<TrainableParam> trainable();
   void zero_grads();

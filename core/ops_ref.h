@@ -375,6 +375,75 @@ void attention_backward(Real* dq, int64_t lddq, Real* dk, int64_t lddk, Real* dv
   }
 }
 
+// Attention over a key/value cache, for incremental decoding (the shape of FlashAttention's
+// flash_attn_with_kvcache): k and v of T new tokens per row are first written into cache slots
+// slot0..slot0+T-1, then query (r, t) attends to row r's slots j with start[r] <= j <= slot0 + t.
+// q, out (R*T, NH*HS) and k, v (R*T, NKV*HS) have rows ordered (r, t). The caches are time-major,
+// (S, RC, NKV*HS) contiguous with RC >= R physical rows per slot: row r writes its new tokens to physical
+// row r, and reads slot j < slot0 from physical row slot_rows[j*R + r] (r itself when slot_rows is
+// null), so beam search reorders rows by rewriting that table instead of moving the cache (a block
+// table with blocks of one token, as in paged attention). A query with no visible slot (left padding
+// not reached yet) gets output 0. Scores, softmax and the weighted sum accumulate in double.
+template <class Real>
+void attention_decode(Real* out, int64_t ldo, const Real* q, int64_t ldq, const Real* k, int64_t ldk,
+                      const Real* v, int64_t ldv, Real* k_cache, Real* v_cache, int S, int RC,
+                      const int32_t* start, const int32_t* slot_rows, int slot0, const AttentionShape& s) {
+  const int R = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, group = s.NH / s.NKV;
+  const int64_t CKV = int64_t(NKV) * HS;
+  if (slot0 < 0 || slot0 + T > S)
+    throw std::out_of_range("attention_decode: slots [" + std::to_string(slot0) + ", " + std::to_string(slot0 + T) +
+                            ") do not fit in a cache of " + std::to_string(S) + " slots");
+  for (int r = 0; r < R; ++r)
+    if (start[r] < 0 || start[r] > S)
+      throw std::out_of_range("attention_decode: start[" + std::to_string(r) + "] = " + std::to_string(start[r]) +
+                              " is outside [0, " + std::to_string(S) + "]");
+  if (slot_rows)
+    for (int64_t i = 0; i < int64_t(slot0) * R; ++i)
+      if (slot_rows[i] < 0 || slot_rows[i] >= RC)
+        throw std::out_of_range("attention_decode: slot_rows[" + std::to_string(i) + "] = " +
+                                std::to_string(slot_rows[i]) + " is outside [0, " + std::to_string(RC) + ")");
+  // Physical row of (slot j, row r) in the (S*RC, CKV) cache.
+  auto phys = [&](int j, int r) {
+    return int64_t(j) * RC + (slot_rows && j < slot0 ? slot_rows[int64_t(j) * R + r] : r);
+  };
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      const int64_t src = int64_t(r) * T + t, dst = phys(slot0 + t, r);
+      for (int64_t c = 0; c < CKV; ++c) {
+        k_cache[dst * CKV + c] = k[src * ldk + c];
+        v_cache[dst * CKV + c] = v[src * ldv + c];
+      }
+    }
+  const double scale = 1.0 / std::sqrt(double(HS));
+#pragma omp parallel for if (int64_t(R) * NH * T * (slot0 + T) * HS > (1 << 16))
+  for (int64_t rh = 0; rh < int64_t(R) * NH; ++rh) {
+    const int r = int(rh / NH), h = int(rh % NH), g = h / group;
+    std::vector<double> row(size_t(slot0) + T), acc(HS);
+    for (int t = 0; t < T; ++t) {
+      const int64_t qrow = int64_t(r) * T + t;
+      const Real* qt = q + qrow * ldq + int64_t(h) * HS;
+      const int j0 = start[r], j1 = slot0 + t + 1;  // visible slots [j0, j1)
+      double maxval = -INFINITY, sum = 0;
+      for (int j = j0; j < j1; ++j) {
+        const Real* kj = k_cache + phys(j, r) * CKV + int64_t(g) * HS;
+        double dot = 0;
+        for (int d = 0; d < HS; ++d) dot += double(qt[d]) * kj[d];
+        row[j] = dot * scale;
+        maxval = std::max(maxval, row[j]);
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int j = j0; j < j1; ++j) {
+        const double p = std::exp(row[j] - maxval);
+        const Real* vj = v_cache + phys(j, r) * CKV + int64_t(g) * HS;
+        for (int d = 0; d < HS; ++d) acc[d] += p * vj[d];
+        sum += p;
+      }
+      Real* ot = out + qrow * ldo + int64_t(h) * HS;
+      for (int d = 0; d < HS; ++d) ot[d] = sum > 0 ? Real(acc[d] / sum) : Real(0);
+    }
+  }
+}
+
 // ---- embeddings ----
 
 // out[b,t,:] = wte[tokens[b,t],:] (+ wpe[t,:] when wpe is not null).   tokens (B,T), wte (V,C), out (B,T,C)

@@ -174,7 +174,8 @@ std::string recipe_data_format(const std::string& format, const std::string& dat
   std::string ext = fs::path(data_path).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   if (ext == ".txt") return "e2e";
-  if (ext == ".jsonl") return "jsonl";
+  if (ext == ".jsonl" || ext == ".json") return "jsonl";
+  if (ext == ".h5" || ext == ".hdf5") return "h5";  // already tokenized (lora's dataset file)
   return "";
 }
 

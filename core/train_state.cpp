@@ -49,7 +49,7 @@ std::vector<fs::path> committed(const fs::path& root) {
 }  // namespace
 
 std::string train_state_save(const std::string& output_dir, Model& model, AdamW& opt, const TrainProgress& p,
-                             const std::string& recipe_yaml, int keep_last) {
+                             const Recipe& recipe, int keep_last) {
   const fs::path root = fs::path(output_dir) / "checkpoints";
   const fs::path final_dir = root / step_name(p.step);
   const fs::path tmp = root / (".tmp-" + step_name(p.step));
@@ -76,7 +76,7 @@ std::string train_state_save(const std::string& output_dir, Model& model, AdamW&
                 {"good_steps", p.good_steps},
                 {"first_eval_loss", p.first_eval_loss}};
   file_write_atomic((tmp / "state.json").string(), state.dump(2) + "\n");
-  file_write_atomic((tmp / "recipe.yaml").string(), recipe_yaml);
+  file_write_atomic((tmp / "recipe.yaml").string(), recipe_to_yaml(recipe, (final_dir / "recipe.yaml").string()));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) fail_runtime("cannot move checkpoint into place at '" + final_dir.string() + "': " + ec.message());

@@ -9,6 +9,7 @@
 
 #include "core/model.h"
 #include "core/optimizer.h"
+#include "core/recipe.h"
 
 namespace lora {
 
@@ -25,8 +26,9 @@ struct TrainProgress {
 };
 
 // Saves a checkpoint and prunes all but the newest keep_last (0: keep all). Returns its directory.
+// The resolved recipe is stored beside it, its relative paths rewritten for that directory.
 std::string train_state_save(const std::string& output_dir, Model& model, AdamW& opt, const TrainProgress& p,
-                             const std::string& recipe_yaml, int keep_last);
+                             const Recipe& recipe, int keep_last);
 // The newest committed checkpoint under path (an output directory, its checkpoints/ folder, or a
 // checkpoint directory itself); "" if there is none.
 std::string train_state_latest(const std::string& path);

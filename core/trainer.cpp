@@ -203,7 +203,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   auto save = [&]() {
     prog.loss_scale = scaler.scale;
     prog.good_steps = scaler.good_steps;
-    return train_state_save(out_dir, model, opt, prog, recipe_yaml, r.output.keep_last);
+    return train_state_save(out_dir, model, opt, prog, r, r.output.keep_last);
   };
 
   auto t_last = std::chrono::steady_clock::now();
@@ -286,12 +286,16 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                 final_eval.loss, 100.0 * final_eval.loss / prog.first_eval_loss);
   if (s.eval && r.eval.num_samples > 0) {
     std::printf("samples (greedy, held-out prompts):\n");
-    for (int i = 0; i < r.eval.num_samples && size_t(i) < s.eval->size(); ++i) {
-      TokenSpan t = s.eval->tokens(size_t(i));
-      std::vector<int32_t> prompt(t.begin(), t.begin() + s.eval->prompt_length(size_t(i)));
+    // One sample per distinct prompt: E2E files list each meaning representation once per reference.
+    int shown = 0;
+    for (size_t i = 0; i < s.eval->size() && shown < r.eval.num_samples; ++i) {
+      if (i > 0 && s.eval->prompt_text(i) == s.eval->prompt_text(i - 1)) continue;
+      TokenSpan t = s.eval->tokens(i);
+      std::vector<int32_t> prompt(t.begin(), t.begin() + s.eval->prompt_length(i));
       std::vector<int32_t> gen = generate_greedy(model, prompt, r.eval.max_new_tokens, s.tok->eos_id());
-      std::printf("  prompt : %s\n  output : %s\n", s.eval->prompt_text(size_t(i)).c_str(),
-                  s.tok->decode(gen).c_str());
+      std::printf("  prompt    : %s\n  generated : %s\n  reference : %s\n", s.eval->prompt_text(i).c_str(),
+                  s.tok->decode(gen).c_str(), s.eval->completion_text(i).c_str());
+      ++shown;
     }
   }
   return EXIT_CODE_OK;

@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <cmath>
+
 #include "core/dataset.h"
 #include "tests/cli_util.h"
 

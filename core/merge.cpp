@@ -1,0 +1,428 @@
+// `lora merge`: the adapter reader, the merge itself, verification and output-path handling.
+// See merge.h for the contract and the formula's source.
+#include "core/merge.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "core/adapter.h"
+#include "core/backend.h"
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/model.h"
+#include "core/safetensors.h"
+#include "core/session.h"
+
+namespace lora {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& head) { return s.compare(0, head.size(), head) == 0; }
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+std::string list_lines(const std::vector<std::string>& items, size_t max_shown = 12) {
+  std::string s;
+  for (size_t i = 0; i < items.size() && i < max_shown; ++i) s += "\n  " + items[i];
+  if (items.size() > max_shown) s += "\n  ... and " + std::to_string(items.size() - max_shown) + " more";
+  return s;
+}
+
+// PEFT's rank_pattern / alpha_pattern lookup (peft.utils.other.get_pattern_key): a key matches a module
+// when the regular expression "(.*\.)?(key)$" matches its full name.
+template <class T>
+T pattern_lookup(const json& pattern, const std::string& module, T fallback) {
+  if (!pattern.is_object()) return fallback;
+  for (auto it = pattern.begin(); it != pattern.end(); ++it) {
+    if (!it->is_number()) continue;
+    bool hit = false;
+    try {
+      hit = std::regex_match(module, std::regex("(.*\\.)?(" + it.key() + ")"));
+    } catch (const std::regex_error&) {
+      hit = module == it.key() || ends_with(module, "." + it.key());
+    }
+    if (hit) return it->get<T>();
+  }
+  return fallback;
+}
+
+const char* kHeadNames[] = {"lm_head.", "score.", "classifier.", "qa_outputs."};
+
+}  // namespace
+
+// ---- the adapter as data ----
+
+AdapterFile adapter_file_read(const std::string& dir) {
+  AdapterFile ad;
+  ad.dir = dir;
+  ad.config_path = (fs::path(dir) / "adapter_config.json").string();
+  ad.weights_path = (fs::path(dir) / "adapter_model.safetensors").string();
+  if (!fs::is_directory(dir))
+    fail_runtime("adapter directory '" + dir + "' does not exist", "pass the output directory of `lora train`");
+  if (!fs::exists(ad.weights_path)) {
+    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
+      fail_runtime("'" + dir + "' holds adapter_model.bin, a pickle; lora never unpickles files",
+                   "convert it in Python: PeftModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)");
+    fail_runtime("'" + ad.weights_path + "' is missing",
+                 "an adapter directory holds adapter_config.json and adapter_model.safetensors");
+  }
+  if (!fs::exists(ad.config_path))
+    fail_runtime("'" + ad.config_path + "' is missing", "an adapter directory holds adapter_config.json and adapter_model.safetensors");
+  ad.config = json_read_file(ad.config_path);
+  const json& c = ad.config;
+  if (!c.is_object()) fail_runtime("'" + ad.config_path + "' is not a JSON object");
+  auto num = [&](const char* key, double fallback) {
+    auto it = c.find(key);
+    if (it == c.end() || it->is_null()) return fallback;
+    if (!it->is_number())
+      fail_usage("'" + ad.config_path + "': key '" + key + "' should be a number, found " + it->dump());
+    return it->get<double>();
+  };
+  auto flag = [&](const char* key) {
+    auto it = c.find(key);
+    return it != c.end() && it->is_boolean() && it->get<bool>();
+  };
+  const std::string peft_type = c.value("peft_type", std::string("LORA"));
+  if (peft_type != "LORA")
+    fail_usage("'" + ad.config_path + "' has peft_type " + peft_type + ", expected LORA",
+               "only LoRA adapters can be merged or exported");
+  if (flag("use_dora"))
+    fail_usage("'" + ad.config_path + "' is a DoRA adapter (use_dora: true), which lora cannot merge or export",
+               "merge it with PEFT's merge_and_unload");
+  if (flag("lora_bias"))
+    fail_usage("'" + ad.config_path + "' trains LoRA biases (lora_bias: true), which lora cannot merge or export");
+  if (c.contains("modules_to_save") && c["modules_to_save"].is_array() && !c["modules_to_save"].empty())
+    fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
+                   ": fully trained modules that lora cannot merge or export",
+               "save the adapter without modules_to_save");
+  ad.r = int(num("r", 8));
+  ad.alpha = float(num("lora_alpha", 8));
+  ad.rslora = flag("use_rslora");
+  auto bn = c.find("base_model_name_or_path");
+  ad.base_name = bn != c.end() && bn->is_string() ? bn->get<std::string>() : "";
+
+  SafetensorsFile st = SafetensorsFile::open(ad.weights_path);
+  // "base_model.model.<module>.lora_A.weight", optionally with an adapter name before ".weight".
+  const std::regex key_re(R"(^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.([A-Za-z0-9_\-]+))?\.weight$)");
+  struct Pair { const SafetensorsEntry *a = nullptr, *b = nullptr; std::string name; };
+  std::map<std::string, Pair> pairs;
+  std::vector<std::string> order, unknown, problems;
+  for (const auto& e : st.entries()) {
+    std::smatch m;
+    if (!std::regex_match(e.name, m, key_re)) {
+      unknown.push_back(e.name);
+      continue;
+    }
+    const std::string module = m[1];
+    if (!pairs.count(module)) order.push_back(module);
+    Pair& p = pairs[module];
+    const std::string name = m[3].matched ? std::string(m[3]) : "";
+    if ((p.a || p.b) && p.name != name)
+      problems.push_back(e.name + ": a second adapter ('" + name + "' besides '" + p.name + "') on " + module);
+    p.name = name;
+    (m[2] == "A" ? p.a : p.b) = &e;
+  }
+  if (!unknown.empty())
+    fail_usage("'" + ad.weights_path + "' has " + std::to_string(unknown.size()) +
+                   " tensors that are not LoRA A/B weights:" + list_lines(unknown),
+               "lora merges and exports plain LoRA adapters (no DoRA magnitudes, embedding LoRA or saved modules)");
+  for (const auto& module : order) {
+    const Pair& p = pairs[module];
+    if (!p.a || !p.b)
+      problems.push_back(module + ": has lora_" + std::string(p.a ? "A" : "B") + " but no lora_" + (p.a ? "B" : "A"));
+  }
+  if (order.empty()) problems.push_back("no LoRA tensors at all");
+  if (!problems.empty())
+    fail_usage("adapter '" + ad.weights_path + "' is incomplete or inconsistent:" + list_lines(problems),
+               "the file may be truncated or written by another tool; save it again with PEFT or `lora train`");
+
+  for (const auto& module : order) {
+    const Pair& p = pairs[module];
+    AdapterModule am;
+    am.module = module;
+    am.key_a = p.a->name;
+    am.key_b = p.b->name;
+    am.a = st.to_f32(*p.a);
+    am.b = st.to_f32(*p.b);
+    am.r = pattern_lookup<int>(c.value("rank_pattern", json()), module, ad.r);
+    am.alpha = pattern_lookup<float>(c.value("alpha_pattern", json()), module, ad.alpha);
+    if (am.a.ndim() != 2 || am.b.ndim() != 2 || am.a.dim(0) != am.r || am.b.dim(1) != am.r)
+      problems.push_back(am.key_a + " " + am.a.shape_str() + " and " + am.key_b + " " + am.b.shape_str() +
+                         ": expected rank " + std::to_string(am.r) + " from adapter_config.json (r / rank_pattern)");
+    if (am.r <= 0) problems.push_back(module + ": rank " + std::to_string(am.r) + " is not positive");
+    am.scale = ad.rslora ? am.alpha / std::sqrt(float(am.r)) : am.alpha / float(am.r);
+    ad.modules.push_back(std::move(am));
+  }
+  if (!problems.empty())
+    fail_usage("adapter '" + ad.weights_path + "' disagrees with '" + ad.config_path + "':" + list_lines(problems),
+               "r, rank_pattern and the tensors' shapes must agree, as PEFT requires to load it");
+  return ad;
+}
+
+std::string adapter_family_guess(const AdapterFile& ad) {
+  const std::regex gpt2(R"(^(transformer\.)?h\.\d+\.(attn|mlp)\..+)");
+  const std::regex llama(R"(^(model\.)?layers\.\d+\.(self_attn|mlp)\..+)");
+  const std::regex roberta(R"(^(roberta\.)?encoder\.layer\.\d+\..+)");
+  std::set<std::string> found;
+  for (const auto& m : ad.modules) {
+    if (std::regex_match(m.module, gpt2)) found.insert("gpt2");
+    else if (std::regex_match(m.module, llama)) found.insert("llama");
+    else if (std::regex_match(m.module, roberta)) found.insert("roberta");
+    else found.insert("");
+  }
+  return found.size() == 1 ? *found.begin() : "";
+}
+
+std::string module_name_canonical(const std::string& module, const std::string& family) {
+  const std::string prefix = checkpoint_prefix(family);
+  if (prefix.empty() || starts_with(module, prefix)) return module;
+  for (const char* head : kHeadNames)
+    if (starts_with(module + ".", head)) return module;
+  return prefix + module;
+}
+
+// ---- the merge ----
+
+void merge_delta_add(Tensor& w, const AdapterModule& m, bool w_in_out) {
+  // W (out, in) += s B A, or W (in, out) += s A^T B^T = s (B A)^T; fp32 GEMM with beta = 1.
+  static std::unique_ptr<Backend> cpu = backend_cpu_create();
+  if (w_in_out)
+    cpu->matmul(mat(w), mat(m.a), mat(m.b), true, true, m.scale, 1.0f);
+  else
+    cpu->matmul(mat(w), mat(m.b), mat(m.a), false, false, m.scale, 1.0f);
+}
+
+std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base, const AdapterFile& ad,
+                                                          std::vector<std::string>* notes) {
+  const ModelConfig& cfg = base.config();
+  const std::string family = cfg.family;
+  // Match adapter modules to base weights by canonical (prefixed) name.
+  std::map<std::string, const AdapterModule*> by_weight;
+  std::vector<std::string> missing, bad_shape;
+  for (const auto& m : ad.modules) {
+    const std::string weight = module_name_canonical(m.module, family) + ".weight";
+    if (!base.has(weight)) {
+      missing.push_back(m.key_a + " -> " + weight);
+      continue;
+    }
+    const int64_t in = m.a.dim(1), out = m.b.dim(0);
+    std::vector<int64_t> expect = cfg.conv1d_weights ? std::vector<int64_t>{in, out} : std::vector<int64_t>{out, in};
+    std::vector<int64_t> found = base.shape(weight);
+    if (found != expect) {
+      Tensor probe;
+      probe.shape = found;
+      bad_shape.push_back(weight + ": base " + probe.shape_str() + ", adapter implies (" + std::to_string(expect[0]) +
+                          ", " + std::to_string(expect[1]) + ") from " + m.key_a + " " + m.a.shape_str() + " and " +
+                          m.key_b + " " + m.b.shape_str());
+      continue;
+    }
+    by_weight[weight] = &m;
+  }
+  if (!missing.empty())
+    fail_usage("adapter '" + ad.dir + "' adapts " + std::to_string(missing.size()) + " module(s) that the " + family +
+                   " base model '" + base.dir() + "' does not have:" + list_lines(missing),
+               "the adapter was trained on another model" +
+                   (ad.base_name.empty() ? std::string() : " (it names '" + ad.base_name + "')") +
+                   "; pass that model as --base");
+  if (!bad_shape.empty())
+    fail_usage("adapter '" + ad.dir + "' does not fit the base model '" + base.dir() + "' (" +
+                   std::to_string(bad_shape.size()) + " shape mismatch(es)):" + list_lines(bad_shape),
+               "the adapter was trained on a model of another size; pass that model as --base");
+
+  std::vector<std::pair<std::string, Tensor>> out;
+  int skipped = 0;
+  for (const auto& stored : base.names()) {
+    const std::string name = module_name_canonical(stored, family);
+    // Buffers save_pretrained does not write: GPT-2's causal masks and a tied head's copy.
+    if (family == "gpt2" && (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"))) {
+      ++skipped;
+      continue;
+    }
+    if (cfg.tied_head && name == "lm_head.weight") {
+      ++skipped;
+      continue;
+    }
+    Tensor t = base.get(stored, base.shape(stored));
+    auto it = by_weight.find(name);
+    if (it != by_weight.end()) merge_delta_add(t, *it->second, cfg.conv1d_weights);
+    out.push_back({name, t});
+  }
+  if (notes && skipped)
+    notes->push_back("left out " + std::to_string(skipped) +
+                     " non-parameter tensor(s) of the base (causal-mask buffers, tied head copy), as save_pretrained does");
+  return out;
+}
+
+// ---- verification ----
+
+double merge_verify_threshold(DType dtype) {
+  // Normwise relative logit error (max |diff| / max |ref|). fp32: the merge only reorders fp32 sums;
+  // 5.5e-7 is measured on the golden model, 1e-4 leaves room for deep models. fp16 / bf16 round every
+  // merged weight once, to unit roundoff u = 2^-11 / 2^-8; the logit error is a sum of such relative
+  // perturbations over the layers: 2.4 u (fp16, 1.2e-3) and 2.0 u (bf16, 7.7e-3) on the golden model.
+  // The limits are 16 u, room for deeper models; a wrong merge (a missing, doubled or transposed
+  // update) moves logits by O(1) relative and fails in every dtype.
+  switch (dtype) {
+    case DType::f32: return 1e-4;
+    case DType::f16: return 16.0 / 2048.0;  // 7.8e-3
+    case DType::bf16: return 16.0 / 256.0;  // 6.25e-2
+    default: return 0;
+  }
+}
+
+MergeVerifyResult merge_verify(const std::string& base_dir, const std::string& adapter_dir,
+                               const std::string& merged_dir, DType dtype) {
+  std::unique_ptr<Backend> be = backend_cpu_create();
+  Checkpoint base = Checkpoint::open(base_dir);
+  const ModelConfig& cfg = base.config();
+  if (cfg.family != "gpt2")
+    fail_usage("--verify runs the CPU model, which supports GPT-2-family models only in this version; the base is " +
+                   cfg.family, "merge without --verify");
+  // Probe batch: 2 x 16 fixed ids spread over the vocabulary, every position valid.
+  const int B = 2, T = std::min(16, cfg.max_positions);
+  Tensor tokens = tensor_host({B, T}, DType::i32), lengths = tensor_host({B}, DType::i32);
+  for (int i = 0; i < B * T; ++i) tokens.i32()[i] = int((int64_t(i) * 7919 + 13) % cfg.vocab_size);
+  for (int b = 0; b < B; ++b) lengths.i32()[b] = T;
+
+  Model with_adapter(*be, cfg);
+  with_adapter.load_base(base);
+  adapter_load(with_adapter, adapter_dir);
+  Tensor ref = with_adapter.logits(tokens, lengths);
+
+  Checkpoint merged_ck = Checkpoint::open(merged_dir);
+  Model merged(*be, merged_ck.config());
+  merged.load_base(merged_ck);
+  Tensor got = merged.logits(tokens, lengths);
+
+  MergeVerifyResult r;
+  double max_ref = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    r.max_abs = std::max(r.max_abs, double(std::fabs(got.f32()[i] - ref.f32()[i])));
+    max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
+  }
+  if (std::isnan(r.max_abs)) r.max_abs = INFINITY;
+  r.max_rel = r.max_abs / std::max(max_ref, 1e-30);
+  r.threshold = merge_verify_threshold(dtype);
+  r.passed = r.max_rel <= r.threshold;
+  return r;
+}
+
+// ---- paths ----
+
+bool base_name_matches(const std::string& recorded, const std::string& base_dir, const std::string& adapter_dir) {
+  if (recorded.empty()) return true;
+  std::error_code ec;
+  auto canon = [&](const fs::path& p) { return fs::weakly_canonical(p, ec); };
+  const fs::path base = canon(base_dir);
+  for (const fs::path& cand : {fs::path(recorded), fs::path(adapter_dir) / recorded})
+    if (fs::exists(cand, ec) && fs::equivalent(cand, base_dir, ec)) return true;
+  auto last = [](std::string s) {
+    while (s.size() > 1 && s.back() == '/') s.pop_back();
+    size_t k = s.rfind('/');
+    return k == std::string::npos ? s : s.substr(k + 1);
+  };
+  return last(recorded) == base.filename().string() || last(recorded) == last(base_dir);
+}
+
+void output_path_check(const std::string& out, bool overwrite, const std::vector<std::string>& inputs) {
+  std::error_code ec;
+  if (out.empty()) fail_usage("--out is empty", "name the output path");
+  for (const auto& in : inputs)
+    if (!in.empty() && fs::exists(out, ec) && fs::equivalent(out, in, ec))
+      fail_usage("--out '" + out + "' is one of the inputs ('" + in + "')", "write the output somewhere else");
+  if (!fs::exists(out, ec)) return;
+  if (!overwrite)
+    fail_usage("output '" + out + "' already exists", "pass --overwrite to replace it, or choose another --out");
+  if (fs::is_directory(out, ec) && !fs::is_empty(out, ec) && !fs::exists(fs::path(out) / "config.json", ec) &&
+      !fs::exists(fs::path(out) / "adapter_config.json", ec))
+    fail_usage("output '" + out + "' is a non-empty directory that holds no config.json or adapter_config.json; "
+               "lora will not delete it, even with --overwrite", "choose another --out");
+}
+
+std::string output_tmp_dir(const std::string& out) {
+  fs::path p = fs::path(out);
+  if (p.filename().empty()) p = p.parent_path();
+  return (p.parent_path() / (p.filename().string() + ".lora-tmp")).string();
+}
+
+void output_dir_install(const std::string& tmp_dir, const std::string& out) {
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    fs::remove_all(out, ec);
+    if (ec) fail_runtime("cannot remove the existing output '" + out + "': " + ec.message());
+  }
+  fs::rename(tmp_dir, out, ec);
+  if (ec) fail_runtime("cannot move '" + tmp_dir + "' to '" + out + "': " + ec.message());
+}
+
+DType merge_dtype_parse(const std::string& name) {
+  if (name == "fp32" || name == "f32" || name == "float32") return DType::f32;
+  if (name == "bf16" || name == "bfloat16") return DType::bf16;
+  if (name == "fp16" || name == "f16" || name == "float16") return DType::f16;
+  fail_usage("unknown dtype '" + name + "'", "use one of fp32, bf16, fp16");
+}
+
+// ---- the command ----
+
+MergeReport merge_run(const MergeOptions& o) {
+  MergeReport rep;
+  if (o.base_dir.empty()) fail_usage("no base model given", "pass --base MODEL_DIR");
+  Checkpoint base = Checkpoint::open(o.base_dir);
+  AdapterFile ad = adapter_file_read(o.adapter_dir);
+  if (!base_name_matches(ad.base_name, o.base_dir, o.adapter_dir)) {
+    if (!o.force)
+      fail_usage("adapter '" + o.adapter_dir + "' was trained on '" + ad.base_name + "' but --base is '" + o.base_dir + "'",
+                 "pass the model the adapter was trained on, or --force if '" + o.base_dir + "' is that model under another name");
+    rep.notes.push_back("adapter names base '" + ad.base_name + "', merging into '" + o.base_dir + "' (--force)");
+  }
+  output_path_check(o.out_dir, o.overwrite, {o.base_dir, o.adapter_dir});
+  if (o.verify && base.config().family != "gpt2")
+    fail_usage("--verify runs the CPU model, which supports GPT-2-family models only in this version; the base is " +
+                   base.config().family, "merge without --verify");
+
+  auto tensors = merge_weights(base, ad, &rep.notes);
+  rep.modules_merged = int(ad.modules.size());
+  rep.tensors_written = tensors.size();
+
+  const std::string tmp = output_tmp_dir(o.out_dir);
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  checkpoint_write(tmp, base.config(), tensors, o.dtype, o.shard_bytes);
+  tensors.clear();
+  // The base's own config.json (every key transformers needs), with the dtype written.
+  json cfg = json_read_file((fs::path(o.base_dir) / "config.json").string());
+  const char* dt = o.dtype == DType::f32 ? "float32" : o.dtype == DType::bf16 ? "bfloat16" : "float16";
+  if (cfg.contains("dtype")) cfg["dtype"] = dt;
+  if (cfg.contains("torch_dtype") || !cfg.contains("dtype")) cfg["torch_dtype"] = dt;
+  file_write_atomic((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
+  const fs::path gen = fs::path(o.base_dir) / "generation_config.json";
+  if (fs::exists(gen)) fs::copy_file(gen, fs::path(tmp) / "generation_config.json", fs::copy_options::overwrite_existing);
+  tokenizer_files_copy(o.base_dir, tmp);
+
+  if (o.verify) {
+    rep.verify = merge_verify(o.base_dir, o.adapter_dir, tmp, o.dtype);
+    rep.verified = true;
+    if (!rep.verify.passed) {
+      fs::remove_all(tmp, ec);
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "max abs %.3g, max rel %.3g > threshold %.3g for %s", rep.verify.max_abs,
+                    rep.verify.max_rel, rep.verify.threshold, dtype_name(o.dtype));
+      fail_runtime("merge verification failed: the merged model's logits differ from base + adapter (" +
+                       std::string(buf) + "); nothing was written to '" + o.out_dir + "'",
+                   "please report this with the base and adapter; fp32 output (--dtype fp32) is the most exact");
+    }
+  }
+  output_dir_install(tmp, o.out_dir);
+  return rep;
+}
+
+}  // namespace lora

@@ -1,0 +1,194 @@
+// Incremental decoding: Model's eval-mode forward pass one chunk of tokens at a time against a key/value
+// cache (see KvCache in model.h for the layout and the left-padding scheme).
+//
+// The layer arithmetic is step()'s, op for op (the same layernorm, linear, GELU and residual adds in the
+// same order; LoRA adapters applied as y += scale * (x A^T) B^T with no dropout), so the logits of
+// decode_step equal those of Model::logits at the same positions up to the attention's summation order.
+// Attention goes through the op set's attention_decode, which appends the chunk's keys and values to the
+// cache and attends over each row's slots [start, current]. Prefill is one call with the padded prompts
+// (T = longest prompt), decoding one call per generated token (T = 1).
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "core/model.h"
+
+namespace lora {
+
+namespace {
+
+// y = x W (+ b) (+ LoRA), the eval-mode linear_forward of model.cpp.  x (N,in), y (N,out)
+void decode_linear(Backend& be, const Linear& lin, const Tensor& x, Tensor& y) {
+  be.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
+  be.bias_add(mat(y), lin.b);
+  const int64_t N = x.dim(0);
+  for (const auto& ad : lin.adapters) {
+    Tensor u = be.alloc({N, ad.r}, be.activation_dtype());  // (N,r) = x A^T
+    be.matmul(mat(u), mat(x), mat(ad.a_val), false, true, 1.0f, 0.0f);
+    be.matmul(mat_cols(y, ad.col0, ad.ncols), mat(u), mat(ad.b_val), false, true, ad.scale, 1.0f);
+  }
+}
+
+// The first `rows` rows of a cache layer's storage, viewed (capacity, rows, CKV).
+Tensor cache_view(const Tensor& storage, int capacity, int rows) {
+  const int64_t CKV = storage.dim(1);
+  return storage.rows(0, int64_t(capacity) * rows).view({capacity, rows, CKV});
+}
+
+Tensor i32_host(const std::vector<int32_t>& v) {
+  Tensor t = tensor_host({1, int64_t(v.size())}, DType::i32);
+  std::copy(v.begin(), v.end(), t.i32());
+  return t;
+}
+
+}  // namespace
+
+KvCache Model::kv_cache_create(const std::vector<int32_t>& start, int capacity, int max_rows) {
+  KvCache c;
+  c.rows = int(start.size());
+  c.max_rows = std::max(max_rows, c.rows);
+  c.capacity = capacity;
+  c.start = start;
+  if (c.rows <= 0 || capacity <= 0)
+    fail_usage("a decoding cache needs at least one row and one slot (asked for " + std::to_string(c.rows) +
+               " rows of " + std::to_string(capacity) + " slots)");
+  for (int32_t s : start)
+    if (s < 0 || s > capacity)
+      fail_usage("a decoding cache row starts at slot " + std::to_string(s) + ", outside [0, " +
+                 std::to_string(capacity) + "]");
+  const int NKV = cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head;
+  const int64_t CKV = int64_t(NKV) * (cfg_.d_model / cfg_.n_head);
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    c.k.push_back(be_.alloc({int64_t(capacity) * c.max_rows, CKV}, be_.activation_dtype()));
+    c.v.push_back(be_.alloc({int64_t(capacity) * c.max_rows, CKV}, be_.activation_dtype()));
+  }
+  c.start_dev = be_.alloc({c.rows}, DType::i32);
+  be_.upload(c.start_dev, i32_host(start).view({c.rows}));
+  return c;
+}
+
+void Model::kv_cache_select(KvCache& c, const std::vector<int32_t>& src) {
+  const int R = int(src.size());
+  if (R <= 0 || R > c.max_rows)
+    fail_usage("kv_cache_select: " + std::to_string(R) + " rows asked of a cache sized for " +
+               std::to_string(c.max_rows));
+  std::vector<int32_t> start(R);
+  for (int i = 0; i < R; ++i) {
+    if (src[i] < 0 || src[i] >= c.rows)
+      fail_usage("kv_cache_select: row " + std::to_string(src[i]) + " does not exist (the cache has " +
+                 std::to_string(c.rows) + ")");
+    start[i] = c.start[src[i]];
+  }
+  if (c.used > 0) {
+    // A row gather is an embedding lookup: slot j of new row i is row j*R_old + src[i] of the old storage.
+    std::vector<int32_t> idx(size_t(c.used) * R);
+    for (int j = 0; j < c.used; ++j)
+      for (int i = 0; i < R; ++i) idx[size_t(j) * R + i] = j * c.rows + src[i];
+    Tensor idx_dev = be_.alloc({1, int64_t(idx.size())}, DType::i32);
+    be_.upload(idx_dev, i32_host(idx));
+    const int64_t n_old = int64_t(c.used) * c.rows, n_new = int64_t(c.used) * R;
+    if (c.k_spare.empty())
+      for (size_t l = 0; l < c.k.size(); ++l) {
+        c.k_spare.push_back(be_.alloc(c.k[l].shape, c.k[l].dtype));
+        c.v_spare.push_back(be_.alloc(c.v[l].shape, c.v[l].dtype));
+      }
+    for (size_t l = 0; l < c.k.size(); ++l) {
+      for (auto [from, to] : {std::pair<Tensor*, Tensor*>{&c.k[l], &c.k_spare[l]}, {&c.v[l], &c.v_spare[l]}}) {
+        Tensor out = to->rows(0, n_new);
+        be_.embedding_forward(out, idx_dev, from->rows(0, n_old), Tensor());
+        std::swap(*from, *to);
+      }
+    }
+  }
+  c.rows = R;
+  c.start = start;
+  c.start_dev = be_.alloc({R}, DType::i32);
+  be_.upload(c.start_dev, i32_host(start).view({R}));
+}
+
+Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
+  if (tokens.dtype != DType::i32 || tokens.ndim() != 2 || tokens.dim(0) != c.rows || tokens.dim(1) < 1)
+    fail_usage("decode_step: tokens " + tokens.shape_str() + " must be i32 (rows = " + std::to_string(c.rows) +
+               ", T >= 1)");
+  const int R = c.rows, T = int(tokens.dim(1));
+  if (c.used + T > c.capacity)
+    fail_usage("decode_step: " + std::to_string(T) + " more tokens do not fit in the cache (" +
+                   std::to_string(c.used) + " of " + std::to_string(c.capacity) + " slots used)",
+               "create the cache with capacity >= longest prompt + max new tokens");
+  const int64_t N = int64_t(R) * T, C = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab_size;
+  const int NKV = cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head;
+  const int64_t CKV = int64_t(NKV) * (C / cfg_.n_head);
+
+  // Token ids and positions; a padding slot (before the row's start) reads token 0 at position 0, and
+  // attention never looks at it.
+  std::vector<int32_t> ids(N), pos(N);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      const int64_t n = int64_t(r) * T + t;
+      const int p = c.used + t - c.start[r];
+      if (p < 0) {
+        ids[n] = 0;
+        pos[n] = 0;
+        continue;
+      }
+      const int32_t id = tokens.i32()[n];
+      if (id < 0 || id >= V)
+        fail_usage("token id " + std::to_string(id) + " of sequence " + std::to_string(r) +
+                       " is outside the model's vocabulary [0, " + std::to_string(V) + ")",
+                   "check that the tokenizer matches the model");
+      if (p >= cfg_.max_positions)
+        fail_usage("sequence " + std::to_string(r) + " reaches position " + std::to_string(p) + " but the model has " +
+                       std::to_string(cfg_.max_positions) + " positions",
+                   "shorten the prompt or lower max_new_tokens");
+      ids[n] = id;
+      pos[n] = p;
+    }
+
+  const DType dt = be_.activation_dtype();
+  auto act = [&](int64_t cols) { return be_.alloc({N, cols}, dt); };
+  auto stat = [&]() { return be_.alloc({N}, DType::f32); };
+  Tensor x = act(C), pe = act(C), ln = act(C), att = act(C), proj = act(C), xm = act(C);  // (N,C)
+  Tensor qkv = act(3 * C);                                                                // (N,3C)
+  Tensor fc_pre = act(F), fc_act = act(F);                                                // (N,F)
+  Tensor mean = stat(), rstd = stat();                                                    // (N)
+  Tensor ids_dev = be_.alloc({1, N}, DType::i32), pos_dev = be_.alloc({1, N}, DType::i32);
+  be_.upload(ids_dev, i32_host(ids));
+  be_.upload(pos_dev, i32_host(pos));
+
+  // x = wte[ids] + wpe[pos]: two lookups, since positions differ per row.
+  Tensor x3 = x.view({1, N, C}), pe3 = pe.view({1, N, C});
+  be_.embedding_forward(x3, ids_dev, wte_, Tensor());
+  be_.embedding_forward(pe3, pos_dev, wpe_, Tensor());
+  be_.add(x, x, pe, 1.0f);
+
+  AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true};
+  const GeluKind gelu = cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    Block& blk = blocks_[l];
+    be_.layernorm_forward(ln, mean, rstd, x, blk.ln1.w, blk.ln1.b, cfg_.norm_eps);
+    decode_linear(be_, blk.qkv, ln, qkv);
+    Tensor kc = cache_view(c.k[l], c.capacity, R), vc = cache_view(c.v[l], c.capacity, R);
+    be_.attention_decode(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, CKV), mat_cols(qkv, C + CKV, CKV), kc, vc,
+                         c.start_dev, c.used, shape);
+    decode_linear(be_, blk.attn_out, att, proj);
+    be_.add(xm, x, proj, 1.0f);
+    be_.layernorm_forward(ln, mean, rstd, xm, blk.ln2.w, blk.ln2.b, cfg_.norm_eps);
+    decode_linear(be_, blk.fc, ln, fc_pre);
+    be_.gelu_forward(fc_act, fc_pre, gelu);
+    decode_linear(be_, blk.fc_out, fc_act, proj);
+    be_.add(x, xm, proj, 1.0f);
+  }
+  be_.layernorm_forward(ln, mean, rstd, x, lnf_.w, lnf_.b, cfg_.norm_eps);
+  c.used += T;
+
+  // LM head on each row's last token only: rows r*T + T-1 of ln, a strided view.
+  MatRef last = mat(ln);
+  last.data = static_cast<char*>(last.data) + size_t(T - 1) * C * dtype_size(dt);
+  last.rows = R;
+  last.ld = int64_t(T) * C;
+  Tensor logits = be_.alloc({R, V}, dt);  // (R,V)
+  be_.matmul(mat(logits), last, mat(wte_), false, true, 1.0f, 0.0f);
+  return be_.download(logits);
+}
+
+}  // namespace lora

@@ -1,0 +1,288 @@
+// Generation tests: our KV-cache decoding and search against HF transformers' `generate`.
+//
+// - The incremental path (Model::decode_step over a KvCache, with left-padded rows, chunked prefill
+//   and row reordering) gives the logits of the full forward pass (Model::logits on each sequence
+//   alone) at every position, within 1e-5 normwise, for the base model and with the PEFT adapter.
+// - attention_decode (the op) equals attention_forward on each row's unpadded sequence.
+// - generate() on the golden tiny GPT-2 (+ adapter) reproduces, token for token, the ids of
+//   tests/fixtures/generate/generate.json, made by scripts/make_generate_fixtures.py with
+//   transformers' generate on one prompt at a time: greedy, beam search with length penalties,
+//   no-repeat n-grams and EOS. All prompts are generated together, and also in other batchings.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "core/adapter.h"
+#include "core/checkpoint.h"
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/generate.h"
+#include "core/model.h"
+
+using namespace lora;
+
+namespace {
+const std::string kGolden = std::string(LORA_FIXTURES) + "/golden";
+const std::string kFixture = std::string(LORA_FIXTURES) + "/generate/generate.json";
+
+struct Tiny {
+  std::unique_ptr<Backend> be = backend_cpu_create();
+  Checkpoint ck = Checkpoint::open(kGolden + "/gpt2-tiny");
+  Model model{*be, ck.config()};
+  explicit Tiny(bool adapter) {
+    model.load_base(ck);
+    if (adapter) adapter_load(model, kGolden + "/adapter");
+  }
+};
+
+// Logits of one sequence alone through the full forward pass: (T, V).
+Tensor full_logits(Model& m, const std::vector<int32_t>& seq) {
+  const int T = int(seq.size());
+  Tensor tokens = tensor_host({1, T}, DType::i32), lengths = tensor_host({1}, DType::i32);
+  std::copy(seq.begin(), seq.end(), tokens.i32());
+  lengths.i32()[0] = T;
+  return m.logits(tokens, lengths);
+}
+
+// max |a - b| / max |b| over V entries.
+double rel_err(const float* a, const float* b, int64_t V) {
+  double d = 0, r = 0;
+  for (int64_t v = 0; v < V; ++v) {
+    d = std::max(d, double(std::fabs(a[v] - b[v])));
+    r = std::max(r, double(std::fabs(b[v])));
+  }
+  return d / r;
+}
+
+std::vector<std::vector<int32_t>> fixture_prompts(const nlohmann::json& j) {
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& p : j["prompts"]) out.push_back(p.get<std::vector<int32_t>>());
+  return out;
+}
+
+// Sequences of different lengths for the cache tests: prompt + arbitrary continuation ids.
+std::vector<std::vector<int32_t>> cache_sequences(int extra) {
+  std::mt19937 gen(11);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int len : {3, 9, 1, 6}) {
+    std::vector<int32_t> s;
+    for (int i = 0; i < len + extra; ++i) s.push_back(int32_t(gen() % 97));
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
+// Feeds the sequences' prompts (first lens[r] tokens, right-aligned) in chunks of `chunk` slots, then
+// the rest one token at a time; checks every returned row of logits against the full forward pass.
+void check_decode_matches_full(Model& m, int chunk) {
+  const int extra = 6;
+  auto seqs = cache_sequences(extra);
+  const int R = int(seqs.size());
+  int tmax = 0;
+  for (auto& s : seqs) tmax = std::max(tmax, int(s.size()) - extra);
+  std::vector<int32_t> start;
+  for (auto& s : seqs) start.push_back(tmax - (int(s.size()) - extra));
+  std::vector<Tensor> ref;
+  for (auto& s : seqs) ref.push_back(full_logits(m, s));
+  const int64_t V = m.config().vocab_size;
+  KvCache cache = m.kv_cache_create(start, tmax + extra);
+  double worst = 0;
+  // Slot j of row r holds token j - start[r] of its sequence.
+  auto feed = [&](int slot0, int T) {
+    Tensor tokens = tensor_host({R, T}, DType::i32);
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) {
+        int p = slot0 + t - start[r];
+        tokens.i32()[r * T + t] = p >= 0 ? seqs[r][p] : 0;
+      }
+    Tensor lg = m.decode_step(cache, tokens);
+    REQUIRE(lg.dim(0) == R);
+    REQUIRE(lg.dim(1) == V);
+    for (int r = 0; r < R; ++r) {
+      int p = slot0 + T - 1 - start[r];
+      if (p < 0) continue;  // this row has not started yet
+      double e = rel_err(lg.f32() + r * V, ref[r].f32() + int64_t(p) * V, V);
+      INFO("row " << r << " position " << p);
+      CHECK(e < 1e-5);
+      worst = std::max(worst, e);
+    }
+  };
+  for (int s0 = 0; s0 < tmax; s0 += chunk) feed(s0, std::min(chunk, tmax - s0));
+  for (int i = 0; i < extra; ++i) feed(tmax + i, 1);
+  CHECK(cache.used == tmax + extra);
+  MESSAGE("decode vs full forward, chunk " << chunk << ": worst normwise relative error " << worst);
+}
+}  // namespace
+
+TEST_CASE("attention_decode equals attention_forward on each row's unpadded sequence") {
+  auto be = backend_cpu_create();
+  const int R = 3, NH = 2, HS = 8, C = NH * HS, S = 10;
+  const int start[R] = {0, 4, 7};
+  std::mt19937 gen(5);
+  std::normal_distribution<float> nd;
+  // Full per-row tensors (S, C) of q, k, v; row r's sequence is slots [start[r], S).
+  std::vector<Tensor> q(R), k(R), v(R);
+  for (int r = 0; r < R; ++r)
+    for (Tensor* t : {&q[r], &k[r], &v[r]}) {
+      *t = tensor_host({S, C});
+      for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] = nd(gen);
+    }
+  Tensor kc = tensor_host({S, R, C}), vc = tensor_host({S, R, C});
+  Tensor st = tensor_host({R}, DType::i32);
+  for (int r = 0; r < R; ++r) st.i32()[r] = start[r];
+  // Two chunks: slots [0, 6) then [6, 10), rows (r, t) of q/k/v gathered from the per-row tensors.
+  std::vector<Tensor> outs;
+  for (auto [s0, T] : {std::pair<int, int>{0, 6}, {6, 4}}) {
+    Tensor qq = tensor_host({R * T, C}), kk = tensor_host({R * T, C}), vv = tensor_host({R * T, C});
+    Tensor out = tensor_host({R * T, C});
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < C; ++c) {
+          qq.f32()[(r * T + t) * C + c] = q[r].f32()[(s0 + t) * C + c];
+          kk.f32()[(r * T + t) * C + c] = k[r].f32()[(s0 + t) * C + c];
+          vv.f32()[(r * T + t) * C + c] = v[r].f32()[(s0 + t) * C + c];
+        }
+    AttentionShape shape{R, T, NH, NH, HS, true};
+    be->attention_decode(mat(out), mat(qq), mat(kk), mat(vv), kc, vc, st, s0, shape);
+    for (int r = 0; r < R; ++r) {
+      const int len = S - start[r];
+      Tensor qr = q[r].rows(start[r], len), kr = k[r].rows(start[r], len), vr = v[r].rows(start[r], len);
+      Tensor ref = tensor_host({len, C});
+      be->attention_forward(mat(ref), mat(qr), mat(kr), mat(vr), AttentionShape{1, len, NH, NH, HS, true}, Tensor());
+      for (int t = 0; t < T; ++t) {
+        const int p = s0 + t - start[r];
+        const float* o = out.f32() + (r * T + t) * C;
+        if (p < 0) {
+          for (int c = 0; c < C; ++c) CHECK(o[c] == 0.0f);  // no visible slot yet
+          continue;
+        }
+        CHECK(rel_err(o, ref.f32() + p * C, C) < 1e-6);
+      }
+    }
+  }
+  // Bad slots and starts are caught, not read out of bounds.
+  Tensor one = tensor_host({R, C});
+  CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, S, {R, 1, NH, NH, HS, true}));
+  st.i32()[1] = S + 1;
+  CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, 0, {R, 1, NH, NH, HS, true}));
+}
+
+TEST_CASE("decode_step logits equal the full forward pass at every position") {
+  for (bool adapter : {false, true}) {
+    CAPTURE(adapter);
+    Tiny t(adapter);
+    check_decode_matches_full(t.model, 1000);  // prefill in one chunk
+    check_decode_matches_full(t.model, 4);     // chunked prefill: queries at slot0 > 0 see earlier chunks
+  }
+}
+
+TEST_CASE("kv_cache_select reorders, duplicates and drops rows") {
+  Tiny t(true);
+  Model& m = t.model;
+  auto seqs = cache_sequences(0);
+  const int64_t V = m.config().vocab_size;
+  // Rows 0..3 hold the sequences' first plen[r] = min(5, length - 1) tokens, right-aligned in 5 slots.
+  std::vector<int32_t> start, plen;
+  for (auto& s : seqs) {
+    plen.push_back(std::min(5, int(s.size()) - 1));
+    start.push_back(5 - plen.back());
+  }
+  CHECK(start[2] > 0);  // one row is padded
+  KvCache cache = m.kv_cache_create(start, 8, 6);
+  Tensor tok = tensor_host({4, 5}, DType::i32);
+  for (int r = 0; r < 4; ++r)
+    for (int j = start[r]; j < 5; ++j) tok.i32()[r * 5 + j] = seqs[r][j - start[r]];
+  m.decode_step(cache, tok);
+  const std::vector<int32_t> src = {2, 0, 0, 3, 1};
+  m.kv_cache_select(cache, src);
+  CHECK(cache.rows == 5);
+  // Feed each new row its source's next token; its logits must be the source sequence's.
+  Tensor next = tensor_host({5, 1}, DType::i32);
+  for (int i = 0; i < 5; ++i) next.i32()[i] = seqs[src[i]][plen[src[i]]];
+  Tensor lg = m.decode_step(cache, next);
+  for (int i = 0; i < 5; ++i) {
+    const auto& s = seqs[src[i]];
+    const int p = plen[src[i]];
+    Tensor ref = full_logits(m, std::vector<int32_t>(s.begin(), s.begin() + p + 1));
+    CHECK(rel_err(lg.f32() + i * V, ref.f32() + int64_t(p) * V, V) < 1e-5);
+  }
+  CHECK_THROWS_AS(m.kv_cache_select(cache, {0, 1, 2, 3, 4, 0, 1}), Error);  // more rows than max_rows
+  CHECK_THROWS_AS(m.kv_cache_select(cache, {7}), Error);                    // no such row
+}
+
+TEST_CASE("generate reproduces transformers' generate token for token") {
+  auto j = json_read_file(kFixture);
+  REQUIRE(j["format"] == "lora-generate-fixture");
+  auto prompts = fixture_prompts(j);
+  Tiny base(false), with_adapter(true);
+  int cases = 0;
+  for (const auto& c : j["cases"]) {
+    CAPTURE(c["name"].get<std::string>());
+    Model& m = c["adapter"].get<bool>() ? with_adapter.model : base.model;
+    GenerateOptions o;
+    o.beam_size = c["num_beams"].get<int>();
+    o.max_new_tokens = c["max_new_tokens"].get<int>();
+    o.length_penalty = c["length_penalty"].get<float>();
+    o.no_repeat_ngram_size = c["no_repeat_ngram_size"].get<int>();
+    o.eos_id = c["eos_token_id"].get<int32_t>();
+    std::vector<std::vector<int32_t>> expected;
+    for (const auto& out : c["outputs"]) {
+      auto ids = out.get<std::vector<int32_t>>();
+      if (!ids.empty() && ids.back() == o.eos_id) ids.pop_back();  // ours leave the final EOS out
+      expected.push_back(ids);
+    }
+    REQUIRE(expected.size() == prompts.size());
+    for (int batch : {int(prompts.size()), 1, 4}) {
+      CAPTURE(batch);
+      o.batch_size = batch;
+      size_t calls = 0;
+      auto got = generate(m, prompts, o, [&](size_t done) { CHECK(done > 0); ++calls; });
+      CHECK(calls == (prompts.size() + batch - 1) / batch);
+      REQUIRE(got.size() == expected.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        CAPTURE(i);
+        CHECK(got[i] == expected[i]);
+      }
+    }
+    ++cases;
+  }
+  CHECK(cases >= 6);
+}
+
+TEST_CASE("generate_greedy equals generate with beam size 1, and stops at the model's positions") {
+  Tiny t(true);
+  std::vector<int32_t> prompt = {5, 17, 42};
+  GenerateOptions o;
+  o.max_new_tokens = 12;
+  auto a = generate(t.model, {prompt}, o);
+  CHECK(generate_greedy(t.model, prompt, 12, -1) == a[0]);
+  CHECK(a[0].size() == 12);
+  // 64 positions: a 60-token prompt has room for 4 new tokens.
+  std::vector<int32_t> long_prompt(60, 7);
+  CHECK(generate_greedy(t.model, long_prompt, 20, -1).size() == 4);
+  o.beam_size = 3;
+  CHECK(generate(t.model, {long_prompt}, o)[0].size() <= 4);
+}
+
+TEST_CASE("generate refuses bad prompts and options with lora::Error") {
+  Tiny t(false);
+  GenerateOptions o;
+  CHECK_THROWS_AS(generate(t.model, {{}}, o), Error);                       // empty prompt
+  CHECK_THROWS_AS(generate(t.model, {{1, 2, 97}}, o), Error);               // id outside the vocabulary
+  CHECK_THROWS_AS(generate(t.model, {std::vector<int32_t>(65, 1)}, o), Error);  // longer than positions
+  o.beam_size = 0;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.beam_size = 2;
+  o.no_repeat_ngram_size = -1;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.no_repeat_ngram_size = 0;
+  o.batch_size = 0;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.batch_size = 2;
+  o.max_new_tokens = 0;
+  CHECK(generate(t.model, {{1, 2}}, o)[0].empty());
+}
