@@ -173,14 +173,12 @@ class CpuBackend final : public Backend {
     const float* pa = f32_of("add", "a", a, n);
     const float* pb = f32_of("add", "b", b, n);
     float* py = f32_of("add", "y", y, n);
-#pragma omp parallel for if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) py[i] = pa[i] + alpha * pb[i];
   }
 
   void scale(Tensor& y, float alpha) override {
     const int64_t n = y.numel();
     float* p = f32_of("scale", "y", y, n);
-#pragma omp parallel for if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) p[i] *= alpha;
   }
 

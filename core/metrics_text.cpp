@@ -177,16 +177,31 @@ void ptb_split_chunk(std::string w, bool last_in_line, std::vector<std::string>&
     out.push_back("--");
     return;
   }
-  if (w == "\xc2\xa3") {  // PTB normalises the pound sign to "#"
-    out.push_back("#");
+  for (const auto* list : {&opening, &closing})  // a lone bracket, quote or mark ("£" becomes "#")
+    for (const auto& m : *list)
+      if (w == m.first) {
+        out.push_back(m.second);
+        return;
+      }
+  if (clitics.count(w) || w == "'" || w == "." || w == "-") {
+    out.push_back(w);
     return;
   }
-  if (clitics.count(w) || w == "'" || w == "." || w == "...") {
-    out.push_back(w == "'" ? "'" : w);
+  if (w.find_first_not_of('.') == std::string::npos || w.find_first_not_of('-') == std::string::npos) {
+    out.push_back(w[0] == '.' ? "..." : "--");  // runs of periods or hyphens
     return;
   }
   for (bool more = true; more && !w.empty();) {
     more = false;
+    // A leading hyphen or period before a non-digit is split off ("-friendly", ".price"; not "-5", ".5").
+    if (w.size() > 1 && (w[0] == '-' || w[0] == '.') && !is_digit(w[1])) {
+      size_t n = w.find_first_not_of(w[0]);
+      if (n == std::string::npos) break;
+      out.push_back(w[0] == '-' ? (n > 1 ? "--" : "-") : (n > 1 ? "..." : "."));
+      w = w.substr(n);
+      more = true;
+      continue;
+    }
     for (const auto& o : opening)
       if (w.size() > o.first.size() && starts_with(w, o.first) && !clitics.count(w)) {
         out.push_back(o.second);
@@ -205,9 +220,20 @@ void ptb_split_chunk(std::string w, bool last_in_line, std::vector<std::string>&
         more = true;
         break;
       }
+    if (!more && w.size() > 1 && (w.back() == '-' || ends_with(w, ".."))) {
+      // A trailing hyphen ("cambridge-", "20-") or a run of periods (".." reads as an ellipsis).
+      const char c = w.back();
+      const size_t keep = w.find_last_not_of(c) + 1;
+      if (keep == 0) break;
+      tail.push_back(c == '-' ? (w.size() - keep > 1 ? "--" : "-") : "...");
+      w.resize(keep);
+      more = true;
+      continue;
+    }
     if (!more && w.size() > 1 && w.back() == '.') {
       const std::string stem = w.substr(0, w.size() - 1);
-      const bool abbreviation = stem.find('.') != std::string::npos || stem.size() == 1 ||
+      const bool abbreviation = stem.find('.') != std::string::npos ||
+                                (stem.size() == 1 && std::isalpha((unsigned char)stem[0])) ||
                                 (!last_in_line && abbreviations.count(stem));
       if (!abbreviation) {
         tail.push_back(".");

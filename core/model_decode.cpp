@@ -5,7 +5,8 @@
 // same order; LoRA adapters applied as y += scale * (x A^T) B^T with no dropout), so the logits of
 // decode_step equal those of Model::logits at the same positions up to the attention's summation order.
 // Attention goes through the op set's attention_decode, which appends the chunk's keys and values to the
-// cache and attends over each row's slots [start, current]. Prefill is one call with the padded prompts
+// cache and attends over each row's slots [start, current], reading earlier slots through the cache's
+// row table (so kv_cache_select only rewrites that table on the host). Prefill is one call with the padded prompts
 // (T = longest prompt), decoding one call per generated token (T = 1).
 #include <algorithm>
 #include <string>
@@ -27,12 +28,6 @@ void decode_linear(Backend& be, const Linear& lin, const Tensor& x, Tensor& y) {
     be.matmul(mat(u), mat(x), mat(ad.a_val), false, true, 1.0f, 0.0f);
     be.matmul(mat_cols(y, ad.col0, ad.ncols), mat(u), mat(ad.b_val), false, true, ad.scale, 1.0f);
   }
-}
-
-// The first `rows` rows of a cache layer's storage, viewed (capacity, rows, CKV).
-Tensor cache_view(const Tensor& storage, int capacity, int rows) {
-  const int64_t CKV = storage.dim(1);
-  return storage.rows(0, int64_t(capacity) * rows).view({capacity, rows, CKV});
 }
 
 Tensor i32_host(const std::vector<int32_t>& v) {
@@ -59,11 +54,10 @@ KvCache Model::kv_cache_create(const std::vector<int32_t>& start, int capacity, 
   const int NKV = cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head;
   const int64_t CKV = int64_t(NKV) * (cfg_.d_model / cfg_.n_head);
   for (int l = 0; l < cfg_.n_layer; ++l) {
-    c.k.push_back(be_.alloc({int64_t(capacity) * c.max_rows, CKV}, be_.activation_dtype()));
-    c.v.push_back(be_.alloc({int64_t(capacity) * c.max_rows, CKV}, be_.activation_dtype()));
+    c.k.push_back(be_.alloc({capacity, c.max_rows, CKV}, be_.activation_dtype()));
+    c.v.push_back(be_.alloc({capacity, c.max_rows, CKV}, be_.activation_dtype()));
   }
-  c.start_dev = be_.alloc({c.rows}, DType::i32);
-  be_.upload(c.start_dev, i32_host(start).view({c.rows}));
+  c.dirty = true;
   return c;
 }
 
@@ -72,38 +66,20 @@ void Model::kv_cache_select(KvCache& c, const std::vector<int32_t>& src) {
   if (R <= 0 || R > c.max_rows)
     fail_usage("kv_cache_select: " + std::to_string(R) + " rows asked of a cache sized for " +
                std::to_string(c.max_rows));
-  std::vector<int32_t> start(R);
-  for (int i = 0; i < R; ++i) {
-    if (src[i] < 0 || src[i] >= c.rows)
-      fail_usage("kv_cache_select: row " + std::to_string(src[i]) + " does not exist (the cache has " +
+  for (int32_t s : src)
+    if (s < 0 || s >= c.rows)
+      fail_usage("kv_cache_select: row " + std::to_string(s) + " does not exist (the cache has " +
                  std::to_string(c.rows) + ")");
-    start[i] = c.start[src[i]];
-  }
-  if (c.used > 0) {
-    // A row gather is an embedding lookup: slot j of new row i is row j*R_old + src[i] of the old storage.
-    std::vector<int32_t> idx(size_t(c.used) * R);
-    for (int j = 0; j < c.used; ++j)
-      for (int i = 0; i < R; ++i) idx[size_t(j) * R + i] = j * c.rows + src[i];
-    Tensor idx_dev = be_.alloc({1, int64_t(idx.size())}, DType::i32);
-    be_.upload(idx_dev, i32_host(idx));
-    const int64_t n_old = int64_t(c.used) * c.rows, n_new = int64_t(c.used) * R;
-    if (c.k_spare.empty())
-      for (size_t l = 0; l < c.k.size(); ++l) {
-        c.k_spare.push_back(be_.alloc(c.k[l].shape, c.k[l].dtype));
-        c.v_spare.push_back(be_.alloc(c.v[l].shape, c.v[l].dtype));
-      }
-    for (size_t l = 0; l < c.k.size(); ++l) {
-      for (auto [from, to] : {std::pair<Tensor*, Tensor*>{&c.k[l], &c.k_spare[l]}, {&c.v[l], &c.v_spare[l]}}) {
-        Tensor out = to->rows(0, n_new);
-        be_.embedding_forward(out, idx_dev, from->rows(0, n_old), Tensor());
-        std::swap(*from, *to);
-      }
-    }
-  }
+  // New row i reads, in every filled slot, what old row src[i] read there.
+  std::vector<int32_t> start(R), table(size_t(c.used) * R);
+  for (int i = 0; i < R; ++i) start[i] = c.start[src[i]];
+  for (int j = 0; j < c.used; ++j)
+    for (int i = 0; i < R; ++i)
+      table[size_t(j) * R + i] = c.slot_rows.empty() ? src[i] : c.slot_rows[size_t(j) * c.rows + src[i]];
   c.rows = R;
-  c.start = start;
-  c.start_dev = be_.alloc({R}, DType::i32);
-  be_.upload(c.start_dev, i32_host(start).view({R}));
+  c.start = std::move(start);
+  c.slot_rows = std::move(table);
+  c.dirty = true;
 }
 
 Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
@@ -161,15 +137,25 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
   be_.embedding_forward(pe3, pos_dev, wpe_, Tensor());
   be_.add(x, x, pe, 1.0f);
 
+  if (c.dirty) {
+    c.start_dev = be_.alloc({R}, DType::i32);
+    be_.upload(c.start_dev, i32_host(c.start).view({R}));
+    c.slot_rows_dev = Tensor();
+    if (!c.slot_rows.empty()) {
+      c.slot_rows_dev = be_.alloc({c.used, R}, DType::i32);
+      be_.upload(c.slot_rows_dev, i32_host(c.slot_rows).view({c.used, R}));
+    }
+    c.dirty = false;
+  }
+
   AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true};
   const GeluKind gelu = cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh;
   for (int l = 0; l < cfg_.n_layer; ++l) {
     Block& blk = blocks_[l];
     be_.layernorm_forward(ln, mean, rstd, x, blk.ln1.w, blk.ln1.b, cfg_.norm_eps);
     decode_linear(be_, blk.qkv, ln, qkv);
-    Tensor kc = cache_view(c.k[l], c.capacity, R), vc = cache_view(c.v[l], c.capacity, R);
-    be_.attention_decode(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, CKV), mat_cols(qkv, C + CKV, CKV), kc, vc,
-                         c.start_dev, c.used, shape);
+    be_.attention_decode(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, CKV), mat_cols(qkv, C + CKV, CKV), c.k[l],
+                         c.v[l], c.start_dev, c.slot_rows_dev, c.used, shape);
     decode_linear(be_, blk.attn_out, att, proj);
     be_.add(xm, x, proj, 1.0f);
     be_.layernorm_forward(ln, mean, rstd, xm, blk.ln2.w, blk.ln2.b, cfg_.norm_eps);
@@ -180,6 +166,11 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
   }
   be_.layernorm_forward(ln, mean, rstd, x, lnf_.w, lnf_.b, cfg_.norm_eps);
   c.used += T;
+  if (!c.slot_rows.empty()) {  // the new slots hold row r in physical row r
+    for (int t = 0; t < T; ++t)
+      for (int r = 0; r < R; ++r) c.slot_rows.push_back(r);
+    c.dirty = true;
+  }
 
   // LM head on each row's last token only: rows r*T + T-1 of ln, a strided view.
   MatRef last = mat(ln);

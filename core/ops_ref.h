@@ -32,7 +32,6 @@ namespace ref {
 template <class Real>
 void matmul(Real* out, int64_t ldo, const Real* a, int64_t lda, const Real* b, int64_t ldb, int64_t M,
             int64_t N, int64_t K, bool trans_a, bool trans_b, Real alpha, Real beta) {
-#pragma omp parallel for if (M * N > (1 << 14))
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
       double acc = 0;
@@ -50,7 +49,6 @@ void matmul(Real* out, int64_t ldo, const Real* a, int64_t lda, const Real* b, i
 // out[i, :] += bias[:]                                            out (N,C) with leading dim ldo
 template <class Real>
 void bias_add(Real* out, int64_t ldo, const Real* bias, int64_t N, int64_t C) {
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t i = 0; i < N; ++i)
     for (int64_t c = 0; c < C; ++c) out[i * ldo + c] += bias[c];
 }
@@ -58,7 +56,6 @@ void bias_add(Real* out, int64_t ldo, const Real* bias, int64_t N, int64_t C) {
 // dbias[:] += sum_i dout[i, :]
 template <class Real>
 void bias_backward(Real* dbias, const Real* dout, int64_t ldd, int64_t N, int64_t C) {
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t c = 0; c < C; ++c) {
     double acc = 0;
     for (int64_t i = 0; i < N; ++i) acc += dout[i * ldd + c];
@@ -73,7 +70,6 @@ void bias_backward(Real* dbias, const Real* dout, int64_t ldd, int64_t N, int64_
 template <class Real>
 void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
                        const Real* bias, int64_t N, int64_t C, Real eps) {
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t i = 0; i < N; ++i) {
     const Real* x = inp + i * C;
     double sum = 0;
@@ -100,7 +96,6 @@ void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const
 template <class Real>
 void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
                         const Real* weight, const Real* mean, const Real* rstd, int64_t N, int64_t C) {
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t i = 0; i < N; ++i) {
     const Real* x = inp + i * C;
     const Real* dy = dout + i * C;
@@ -120,7 +115,6 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
     }
   }
   if (!dweight && !dbias) return;
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t c = 0; c < C; ++c) {
     double dw = 0, db = 0;
     for (int64_t i = 0; i < N; ++i) {
@@ -138,7 +132,6 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
 template <class Real>
 void rmsnorm_forward(Real* out, Real* rstd, const Real* inp, const Real* weight, int64_t N, int64_t C,
                      Real eps) {
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t i = 0; i < N; ++i) {
     const Real* x = inp + i * C;
     double ss = 0;
@@ -154,7 +147,6 @@ void rmsnorm_forward(Real* out, Real* rstd, const Real* inp, const Real* weight,
 template <class Real>
 void rmsnorm_backward(Real* dinp, Real* dweight, const Real* dout, const Real* inp, const Real* weight,
                       const Real* rstd, int64_t N, int64_t C) {
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t i = 0; i < N; ++i) {
     const Real* x = inp + i * C;
     const Real* dy = dout + i * C;
@@ -168,7 +160,6 @@ void rmsnorm_backward(Real* dinp, Real* dweight, const Real* dout, const Real* i
     }
   }
   if (!dweight) return;
-#pragma omp parallel for if (N * C > (1 << 16))
   for (int64_t c = 0; c < C; ++c) {
     double dw = 0;
     for (int64_t i = 0; i < N; ++i) dw += double(dout[i * C + c]) * inp[i * C + c] * double(rstd[i]);
@@ -200,21 +191,18 @@ inline double gelu_grad(double x, GeluKind kind) {
 
 template <class Real>
 void gelu_forward(Real* out, const Real* inp, int64_t n, GeluKind kind) {
-#pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) out[i] = Real(gelu_value(inp[i], kind));
 }
 
 // dinp = dout * gelu'(inp), overwritten; dinp may alias dout (each element is read before written).
 template <class Real>
 void gelu_backward(Real* dinp, const Real* dout, const Real* inp, int64_t n, GeluKind kind) {
-#pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) dinp[i] = Real(double(dout[i]) * gelu_grad(inp[i], kind));
 }
 
 // SwiGLU (Shazeer 2020; HF LlamaMLP): out = silu(gate) * up, silu(g) = g * sigmoid(g).
 template <class Real>
 void swiglu_forward(Real* out, const Real* gate, const Real* up, int64_t n) {
-#pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
     double g = gate[i];
     out[i] = Real(g / (1.0 + std::exp(-g)) * up[i]);
@@ -224,7 +212,6 @@ void swiglu_forward(Real* out, const Real* gate, const Real* up, int64_t n) {
 // dgate = dout * up * sigmoid(g) (1 + g (1 - sigmoid(g))), dup = dout * silu(g); both overwritten.
 template <class Real>
 void swiglu_backward(Real* dgate, Real* dup, const Real* dout, const Real* gate, const Real* up, int64_t n) {
-#pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
     double g = gate[i], u = up[i], dy = dout[i];
     double sig = 1.0 / (1.0 + std::exp(-g));
@@ -243,7 +230,6 @@ void swiglu_backward(Real* dgate, Real* dup, const Real* dout, const Real* gate,
 template <class Real>
 void rope(Real* x, int64_t ldx, int B, int T, int nheads, int HS, double theta, bool inverse) {
   const int half = HS / 2;
-#pragma omp parallel for if (int64_t(B) * T > 256)
   for (int64_t row = 0; row < int64_t(B) * T; ++row) {
     const int t = int(row % T);
     for (int i = 0; i < half; ++i) {
@@ -287,7 +273,6 @@ void attention_forward(Real* out, int64_t ldo, const Real* q, int64_t ldq, const
   attention_check_lengths(s, lengths);
   const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, group = s.NH / s.NKV;
   const double scale = 1.0 / std::sqrt(double(HS));
-#pragma omp parallel for if (int64_t(B) * NH > 1)
   for (int64_t bh = 0; bh < int64_t(B) * NH; ++bh) {
     const int b = int(bh / NH), h = int(bh % NH), g = h / group;
     std::vector<double> row(T);  // one query's scores, then its probabilities, kept in double
@@ -332,7 +317,6 @@ void attention_backward(Real* dq, int64_t lddq, Real* dk, int64_t lddk, Real* dv
                         const Real* v, int64_t ldv, const Real* probs, const AttentionShape& s) {
   const int B = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, group = s.NH / s.NKV;
   const double scale = 1.0 / std::sqrt(double(HS));
-#pragma omp parallel for if (int64_t(B) * NKV > 1)
   for (int64_t bg = 0; bg < int64_t(B) * NKV; ++bg) {
     const int b = int(bg / NKV), g = int(bg % NKV);
     for (int t = 0; t < T; ++t)
@@ -415,7 +399,6 @@ void attention_decode(Real* out, int64_t ldo, const Real* q, int64_t ldq, const 
       }
     }
   const double scale = 1.0 / std::sqrt(double(HS));
-#pragma omp parallel for if (int64_t(R) * NH * T * (slot0 + T) * HS > (1 << 16))
   for (int64_t rh = 0; rh < int64_t(R) * NH; ++rh) {
     const int r = int(rh / NH), h = int(rh % NH), g = h / group;
     std::vector<double> row(size_t(slot0) + T), acc(HS);
@@ -454,7 +437,6 @@ void embedding_forward(Real* out, const int32_t* tokens, const Real* wte, const 
     if (tokens[n] < 0 || tokens[n] >= V)
       throw std::out_of_range("embedding: token id " + std::to_string(tokens[n]) + " at position " +
                               std::to_string(n) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
-#pragma omp parallel for if (int64_t(B) * T > 256)
   for (int64_t n = 0; n < int64_t(B) * T; ++n) {
     const Real* e = wte + int64_t(tokens[n]) * C;
     const Real* p = wpe ? wpe + (n % T) * C : nullptr;
@@ -493,7 +475,6 @@ void cross_entropy(Real* logits, int64_t ld, Real* losses, int32_t* argmax, cons
     if (targets[i] != ignore_index && (targets[i] < 0 || targets[i] >= V))
       throw std::out_of_range("cross_entropy: target " + std::to_string(targets[i]) + " in row " +
                               std::to_string(i) + " is outside [0, " + std::to_string(V) + ") and is not -100");
-#pragma omp parallel for if (N * V > (1 << 16))
   for (int64_t i = 0; i < N; ++i) {
     Real* z = logits + i * ld;
     int64_t best = 0;
@@ -535,7 +516,6 @@ void dropout_apply(Real* out, const Real* inp, int64_t n, float p, uint64_t seed
     return;
   }
   const double keep_scale = p < 1.0f ? 1.0 / (1.0 - double(p)) : 0.0;
-#pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
     bool keep = rng_uniform(seed, offset + uint64_t(i)) >= p;
     out[i] = keep ? Real(double(inp[i]) * keep_scale) : Real(0);
@@ -547,7 +527,6 @@ void dropout_apply(Real* out, const Real* inp, int64_t n, float p, uint64_t seed
 template <class Real>
 double sum_squares(const Real* x, int64_t n) {
   double acc = 0;
-#pragma omp parallel for reduction(+ : acc) if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) acc += double(x[i]) * x[i];
   return acc;
 }
@@ -573,7 +552,6 @@ void adamw_step(Real* param, const Real* grad, Real* m, Real* v, int64_t n, cons
   const Real step_size = Real(lr / bc1);
   const Real decay_factor = decay ? Real(1.0 - lr * double(p.weight_decay)) : Real(1);
   const Real rb1 = Real(b1), rb2 = Real(b2), eps = Real(p.eps), gs = Real(p.grad_scale), rbc2 = Real(bc2_sqrt);
-#pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
     Real g = grad[i] * gs;
     m[i] = rb1 * m[i] + (Real(1) - rb1) * g;

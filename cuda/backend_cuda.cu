@@ -15,6 +15,13 @@
 
 namespace lora {
 
+namespace cuda_ops {
+// attention_decode.cu (its declaration belongs in cuda/ops.cuh with the other op entries).
+void attention_decode(CudaContext& ctx, const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
+                      Tensor& k_cache, Tensor& v_cache, const Tensor& start, const Tensor& slot_rows, int slot0,
+                      const AttentionShape& s);
+}  // namespace cuda_ops
+
 // Exists only so that creation can ask whether this binary has a kernel image for the GPU.
 static __global__ void probe_kernel() {}
 
@@ -175,6 +182,12 @@ class CudaBackend final : public Backend {
                           const MatRef& k, const MatRef& v, const MatRef& out, const Tensor& saved,
                           const AttentionShape& s, const Tensor& lengths) override {
     cuda_ops::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, saved, s, lengths);
+  }
+
+  void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v, Tensor& k_cache,
+                        Tensor& v_cache, const Tensor& start, const Tensor& slot_rows, int slot0,
+                        const AttentionShape& s) override {
+    cuda_ops::attention_decode(ctx_, out, q, k, v, k_cache, v_cache, start, slot_rows, slot0, s);
   }
 
   void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) override {
