@@ -23,6 +23,9 @@ struct EvalCliOptions {
   std::string recipe, adapter, split = "eval";
   std::vector<std::string> overrides;
   std::string device;
+  std::string out;           // output folder; default <adapter>/eval-<split>
+  int64_t limit = 0;         // evaluate at most this many examples (0: all)
+  bool no_generate = false;  // loss, perplexity and token accuracy only
 };
 std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app);
 int run_eval(const EvalCliOptions& o);

@@ -12,17 +12,9 @@
 
 namespace lora {
 
-namespace {
-// Options beyond EvalCliOptions (cli/commands.h); setup_eval creates this type, so run_eval may downcast.
-struct EvalCliOptionsMore : EvalCliOptions {
-  std::string out;
-  int64_t limit = 0;
-  bool no_generate = false;
-};
-}  // namespace
 
 std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app) {
-  auto o = std::make_shared<EvalCliOptionsMore>();
+  auto o = std::make_shared<EvalCliOptions>();
   app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required()->check(CLI::ExistingFile);
   app.add_option("--adapter", o->adapter, "Adapter directory (the output of lora train)")->required();
   app.add_option("--split", o->split, "Data split to evaluate: eval (data.eval, the default) or train (data.train)")
@@ -38,8 +30,7 @@ std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app) {
   return o;
 }
 
-int run_eval(const EvalCliOptions& base) {
-  const auto& o = static_cast<const EvalCliOptionsMore&>(base);
+int run_eval(const EvalCliOptions& o) {
   std::vector<std::string> overrides = o.overrides;
   if (!o.device.empty()) overrides.push_back("model.device=" + o.device);
   Recipe r = recipe_load(o.recipe, overrides);
