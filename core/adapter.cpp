@@ -93,14 +93,14 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
       {"layers_to_transform", nullptr},
       {"layers_pattern", nullptr},
       {"revision", nullptr},
-      {"library", "lora " LORA_VERSION},
   };
   if (int(layers.size()) != model.config().n_layer) {
     cfg["layers_to_transform"] = std::vector<int>(layers.begin(), layers.end());
     cfg["layers_pattern"] = "h";
   }
   fs::create_directories(dir);
-  safetensors_write((fs::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}}, DType::f32);
+  safetensors_write((fs::path(dir) / "adapter_model.safetensors").string(), tensors,
+                    {{"format", "pt"}, {"written_by", "lora " LORA_VERSION}}, DType::f32);
   file_write_atomic((fs::path(dir) / "adapter_config.json").string(), cfg.dump(2) + "\n");
 }
 
