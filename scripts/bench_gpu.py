@@ -468,6 +468,27 @@ def report(res):
             log("%s: FAILED (%s)" % (side, r["error"]))
 
 
+def summarize(paths, out):
+    """One line per result file, and all of them in one JSON list."""
+    results = [json.load(open(p)) for p in paths]
+    log("\n== summary: lora against PEFT (%s)" % (results[0].get("gpu") if results else "-"))
+    log("%-14s %11s %11s %7s %9s %9s %7s %7s %7s" % ("set", "PEFT tok/s", "lora tok/s", "ratio", "PEFT MiB",
+                                                    "lora MiB", "ratio", "MFU P%", "MFU l%"))
+    for r in results:
+        p, o = r["peft"], r["ours"]
+        pm = (p.get("memory") or {}).get("peak_used_delta_mib")
+        om = (o.get("memory") or {}).get("peak_used_delta_mib")
+        log("%-14s %11s %11s %7s %9s %9s %7s %7s %7s" % (
+            "%s/%s" % (r["shape"], r["lengths"]), fmt(p.get("tokens_per_s"), "%.0f"), fmt(o.get("tokens_per_s"), "%.0f"),
+            fmt(r.get("ratio_tokens_per_s"), "%.2f"), fmt(pm, "%.0f"), fmt(om, "%.0f"),
+            fmt(r.get("ratio_peak_memory"), "%.2f"), fmt(p.get("mfu_pct")), fmt(o.get("mfu_pct"))))
+    log("targets (issue 3, Medium/fixed): tokens/s ratio >= 2, memory ratio <= 0.6, lora MFU >= 40%")
+    if out:
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+        log("summary written to %s" % out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lora-bin", help="the lora executable")
@@ -491,6 +512,7 @@ def main():
     ap.add_argument("--stage-timeout", type=int, default=300, help="seconds for each side's run")
     ap.add_argument("--only", choices=["peft", "ours"], help="run one side only")
     ap.add_argument("--dry-cpu", action="store_true", help="tiny model, 2 steps, on the CPU: checks the code paths")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", help="summarise result files (with --out: combined)")
     ap.add_argument("--worker", choices=["peft"], help=argparse.SUPPRESS)
     ap.add_argument("--make-model", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -501,6 +523,8 @@ def main():
         args.positions = 128
     if args.worker:
         return peft_worker(args)
+    if args.summarize:
+        return summarize(args.summarize, args.out)
     if args.tokenizer_src is None:
         args.tokenizer_src = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                            "..", "..", "shared", "data", "gpt2"))

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "core/dataset.h"
+#include "core/tokenizer.h"
 #include "tests/cli_util.h"
 
 namespace fs = std::filesystem;
@@ -155,7 +156,7 @@ TEST_CASE("datasets: missing, empty, malformed line, out-of-vocabulary ids") {
   info.template_name = lora::dataset_template_name("jsonl");
   info.source_path = "handmade";
   info.source_hash = "fnv1a64:0";
-  info.tokenizer_fingerprint = "handmade";
+  info.tokenizer_fingerprint = lora::tokenizer_load(kBase)->fingerprint();  // right tokenizer, bad ids
   info.vocab_size = 10000;
   info.eos_id = 878;
   info.max_length = 64;

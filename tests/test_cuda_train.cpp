@@ -257,7 +257,6 @@ AdamWConfig trajectory_config(const nlohmann::json& traj) {
 
 TEST_CASE("cuda train: base and adapter logits, loss and label-smoothed loss equal the CPU's") {
   for (DType act : kActivations) {
-    INFO("activations " << dtype_name(act));
     Pair P(act);
     P.compare_logits("base logits");
     check_scalar(P.tag("base loss"), P.gpu.loss(P.g), P.cpu.loss(P.g), P.tol.logits);
@@ -275,7 +274,6 @@ TEST_CASE("cuda train: base and adapter logits, loss and label-smoothed loss equ
 
 TEST_CASE("cuda train: every LoRA gradient after one backward pass equals the CPU's") {
   for (DType act : kActivations) {
-    INFO("activations " << dtype_name(act));
     Pair P(act);
     P.load_adapter();
     const float dscale = 1.0f / float(P.g.n_targets);
@@ -300,7 +298,6 @@ TEST_CASE("cuda train: 10 AdamW steps follow the CPU's loss trajectory") {
   const auto& ref = traj["losses"];
   REQUIRE(ref.size() == 10);
   for (DType act : kActivations) {
-    INFO("activations " << dtype_name(act));
     Pair P(act);
     P.load_adapter();
     AdamW cpu_opt(*P.cpu.be, P.cpu.model->trainable(), trajectory_config(traj));
@@ -333,37 +330,44 @@ TEST_CASE("cuda train: LoRA dropout draws the same masks on both backends") {
   spec.targets = {"q", "v", "o", "up", "down"};
   spec.init_seed = 11;
   for (DType act : kActivations) {
-    INFO("activations " << dtype_name(act));
     Pair P(act);
     for (Side* s : {&P.cpu, &P.gpu}) {
       s->model->lora_init(spec);
       perturb_trainables(*s);
     }
-    // Dropout is active: on the CPU the loss with masks differs from the loss without (eval mode), and
-    // two keys give two losses. Far beyond any tolerance, so a backend that ignored the masks fails below.
+    // The loss with masks against the CPU's with the same key.
     const uint64_t key = 0x5eed5eedull;
-    LossStats eval = P.cpu.model->step(P.g.tokens, P.g.targets, P.g.lengths, 0.0f, 0.0f, key, false);
-    const double cpu_eval = eval.loss_sum / double(eval.tokens);
     const double cpu_drop = P.cpu.loss(P.g, 0.0f, key);
-    const double cpu_drop2 = P.cpu.loss(P.g, 0.0f, key + 2);
-    MESSAGE(P.tag("dropout on the CPU") << ": eval loss " << cpu_eval << ", key A " << cpu_drop << ", key B "
-                                        << cpu_drop2);
-    CHECK(std::fabs(cpu_drop - cpu_eval) > 20 * P.tol.logits * cpu_eval);
-    CHECK(std::fabs(cpu_drop - cpu_drop2) > 20 * P.tol.logits * cpu_eval);
+    check_scalar(P.tag("dropout loss"), P.gpu.loss(P.g, 0.0f, key), cpu_drop, P.tol.logits);
+    // Dropout is active: in fp32 on the CPU the loss with masks differs from the loss without (eval mode)
+    // by far more than rounding (about 1% here).
+    LossStats eval = P.cpu.model->step(P.g.tokens, P.g.targets, P.g.lengths, 0.0f, 0.0f, key, false);
+    CHECK(std::fabs(cpu_drop - eval.loss_sum / double(eval.tokens)) > 1e-3 * cpu_drop);
 
-    check_scalar(P.tag("dropout loss, key A"), P.gpu.loss(P.g, 0.0f, key), cpu_drop, P.tol.logits);
-    check_scalar(P.tag("dropout loss, key B"), P.gpu.loss(P.g, 0.0f, key + 2), cpu_drop2, P.tol.logits);
-
-    // The backward pass recomputes the mask from the same seed: gradients agree too.
+    // The backward pass recomputes the mask from the same seed: gradients agree too. A loss averages the
+    // masks away; a gradient does not (dA = du^T dropout(x) zeroes whole entries of x): the CPU's
+    // gradients under another key differ from these by far more than the tolerance, so a GPU that drew
+    // other masks fails here.
     const float dscale = 1.0f / float(P.g.n_targets);
-    for (Side* s : {&P.cpu, &P.gpu}) {
-      s->model->zero_grads();
-      s->step(P.g, dscale, 0.0f, key);
-    }
-    auto want = P.cpu.lora_grads();
-    auto got = P.gpu.lora_grads();
+    auto grads_for = [&](Side& side, uint64_t k) {
+      side.model->zero_grads();
+      side.step(P.g, dscale, 0.0f, k);
+      return side.lora_grads();
+    };
+    auto other = grads_for(P.cpu, key + 2);
+    auto want = grads_for(P.cpu, key);
+    auto got = grads_for(P.gpu, key);
     REQUIRE(got.size() == want.size());
-    for (auto& [name, w] : want) check_normwise(P.tag("dropout grad " + name), got.at(name), w, P.tol.grads);
+    for (auto& [name, w] : want) {
+      check_normwise(P.tag("dropout grad " + name), got.at(name), w, P.tol.grads);
+      double max_diff = 0, max_ref = 0;
+      for (int64_t i = 0; i < w.numel(); ++i) {
+        max_diff = std::max(max_diff, double(std::fabs(other.at(name).f32()[i] - w.f32()[i])));
+        max_ref = std::max(max_ref, double(std::fabs(w.f32()[i])));
+      }
+      MESSAGE(P.tag("dropout grad " + name) << ": another key's masks move it by " << max_diff / max_ref);
+      CHECK(max_diff > 4 * P.tol.grads * max_ref);
+    }
 
     // Three AdamW steps with a new key each (as the trainer does per micro-batch).
     AdamWConfig c;
