@@ -274,7 +274,7 @@ void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_ke
   if (lin.adapters.empty()) return;
   const int64_t N = x.dim(0);
   Tensor xd = x;
-  if (train && lin.dropout > 0) {
+  if (train && lin.dropout > 0 && dropout_key != 0) {  // key 0: no dropout (evaluation), as in backward
     xd = rows_of(acts_->xd, N, lin.in);
     be_.dropout_forward(xd, x, lin.dropout, dropout_seed(dropout_key, layer_key), 0);
   }
