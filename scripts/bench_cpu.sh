@@ -31,7 +31,7 @@ head -n 200 "$shared/e2e/valid.txt" | awk -F'[|][|]' '{print $1 "||" $2 " " $2 "
 cat > "$work/gpt2-124m.yaml" <<YAML
 model: {path: gpt2-124m, device: cpu}
 lora: {r: 4, alpha: 32, targets: [q, v]}
-data: {train: long.txt, max_length: 128, cache_dir: cache}
+data: {train: long.txt, max_length: 128, cache_dir: $work/cache}
 train: {batch_size: 1, max_steps: $steps, lr: 2e-4}
 log: {every: $steps, progress: plain}
 eval: {num_samples: 0}
