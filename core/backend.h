@@ -176,8 +176,10 @@ inline float rng_uniform(uint64_t seed, uint64_t counter) {
 }  // namespace lora
 
 namespace lora {
-// "cpu", "cuda" or "auto". quiet suppresses the CPU fall-back notice.
-std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet = false);
+// "cpu", "cuda" or "auto". quiet suppresses the CPU fall-back notice. activations: the dtype of
+// activations and frozen weights on CUDA (the CPU backend always computes in f32).
+std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet = false,
+                                        DType activations = DType::bf16);
 // True when a CUDA device can be used; otherwise why_not says why. Used by tests to skip.
 bool cuda_device_available(std::string* why_not);
 }  // namespace lora

@@ -39,8 +39,13 @@ std::shared_ptr<const Dataset> open_split(const std::string& path, const Recipe&
 
 Session session_open(const Recipe& r, bool need_train, bool quiet) {
   Session s;
-  std::string device = r.model.device;
-  s.be = backend_create(device, quiet);
+  // GPU precision: train.precision, else model.dtype, else bf16 ("auto").
+  const std::string& prec = r.train.precision != "auto" ? r.train.precision : r.model.dtype;
+  const DType act = prec == "fp16" ? DType::f16 : prec == "fp32" ? DType::f32 : DType::bf16;
+  if (r.train.recompute)
+    fail_usage("train.recompute: true is not implemented yet",
+               "remove it; lower train.batch_size or data.max_length to save activation memory");
+  s.be = backend_create(r.model.device, quiet, act);
   Checkpoint ck = Checkpoint::open(r.model.path);
   s.tokenizer_dir = r.data.tokenizer.empty() ? r.model.path : r.data.tokenizer;
   s.tok = tokenizer_load(s.tokenizer_dir);
