@@ -51,6 +51,8 @@ class Backend {
   virtual std::string name() const = 0;           // "cpu", "cuda:0 (NVIDIA H100 ...)"
   virtual DType activation_dtype() const = 0;     // f32 on the CPU; bf16 or f16 on CUDA
   virtual void synchronize() {}
+  // Bytes the device can still allocate; -1 where unknown (the CPU: the OS decides).
+  virtual int64_t memory_free() { return -1; }
 
   // ---- memory ----
   // A zero-filled tensor on this backend's device.

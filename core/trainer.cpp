@@ -115,6 +115,13 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                                                   : int64_t(std::ceil(r.train.warmup_ratio * double(total_steps)));
   MemoryPlan plan = memory_plan(model, r);
 
+  const int64_t device_free = model.backend().memory_free();
+  if (!options.dry_run && device_free >= 0 && plan.total() > device_free)
+    fail_runtime("the run needs about " + mib(plan.total()) + " of device memory (weights " + mib(plan.weights) +
+                     ", activations " + mib(plan.activations) + ", workspace " + mib(plan.workspace) + ") but only " +
+                     mib(device_free) + " are free on " + model.backend().name(),
+                 "lower train.batch_size (with train.grad_accum to keep the step size) or data.max_length");
+
   if (options.dry_run) {
     std::printf("resolved recipe:\n%s\n", recipe_to_yaml(r).c_str());
     std::printf("backend: %s\n", model.backend().name().c_str());
@@ -139,6 +146,9 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                 "  activations  %s\n  workspace    %s\n  total        %s\n",
                 mib(plan.weights).c_str(), mib(plan.trainable).c_str(), mib(plan.optimizer).c_str(),
                 mib(plan.activations).c_str(), mib(plan.workspace).c_str(), mib(plan.total()).c_str());
+    if (device_free >= 0)
+      std::printf("  device free  %s%s\n", mib(device_free).c_str(),
+                  plan.total() > device_free ? "  (does not fit: lower train.batch_size or data.max_length)" : "");
     print_first_example(*s.train, *s.tok);
     return EXIT_CODE_OK;
   }

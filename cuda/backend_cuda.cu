@@ -63,6 +63,11 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   DType activation_dtype() const override { return act_; }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
+  int64_t memory_free() override {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return int64_t(free_bytes);
+  }
 
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override {
     Tensor t;
@@ -79,7 +84,7 @@ class CudaBackend final : public Backend {
       fail_runtime("out of GPU memory allocating " + std::to_string(bytes >> 20) + " MiB for a tensor " +
                        t.shape_str() + " (" + std::to_string(free_bytes >> 20) + " MiB free of " +
                        std::to_string(total_bytes >> 20) + ")",
-                   "lower the batch size or the sequence length, or turn on activation recomputation");
+                   "lower train.batch_size or data.max_length");
     }
     CUDA_CHECK(err);
     cudaStream_t stream = ctx_.stream;
