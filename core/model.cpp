@@ -37,6 +37,7 @@ Linear* block_linear(Block& b, int i) {
 // Per-step activations. Each layer keeps what its backward pass reads.
 struct Model::Acts {
   int64_t cap = 0;                      // rows allocated
+  int slots = 0;                        // per-layer sets: n_layer, or 1 with activation recomputation
   std::vector<Tensor> res;              // L+1 residual streams (N,C): res[l] enters block l
   std::vector<Tensor> x_mid;            // (N,C) residual after attention
   std::vector<Tensor> ln1, ln2;         // (N,C)
@@ -222,14 +223,16 @@ void Model::ensure_acts(int B, int T) {
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, F = cfg_.d_ff;
   Acts& a = *acts_;
   const int L = cfg_.n_layer;
-  if (N > a.cap) {
+  const int slots = recompute_ ? 1 : L;  // per-layer activation sets kept for the backward pass
+  if (N > a.cap || slots != a.slots) {
     DType dt = be_.activation_dtype();
     auto act = [&](int64_t cols) { return be_.alloc({N, cols}, dt); };
     auto stat = [&]() { return be_.alloc({N}, DType::f32); };
     a = Acts();
     a.cap = N;
+    a.slots = slots;
     for (int l = 0; l <= L; ++l) a.res.push_back(act(C));
-    for (int l = 0; l < L; ++l) {
+    for (int l = 0; l < slots; ++l) {
       a.x_mid.push_back(act(C));
       a.ln1.push_back(act(C));
       a.ln2.push_back(act(C));
@@ -242,7 +245,7 @@ void Model::ensure_acts(int B, int T) {
       a.fc_pre.push_back(act(F));
       a.fc_act.push_back(act(F));
     }
-    a.att_saved.resize(L);
+    a.att_saved.resize(slots);
     a.lnf = act(C);
     a.lnf_mean = stat();
     a.lnf_rstd = stat();
@@ -354,26 +357,31 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
   // ---- forward ----
   Tensor x0 = R(a.res[0], C).view({B, T, C});
   be_.embedding_forward(x0, a.tokens, wte_, wpe_);
-  for (int l = 0; l < L; ++l) {
+  // Block l from the residual res[l] to res[l+1]; its activations go to set `slot(l)`. With
+  // recomputation there is one set, refilled for each block again during the backward pass.
+  auto slot = [&](int l) { return recompute_ ? 0 : l; };
+  auto block_forward = [&](int l) {
     Block& blk = blocks_[l];
-    Tensor res = R(a.res[l], C), ln1 = R(a.ln1[l], C), qkv = R(a.qkv[l], 3 * C), att = R(a.att[l], C);
-    Tensor m1 = a.ln1_mean[l].rows(0, N), r1 = a.ln1_rstd[l].rows(0, N);
+    const int k = slot(l);
+    Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), qkv = R(a.qkv[k], 3 * C), att = R(a.att[k], C);
+    Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
     be_.layernorm_forward(ln1, m1, r1, res, blk.ln1.w, blk.ln1.b, cfg_.norm_eps);
     linear_forward(blk.qkv, ln1, qkv, l * 4 + 0, dropout_key, train);
-    a.att_saved[l] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
+    a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
                                            mat_cols(qkv, 2 * C, C), shape, a.lengths);
-    Tensor proj = R(a.proj, C), xm = R(a.x_mid[l], C);
+    Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
     linear_forward(blk.attn_out, att, proj, l * 4 + 1, dropout_key, train);
     be_.add(xm, res, proj, 1.0f);
-    Tensor ln2 = R(a.ln2[l], C), m2 = a.ln2_mean[l].rows(0, N), r2 = a.ln2_rstd[l].rows(0, N);
+    Tensor ln2 = R(a.ln2[k], C), m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
     be_.layernorm_forward(ln2, m2, r2, xm, blk.ln2.w, blk.ln2.b, cfg_.norm_eps);
-    Tensor fc_pre = R(a.fc_pre[l], F), fc_act = R(a.fc_act[l], F);
+    Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F);
     linear_forward(blk.fc, ln2, fc_pre, l * 4 + 2, dropout_key, train);
     be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
     linear_forward(blk.fc_out, fc_act, proj, l * 4 + 3, dropout_key, train);
     Tensor res_next = R(a.res[l + 1], C);
     be_.add(res_next, xm, proj, 1.0f);
-  }
+  };
+  for (int l = 0; l < L; ++l) block_forward(l);
   Tensor lnf = R(a.lnf, C), mf = a.lnf_mean.rows(0, N), rf = a.lnf_rstd.rows(0, N);
   be_.layernorm_forward(lnf, mf, rf, R(a.res[L], C), lnf_.w, lnf_.b, cfg_.norm_eps);
 
@@ -410,25 +418,27 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
   be_.fill(dres, 0);
   be_.layernorm_backward(dres, lnf_.dw, lnf_.db, dlnf, R(a.res[L], C), lnf_.w, mf, rf);
   for (int l = L - 1; l >= 0; --l) {
+    if (recompute_) block_forward(l);  // rebuild block l's activations from its residual input
     Block& blk = blocks_[l];
-    Tensor res = R(a.res[l], C), xm = R(a.x_mid[l], C), ln1 = R(a.ln1[l], C), ln2 = R(a.ln2[l], C);
-    Tensor qkv = R(a.qkv[l], 3 * C), att = R(a.att[l], C);
-    Tensor fc_pre = R(a.fc_pre[l], F), fc_act = R(a.fc_act[l], F), dfc = R(a.dfc, F);
+    const int k = slot(l);
+    Tensor res = R(a.res[l], C), xm = R(a.x_mid[k], C), ln1 = R(a.ln1[k], C), ln2 = R(a.ln2[k], C);
+    Tensor qkv = R(a.qkv[k], 3 * C), att = R(a.att[k], C);
+    Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F), dfc = R(a.dfc, F);
     Tensor dqkv = R(a.dqkv, 3 * C);
     // MLP: res[l+1] = xm + fc_out(gelu(fc(ln2(xm))))
     linear_backward(blk.fc_out, fc_act, dres, dfc, l * 4 + 3, dropout_key);
     be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
     linear_backward(blk.fc, ln2, dfc, dln, l * 4 + 2, dropout_key);
-    be_.layernorm_backward(dres, blk.ln2.dw, blk.ln2.db, dln, xm, blk.ln2.w, a.ln2_mean[l].rows(0, N),
-                           a.ln2_rstd[l].rows(0, N));
+    be_.layernorm_backward(dres, blk.ln2.dw, blk.ln2.db, dln, xm, blk.ln2.w, a.ln2_mean[k].rows(0, N),
+                           a.ln2_rstd[k].rows(0, N));
     // attention: xm = res + attn_out(attention(qkv(ln1(res))))
     linear_backward(blk.attn_out, att, dres, datt, l * 4 + 1, dropout_key);
     be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
                            mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
-                           a.att_saved[l], shape, a.lengths);
+                           a.att_saved[k], shape, a.lengths);
     linear_backward(blk.qkv, ln1, dqkv, dln, l * 4 + 0, dropout_key);
-    be_.layernorm_backward(dres, blk.ln1.dw, blk.ln1.db, dln, res, blk.ln1.w, a.ln1_mean[l].rows(0, N),
-                           a.ln1_rstd[l].rows(0, N));
+    be_.layernorm_backward(dres, blk.ln1.dw, blk.ln1.db, dln, res, blk.ln1.w, a.ln1_mean[k].rows(0, N),
+                           a.ln1_rstd[k].rows(0, N));
   }
   if (!dwte_.empty() || !dwpe_.empty())
     be_.embedding_backward(dwte_, dwpe_, dres.view({B, T, C}), a.tokens);

@@ -42,9 +42,6 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
   // GPU precision: train.precision, else model.dtype, else bf16 ("auto").
   const std::string& prec = r.train.precision != "auto" ? r.train.precision : r.model.dtype;
   const DType act = prec == "fp16" ? DType::f16 : prec == "fp32" ? DType::f32 : DType::bf16;
-  if (r.train.recompute)
-    fail_usage("train.recompute: true is not implemented yet",
-               "remove it; lower train.batch_size or data.max_length to save activation memory");
   s.be = backend_create(r.model.device, quiet, act);
   Checkpoint ck = Checkpoint::open(r.model.path);
   s.tokenizer_dir = r.data.tokenizer.empty() ? r.model.path : r.data.tokenizer;
@@ -56,6 +53,7 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
                "use the tokenizer that belongs to the model (data.tokenizer)");
   s.model = std::make_unique<Model>(*s.be, cfg);
   s.model->load_base(ck);
+  s.model->set_recompute(r.train.recompute);
   if (need_train) {
     if (r.data.train.empty()) fail_usage("data.train is not set", "name the training file in the recipe or with --set data.train=PATH");
     s.train = open_split(r.data.train, r, *s.tok, cfg.vocab_size, "train", s.notes);

@@ -50,7 +50,8 @@ MemoryPlan memory_plan(Model& m, const Recipe& r) {
   int64_t per_layer = N * (7 * C + 2 * F) * act + N * 16;
   // The CPU keeps attention probabilities (B,NH,T,T); CUDA keeps only the log-sum-exp.
   if (m.backend().device() == Device::cpu) per_layer += int64_t(r.train.batch_size) * c.n_head * T * T * 4;
-  p.activations = L * per_layer + N * C * act * 2;
+  // With recomputation one block's activations are kept, plus every block's residual input.
+  p.activations = (m.recompute() ? per_layer + L * N * C * act : L * per_layer) + N * C * act * 2;
   p.workspace = N * (6 * C + F + 2 * std::max(C, F)) * act + std::min<int64_t>(N * c.vocab_size * act, 64ll << 20);
   return p;
 }
