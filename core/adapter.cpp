@@ -111,119 +111,189 @@ std::string adapter_base_name(const std::string& dir) {
 }
 
 namespace {
-// The value of a PEFT rank_pattern/alpha_pattern entry matching a module, as PEFT matches them:
-// the key is a regular expression matched at the end of the module name after a dot (or the whole name).
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// PEFT's rank_pattern / alpha_pattern lookup (peft.utils.other.get_pattern_key): a key matches a module
+// when the regular expression "(.*\.)?(key)$" matches its full name.
 template <class T>
 T pattern_lookup(const json& pattern, const std::string& module, T fallback) {
   if (!pattern.is_object()) return fallback;
   for (auto it = pattern.begin(); it != pattern.end(); ++it) {
+    if (!it->is_number()) continue;
+    bool hit = false;
     try {
-      if (std::regex_match(module, std::regex("(.*\\.)?(" + it.key() + ")")) && it->is_number())
-        return it->get<T>();
+      hit = std::regex_match(module, std::regex("(.*\\.)?(" + it.key() + ")"));
     } catch (const std::regex_error&) {
-      if (module == it.key() && it->is_number()) return it->get<T>();
+      hit = module == it.key() || ends_with(module, "." + it.key());
     }
+    if (hit) return it->get<T>();
   }
   return fallback;
 }
 }  // namespace
 
-void adapter_load(Model& model, const std::string& dir) {
-  const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
-  const std::string st_path = (fs::path(dir) / "adapter_model.safetensors").string();
+AdapterFile adapter_file_read(const std::string& dir) {
+  AdapterFile ad;
+  ad.dir = dir;
+  ad.config_path = (fs::path(dir) / "adapter_config.json").string();
+  ad.weights_path = (fs::path(dir) / "adapter_model.safetensors").string();
   if (!fs::is_directory(dir))
     fail_runtime("adapter directory '" + dir + "' does not exist", "pass the output directory of `lora train`");
-  if (!fs::exists(st_path)) {
+  if (!fs::exists(ad.weights_path)) {
     if (fs::exists(fs::path(dir) / "adapter_model.bin"))
       fail_runtime("'" + dir + "' holds adapter_model.bin, a pickle; lora never unpickles files",
                    "convert it in Python: PeftModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)");
-    fail_runtime("'" + st_path + "' is missing", "an adapter directory holds adapter_config.json and adapter_model.safetensors");
+    fail_runtime("'" + ad.weights_path + "' is missing",
+                 "an adapter directory holds adapter_config.json and adapter_model.safetensors");
   }
-  json cfg = json_read_file(cfg_path);
-  auto get_num = [&](const char* key, double fallback) {
-    auto it = cfg.find(key);
-    if (it == cfg.end() || it->is_null()) return fallback;
-    if (!it->is_number()) fail_runtime("'" + cfg_path + "': key '" + key + "' should be a number, found " + it->dump());
+  if (!fs::exists(ad.config_path))
+    fail_runtime("'" + ad.config_path + "' is missing", "an adapter directory holds adapter_config.json and adapter_model.safetensors");
+  ad.config = json_read_file(ad.config_path);
+  const json& c = ad.config;
+  if (!c.is_object()) fail_runtime("'" + ad.config_path + "' is not a JSON object");
+  auto num = [&](const char* key, double fallback) {
+    auto it = c.find(key);
+    if (it == c.end() || it->is_null()) return fallback;
+    if (!it->is_number())
+      fail_usage("'" + ad.config_path + "': key '" + key + "' should be a number, found " + it->dump());
     return it->get<double>();
   };
-  std::string peft_type = cfg.value("peft_type", std::string("LORA"));
+  auto flag = [&](const char* key) {
+    auto it = c.find(key);
+    return it != c.end() && it->is_boolean() && it->get<bool>();
+  };
+  const std::string peft_type = c.value("peft_type", std::string("LORA"));
   if (peft_type != "LORA")
-    fail_usage("'" + cfg_path + "' has peft_type " + peft_type + "; only LORA adapters are supported");
-  if (cfg.contains("modules_to_save") && cfg["modules_to_save"].is_array() && !cfg["modules_to_save"].empty())
-    fail_usage("'" + cfg_path + "' lists modules_to_save, which this version cannot load",
+    fail_usage("'" + ad.config_path + "' has peft_type " + peft_type + ", expected LORA",
+               "only LoRA adapters can be merged or exported");
+  if (flag("use_dora"))
+    fail_usage("'" + ad.config_path + "' is a DoRA adapter (use_dora: true), which lora cannot merge or export",
+               "merge it with PEFT's merge_and_unload");
+  if (flag("lora_bias"))
+    fail_usage("'" + ad.config_path + "' trains LoRA biases (lora_bias: true), which lora cannot merge or export");
+  if (c.contains("modules_to_save") && c["modules_to_save"].is_array() && !c["modules_to_save"].empty())
+    fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
+                   ": fully trained modules that lora cannot merge or export",
                "save the adapter without modules_to_save");
-  const int r_default = int(get_num("r", 8));
-  const double alpha_default = get_num("lora_alpha", 8);
-  const bool rslora = cfg.value("use_rslora", false);
-  const double dropout = get_num("lora_dropout", 0);
+  ad.r = int(num("r", 8));
+  ad.alpha = float(num("lora_alpha", 8));
+  ad.rslora = flag("use_rslora");
+  auto bn = c.find("base_model_name_or_path");
+  ad.base_name = bn != c.end() && bn->is_string() ? bn->get<std::string>() : "";
 
-  SafetensorsFile st = SafetensorsFile::open(st_path);
-  std::map<std::string, Linear*> by_name;
-  for (Linear* lin : model_linears(model)) by_name[lin->hf_name] = lin;
-  // Accept "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", with or without the
-  // "transformer." part and with an adapter name (".default") as older PEFT versions wrote.
-  std::regex key_re(R"(^(?:base_model\.model\.)?(?:transformer\.)?(.+)\.lora_([AB])(?:\.[A-Za-z0-9_]+)?\.weight$)");
-  std::map<std::string, std::pair<const SafetensorsEntry*, const SafetensorsEntry*>> pairs;
-  std::vector<std::string> unknown;
+  SafetensorsFile st = SafetensorsFile::open(ad.weights_path);
+  // "base_model.model.<module>.lora_A.weight", optionally with an adapter name before ".weight".
+  const std::regex key_re(R"(^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.([A-Za-z0-9_\-]+))?\.weight$)");
+  struct Pair { const SafetensorsEntry *a = nullptr, *b = nullptr; std::string name; };
+  std::map<std::string, Pair> pairs;
+  std::vector<std::string> order, unknown, problems;
   for (const auto& e : st.entries()) {
     std::smatch m;
-    if (!std::regex_match(e.name, m, key_re) || !by_name.count(m[1])) {
+    if (!std::regex_match(e.name, m, key_re)) {
       unknown.push_back(e.name);
       continue;
     }
-    auto& p = pairs[m[1]];
-    (m[2] == "A" ? p.first : p.second) = &e;
+    const std::string module = m[1];
+    if (!pairs.count(module)) order.push_back(module);
+    Pair& p = pairs[module];
+    const std::string name = m[3].matched ? std::string(m[3]) : "";
+    if ((p.a || p.b) && p.name != name)
+      problems.push_back(e.name + ": a second adapter ('" + name + "' besides '" + p.name + "') on " + module);
+    p.name = name;
+    (m[2] == "A" ? p.a : p.b) = &e;
   }
-  if (!unknown.empty()) {
-    std::string list;
-    for (size_t i = 0; i < unknown.size() && i < 8; ++i) list += "\n  " + unknown[i];
-    if (unknown.size() > 8) list += "\n  ... and " + std::to_string(unknown.size() - 8) + " more";
-    fail_usage("'" + st_path + "' has " + std::to_string(unknown.size()) +
-                   " tensors that match no LoRA layer of this " + model.config().family + " model:" + list,
+  if (!unknown.empty())
+    fail_usage("'" + ad.weights_path + "' has " + std::to_string(unknown.size()) +
+                   " tensors that are not LoRA A/B weights:" + error_list(unknown),
+               "lora merges and exports plain LoRA adapters (no DoRA magnitudes, embedding LoRA or saved modules)");
+  for (const auto& module : order) {
+    const Pair& p = pairs[module];
+    if (!p.a || !p.b)
+      problems.push_back(module + ": has lora_" + std::string(p.a ? "A" : "B") + " but no lora_" + (p.a ? "B" : "A"));
+  }
+  if (order.empty()) problems.push_back("no LoRA tensors at all");
+  if (!problems.empty())
+    fail_usage("adapter '" + ad.weights_path + "' is incomplete or inconsistent:" + error_list(problems),
+               "the file may be truncated or written by another tool; save it again with PEFT or `lora train`");
+
+  for (const auto& module : order) {
+    const Pair& p = pairs[module];
+    AdapterModule am;
+    am.module = module;
+    am.key_a = p.a->name;
+    am.key_b = p.b->name;
+    am.a = st.to_f32(*p.a);
+    am.b = st.to_f32(*p.b);
+    am.r = pattern_lookup<int>(c.value("rank_pattern", json()), module, ad.r);
+    am.alpha = pattern_lookup<float>(c.value("alpha_pattern", json()), module, ad.alpha);
+    if (am.a.ndim() != 2 || am.b.ndim() != 2 || am.a.dim(0) != am.r || am.b.dim(1) != am.r)
+      problems.push_back(am.key_a + " " + am.a.shape_str() + " and " + am.key_b + " " + am.b.shape_str() +
+                         ": expected rank " + std::to_string(am.r) + " from adapter_config.json (r / rank_pattern)");
+    if (am.r <= 0) problems.push_back(module + ": rank " + std::to_string(am.r) + " is not positive");
+    am.scale = ad.rslora ? am.alpha / std::sqrt(float(am.r)) : am.alpha / float(am.r);
+    ad.modules.push_back(std::move(am));
+  }
+  if (!problems.empty())
+    fail_usage("adapter '" + ad.weights_path + "' disagrees with '" + ad.config_path + "':" + error_list(problems),
+               "r, rank_pattern and the tensors' shapes must agree, as PEFT requires to load it");
+  return ad;
+}
+
+void adapter_load(Model& model, const std::string& dir) {
+  AdapterFile f = adapter_file_read(dir);
+  std::map<std::string, Linear*> by_name;
+  for (Linear* lin : model_linears(model)) by_name[lin->hf_name] = lin;
+  std::vector<std::string> unknown, bad_shape;
+  for (const AdapterModule& m : f.modules) {
+    // "transformer.h.0.attn.c_attn" or "h.0.attn.c_attn" -> our "h.0.attn.c_attn"
+    const std::string prefix = "transformer.";
+    const std::string name = m.module.compare(0, prefix.size(), prefix) == 0 ? m.module.substr(prefix.size()) : m.module;
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      unknown.push_back(m.key_a);
+      continue;
+    }
+    const Linear& lin = *it->second;
+    if (m.a.dim(1) != lin.in || m.b.dim(0) != lin.out)
+      bad_shape.push_back(m.key_a + " " + m.a.shape_str() + " and " + m.key_b + " " + m.b.shape_str() +
+                          ": the layer is " + std::to_string(lin.out) + " x " + std::to_string(lin.in) + " (out x in)");
+  }
+  if (!unknown.empty())
+    fail_usage("'" + f.weights_path + "' has " + std::to_string(unknown.size()) +
+                   " adapted modules that this " + model.config().family + " model does not have:" + error_list(unknown),
                "check that the adapter was trained on this base model");
-  }
-  if (pairs.empty()) fail_usage("'" + st_path + "' holds no LoRA tensors");
+  if (!bad_shape.empty())
+    fail_usage("'" + f.weights_path + "' has LoRA tensors whose shapes do not fit this model:" + error_list(bad_shape),
+               "the adapter was trained on a base model of another width");
   Backend& be = model.backend();
   const DType dt = be.activation_dtype();
   LoraSpec spec;
-  spec.r = r_default;
-  spec.alpha = float(alpha_default);
-  spec.rslora = rslora;
-  spec.dropout = float(dropout);
-  for (auto& [name, p] : pairs) {
+  spec.r = f.r;
+  spec.alpha = f.alpha;
+  spec.rslora = f.rslora;
+  auto dropout = f.config.find("lora_dropout");
+  spec.dropout = dropout != f.config.end() && dropout->is_number() ? dropout->get<float>() : 0.0f;
+  for (const AdapterModule& m : f.modules) {
+    const std::string prefix = "transformer.";
+    const std::string name = m.module.compare(0, prefix.size(), prefix) == 0 ? m.module.substr(prefix.size()) : m.module;
     Linear& lin = *by_name[name];
-    if (!p.first || !p.second)
-      fail_usage("'" + st_path + "': " + name + " has lora_" + (p.first ? "A" : "B") + " but not lora_" +
-                 (p.first ? "B" : "A"));
-    Tensor a = st.to_f32(*p.first), b = st.to_f32(*p.second);
-    const std::string suffix = module_suffix(name);
-    int r = pattern_lookup<int>(cfg["rank_pattern"], name, r_default);
-    r = pattern_lookup<int>(cfg["rank_pattern"], suffix, r);
-    double alpha = pattern_lookup<double>(cfg["alpha_pattern"], name, alpha_default);
-    alpha = pattern_lookup<double>(cfg["alpha_pattern"], suffix, alpha);
-    if (a.ndim() != 2 || a.dim(0) != r || a.dim(1) != lin.in)
-      fail_usage("'" + st_path + "': " + p.first->name + " has shape " + a.shape_str() + ", expected (" +
-                 std::to_string(r) + ", " + std::to_string(lin.in) + ")",
-                 "the adapter's rank or the base model's width does not match");
-    if (b.ndim() != 2 || b.dim(0) != lin.out || b.dim(1) != r)
-      fail_usage("'" + st_path + "': " + p.second->name + " has shape " + b.shape_str() + ", expected (" +
-                 std::to_string(lin.out) + ", " + std::to_string(r) + ")",
-                 "the adapter's rank or the base model's width does not match");
     LoraAdapter ad;
     ad.role = "all";
     ad.col0 = 0;
     ad.ncols = lin.out;
-    ad.r = r;
-    ad.alpha = float(alpha);
-    ad.scale = peft_scale(float(alpha), r, rslora);
-    ad.a = be.alloc(a.shape, DType::f32);
-    ad.b = be.alloc(b.shape, DType::f32);
-    be.upload(ad.a, a);
-    be.upload(ad.b, b);
-    ad.da = be.alloc(a.shape, DType::f32);
-    ad.db = be.alloc(b.shape, DType::f32);
-    ad.a_val = dt == DType::f32 ? ad.a : be.alloc(a.shape, dt);
-    ad.b_val = dt == DType::f32 ? ad.b : be.alloc(b.shape, dt);
+    ad.r = m.r;
+    ad.alpha = m.alpha;
+    ad.scale = m.scale;
+    ad.a = be.alloc(m.a.shape, DType::f32);
+    ad.b = be.alloc(m.b.shape, DType::f32);
+    be.upload(ad.a, m.a);
+    be.upload(ad.b, m.b);
+    ad.da = be.alloc(m.a.shape, DType::f32);
+    ad.db = be.alloc(m.b.shape, DType::f32);
+    ad.a_val = dt == DType::f32 ? ad.a : be.alloc(m.a.shape, dt);
+    ad.b_val = dt == DType::f32 ? ad.b : be.alloc(m.b.shape, dt);
     lin.dropout = spec.dropout;
     lin.adapters.clear();
     lin.adapters.push_back(std::move(ad));

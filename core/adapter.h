@@ -9,15 +9,46 @@
 // rsLoRA) equals our alpha/r: B' A' x then equals the sum of the separate updates.
 #pragma once
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/model.h"
+#include "core/tensor.h"
 
 namespace lora {
 
+// One adapted module. A and B are host f32 copies in PEFT's orientation.
+struct AdapterModule {
+  std::string module;  // as the keys name it after "base_model.model.": "transformer.h.0.attn.c_attn"
+  std::string key_a, key_b;  // the safetensors keys read (for messages)
+  Tensor a, b;         // A (r, in), B (out, r)
+  int r = 0;           // from adapter_config.json (r, rank_pattern); equals the tensors' rank
+  float alpha = 0;     // lora_alpha, or alpha_pattern's value for this module
+  float scale = 0;     // alpha / r, or alpha / sqrt(r) with use_rslora
+};
+
+struct AdapterFile {
+  std::string dir, config_path, weights_path;
+  nlohmann::json config;   // adapter_config.json as read
+  std::string base_name;   // base_model_name_or_path ("" when absent)
+  int r = 8;               // the config's default rank and alpha (PEFT's defaults when absent)
+  float alpha = 8;
+  bool rslora = false;
+  std::vector<AdapterModule> modules;  // in file order
+};
+
+// Reads adapter_config.json + adapter_model.safetensors in any PEFT layout we know: ours, PEFT's own,
+// older ones with an adapter name in the keys ("...lora_A.default.weight") or without
+// "base_model.model.". Refuses (lora::Error, exit 2) what a LoRA merge cannot honour: another
+// peft_type, DoRA, LoRA biases, modules_to_save, embedding LoRA, unpaired or unknown tensors (all
+// listed), and tensors whose rank disagrees with the config.
+AdapterFile adapter_file_read(const std::string& dir);
+
 // Writes <dir>/adapter_config.json and <dir>/adapter_model.safetensors (crash-safe, fp32).
 void adapter_save(Model& model, const std::string& dir, const std::string& base_model_name);
-// Loads a PEFT-layout adapter (ours or PEFT's own) into a model that has no adapters yet. Each module's
-// adapter covers the whole layer. Errors name the tensor and list mismatches.
+// Loads a PEFT-layout adapter (ours or PEFT's own, read by adapter_file_read) into a model that has no
+// adapters yet. Each module's adapter covers the whole layer. Errors name the tensor and list mismatches.
 void adapter_load(Model& model, const std::string& dir);
 // The base_model_name_or_path recorded in an adapter directory ("" if absent).
 std::string adapter_base_name(const std::string& dir);

@@ -4,6 +4,7 @@
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace lora {
 
@@ -34,6 +35,14 @@ class Error : public std::runtime_error {
 // A usage or recipe error (exit code 2).
 [[noreturn]] inline void fail_usage(const std::string& message, const std::string& hint = {}) {
   throw Error(EXIT_CODE_USAGE, message, hint);
+}
+
+// Items as indented lines for an error message, at most max_shown of them, then "... and N more".
+inline std::string error_list(const std::vector<std::string>& items, size_t max_shown = 12) {
+  std::string s;
+  for (size_t i = 0; i < items.size() && i < max_shown; ++i) s += "\n  " + items[i];
+  if (items.size() > max_shown) s += "\n  ... and " + std::to_string(items.size() - max_shown) + " more";
+  return s;
 }
 
 }  // namespace lora

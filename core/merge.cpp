@@ -30,143 +30,11 @@ bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-std::string list_lines(const std::vector<std::string>& items, size_t max_shown = 12) {
-  std::string s;
-  for (size_t i = 0; i < items.size() && i < max_shown; ++i) s += "\n  " + items[i];
-  if (items.size() > max_shown) s += "\n  ... and " + std::to_string(items.size() - max_shown) + " more";
-  return s;
-}
-
-// PEFT's rank_pattern / alpha_pattern lookup (peft.utils.other.get_pattern_key): a key matches a module
-// when the regular expression "(.*\.)?(key)$" matches its full name.
-template <class T>
-T pattern_lookup(const json& pattern, const std::string& module, T fallback) {
-  if (!pattern.is_object()) return fallback;
-  for (auto it = pattern.begin(); it != pattern.end(); ++it) {
-    if (!it->is_number()) continue;
-    bool hit = false;
-    try {
-      hit = std::regex_match(module, std::regex("(.*\\.)?(" + it.key() + ")"));
-    } catch (const std::regex_error&) {
-      hit = module == it.key() || ends_with(module, "." + it.key());
-    }
-    if (hit) return it->get<T>();
-  }
-  return fallback;
-}
-
 const char* kHeadNames[] = {"lm_head.", "score.", "classifier.", "qa_outputs."};
 
 }  // namespace
 
 // ---- the adapter as data ----
-
-AdapterFile adapter_file_read(const std::string& dir) {
-  AdapterFile ad;
-  ad.dir = dir;
-  ad.config_path = (fs::path(dir) / "adapter_config.json").string();
-  ad.weights_path = (fs::path(dir) / "adapter_model.safetensors").string();
-  if (!fs::is_directory(dir))
-    fail_runtime("adapter directory '" + dir + "' does not exist", "pass the output directory of `lora train`");
-  if (!fs::exists(ad.weights_path)) {
-    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
-      fail_runtime("'" + dir + "' holds adapter_model.bin, a pickle; lora never unpickles files",
-                   "convert it in Python: PeftModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)");
-    fail_runtime("'" + ad.weights_path + "' is missing",
-                 "an adapter directory holds adapter_config.json and adapter_model.safetensors");
-  }
-  if (!fs::exists(ad.config_path))
-    fail_runtime("'" + ad.config_path + "' is missing", "an adapter directory holds adapter_config.json and adapter_model.safetensors");
-  ad.config = json_read_file(ad.config_path);
-  const json& c = ad.config;
-  if (!c.is_object()) fail_runtime("'" + ad.config_path + "' is not a JSON object");
-  auto num = [&](const char* key, double fallback) {
-    auto it = c.find(key);
-    if (it == c.end() || it->is_null()) return fallback;
-    if (!it->is_number())
-      fail_usage("'" + ad.config_path + "': key '" + key + "' should be a number, found " + it->dump());
-    return it->get<double>();
-  };
-  auto flag = [&](const char* key) {
-    auto it = c.find(key);
-    return it != c.end() && it->is_boolean() && it->get<bool>();
-  };
-  const std::string peft_type = c.value("peft_type", std::string("LORA"));
-  if (peft_type != "LORA")
-    fail_usage("'" + ad.config_path + "' has peft_type " + peft_type + ", expected LORA",
-               "only LoRA adapters can be merged or exported");
-  if (flag("use_dora"))
-    fail_usage("'" + ad.config_path + "' is a DoRA adapter (use_dora: true), which lora cannot merge or export",
-               "merge it with PEFT's merge_and_unload");
-  if (flag("lora_bias"))
-    fail_usage("'" + ad.config_path + "' trains LoRA biases (lora_bias: true), which lora cannot merge or export");
-  if (c.contains("modules_to_save") && c["modules_to_save"].is_array() && !c["modules_to_save"].empty())
-    fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
-                   ": fully trained modules that lora cannot merge or export",
-               "save the adapter without modules_to_save");
-  ad.r = int(num("r", 8));
-  ad.alpha = float(num("lora_alpha", 8));
-  ad.rslora = flag("use_rslora");
-  auto bn = c.find("base_model_name_or_path");
-  ad.base_name = bn != c.end() && bn->is_string() ? bn->get<std::string>() : "";
-
-  SafetensorsFile st = SafetensorsFile::open(ad.weights_path);
-  // "base_model.model.<module>.lora_A.weight", optionally with an adapter name before ".weight".
-  const std::regex key_re(R"(^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.([A-Za-z0-9_\-]+))?\.weight$)");
-  struct Pair { const SafetensorsEntry *a = nullptr, *b = nullptr; std::string name; };
-  std::map<std::string, Pair> pairs;
-  std::vector<std::string> order, unknown, problems;
-  for (const auto& e : st.entries()) {
-    std::smatch m;
-    if (!std::regex_match(e.name, m, key_re)) {
-      unknown.push_back(e.name);
-      continue;
-    }
-    const std::string module = m[1];
-    if (!pairs.count(module)) order.push_back(module);
-    Pair& p = pairs[module];
-    const std::string name = m[3].matched ? std::string(m[3]) : "";
-    if ((p.a || p.b) && p.name != name)
-      problems.push_back(e.name + ": a second adapter ('" + name + "' besides '" + p.name + "') on " + module);
-    p.name = name;
-    (m[2] == "A" ? p.a : p.b) = &e;
-  }
-  if (!unknown.empty())
-    fail_usage("'" + ad.weights_path + "' has " + std::to_string(unknown.size()) +
-                   " tensors that are not LoRA A/B weights:" + list_lines(unknown),
-               "lora merges and exports plain LoRA adapters (no DoRA magnitudes, embedding LoRA or saved modules)");
-  for (const auto& module : order) {
-    const Pair& p = pairs[module];
-    if (!p.a || !p.b)
-      problems.push_back(module + ": has lora_" + std::string(p.a ? "A" : "B") + " but no lora_" + (p.a ? "B" : "A"));
-  }
-  if (order.empty()) problems.push_back("no LoRA tensors at all");
-  if (!problems.empty())
-    fail_usage("adapter '" + ad.weights_path + "' is incomplete or inconsistent:" + list_lines(problems),
-               "the file may be truncated or written by another tool; save it again with PEFT or `lora train`");
-
-  for (const auto& module : order) {
-    const Pair& p = pairs[module];
-    AdapterModule am;
-    am.module = module;
-    am.key_a = p.a->name;
-    am.key_b = p.b->name;
-    am.a = st.to_f32(*p.a);
-    am.b = st.to_f32(*p.b);
-    am.r = pattern_lookup<int>(c.value("rank_pattern", json()), module, ad.r);
-    am.alpha = pattern_lookup<float>(c.value("alpha_pattern", json()), module, ad.alpha);
-    if (am.a.ndim() != 2 || am.b.ndim() != 2 || am.a.dim(0) != am.r || am.b.dim(1) != am.r)
-      problems.push_back(am.key_a + " " + am.a.shape_str() + " and " + am.key_b + " " + am.b.shape_str() +
-                         ": expected rank " + std::to_string(am.r) + " from adapter_config.json (r / rank_pattern)");
-    if (am.r <= 0) problems.push_back(module + ": rank " + std::to_string(am.r) + " is not positive");
-    am.scale = ad.rslora ? am.alpha / std::sqrt(float(am.r)) : am.alpha / float(am.r);
-    ad.modules.push_back(std::move(am));
-  }
-  if (!problems.empty())
-    fail_usage("adapter '" + ad.weights_path + "' disagrees with '" + ad.config_path + "':" + list_lines(problems),
-               "r, rank_pattern and the tensors' shapes must agree, as PEFT requires to load it");
-  return ad;
-}
 
 std::string adapter_family_guess(const AdapterFile& ad) {
   const std::regex gpt2(R"(^(transformer\.)?h\.\d+\.(attn|mlp)\..+)");
@@ -229,13 +97,13 @@ std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base
   }
   if (!missing.empty())
     fail_usage("adapter '" + ad.dir + "' adapts " + std::to_string(missing.size()) + " module(s) that the " + family +
-                   " base model '" + base.dir() + "' does not have:" + list_lines(missing),
+                   " base model '" + base.dir() + "' does not have:" + error_list(missing),
                "the adapter was trained on another model" +
                    (ad.base_name.empty() ? std::string() : " (it names '" + ad.base_name + "')") +
                    "; pass that model as --base");
   if (!bad_shape.empty())
     fail_usage("adapter '" + ad.dir + "' does not fit the base model '" + base.dir() + "' (" +
-                   std::to_string(bad_shape.size()) + " shape mismatch(es)):" + list_lines(bad_shape),
+                   std::to_string(bad_shape.size()) + " shape mismatch(es)):" + error_list(bad_shape),
                "the adapter was trained on a model of another size; pass that model as --base");
 
   std::vector<std::pair<std::string, Tensor>> out;

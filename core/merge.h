@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/adapter.h"
 #include "core/checkpoint.h"
 #include "core/tensor.h"
 
@@ -35,34 +36,7 @@ namespace lora {
 // default max_shard_size="5GB" (10^9-byte gigabytes): GPT-2 XL in fp32 (6.2 GB) gets two shards.
 constexpr size_t kMergeShardBytes = 5000000000ull;
 
-// ---- an adapter directory as data ----
-
-// One adapted module. A and B are host f32 copies in PEFT's orientation.
-struct AdapterModule {
-  std::string module;  // as the keys name it after "base_model.model.": "transformer.h.0.attn.c_attn"
-  std::string key_a, key_b;  // the safetensors keys read (for messages)
-  Tensor a, b;         // A (r, in), B (out, r)
-  int r = 0;           // from adapter_config.json (r, rank_pattern); equals the tensors' rank
-  float alpha = 0;     // lora_alpha, or alpha_pattern's value for this module
-  float scale = 0;     // alpha / r, or alpha / sqrt(r) with use_rslora
-};
-
-struct AdapterFile {
-  std::string dir, config_path, weights_path;
-  nlohmann::json config;   // adapter_config.json as read
-  std::string base_name;   // base_model_name_or_path ("" when absent)
-  int r = 8;               // the config's default rank and alpha (PEFT's defaults when absent)
-  float alpha = 8;
-  bool rslora = false;
-  std::vector<AdapterModule> modules;  // in file order
-};
-
-// Reads adapter_config.json + adapter_model.safetensors in any PEFT layout we know: ours, PEFT's own,
-// older ones with an adapter name in the keys ("...lora_A.default.weight") or without
-// "base_model.model.". Refuses (lora::Error, exit 2) what a LoRA merge cannot honour: another
-// peft_type, DoRA, LoRA biases, modules_to_save, embedding LoRA, unpaired or unknown tensors (all
-// listed), and tensors whose rank disagrees with the config.
-AdapterFile adapter_file_read(const std::string& dir);
+// ---- adapter module names ----
 
 // The model family the adapter's module names belong to: "gpt2", "llama", "roberta", or "" if unknown.
 std::string adapter_family_guess(const AdapterFile& ad);
