@@ -20,43 +20,18 @@
 #include "core/fsutil.h"
 #include "core/model_config.h"
 #include "core/safetensors.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 using nlohmann::json;
 
 namespace {
 
-// A fresh directory under /tmp, removed with everything in it when the test binary exits.
-std::string temp_dir() {
-  struct Cleanup {
-    std::vector<std::string> dirs;
-    ~Cleanup() { for (const auto& d : dirs) { std::error_code ec; std::filesystem::remove_all(d, ec); } }
-  };
-  static Cleanup cleanup;
-  char tmpl[] = "/tmp/lora_test_ck_XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  cleanup.dirs.push_back(tmpl);
-  return tmpl;
-}
-
 void text_write(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// The lora::Error a call throws; fails the test when it does not throw.
-template <class F>
-Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL_CHECK("expected a lora::Error");
-  return Error(0, "");
-}
 
 ModelConfig tiny_gpt2() {
   json j = {{"model_type", "gpt2"}, {"n_layer", 2},     {"n_head", 2},       {"n_embd", 8},

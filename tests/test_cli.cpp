@@ -9,7 +9,7 @@
 
 #include "core/dataset.h"
 #include "core/tokenizer.h"
-#include "tests/cli_util.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 
@@ -27,15 +27,6 @@ fs::path recipe(const fs::path& dir, const std::string& extra = "", const std::s
   return dir / "recipe.yaml";
 }
 
-// Every user error: exit code 1 or 2, one "error:" line, a hint, and no crash or abort.
-void check_clean_error(const CliResult& r, int code, const std::string& needle) {
-  INFO(r.out);
-  CHECK(r.code == code);
-  CHECK(contains(r.out, "error: "));
-  CHECK(contains(r.out, needle));
-  CHECK(!contains(r.out, "terminate called"));
-  CHECK(!contains(r.out, "Segmentation"));
-}
 }  // namespace
 
 TEST_CASE("version and help") {

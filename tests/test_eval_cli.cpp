@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/metrics.h"
-#include "tests/cli_util.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -85,15 +85,6 @@ const Setup& setup() {
     return x;
   }();
   return s;
-}
-
-void check_clean_error(const CliResult& r, int code, const std::string& needle) {
-  INFO(r.out);
-  CHECK(r.code == code);
-  CHECK(contains(r.out, "error: "));
-  CHECK(contains(r.out, needle));
-  CHECK(!contains(r.out, "terminate called"));
-  CHECK(!contains(r.out, "Segmentation"));
 }
 
 }  // namespace

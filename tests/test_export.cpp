@@ -23,6 +23,7 @@
 #include "core/merge.h"
 #include "core/model.h"
 #include "core/safetensors.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 using nlohmann::json;
@@ -31,30 +32,6 @@ namespace fs = std::filesystem;
 namespace {
 const std::string kGolden = std::string(LORA_FIXTURES) + "/golden";
 
-std::string temp_dir() {
-  struct Cleanup {
-    std::vector<std::string> dirs;
-    ~Cleanup() { for (const auto& d : dirs) { std::error_code ec; fs::remove_all(d, ec); } }
-  };
-  static Cleanup cleanup;
-  char tmpl[] = "/tmp/lora_test_export_XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  cleanup.dirs.push_back(tmpl);
-  return tmpl;
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-template <class F>
-Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  FAIL_CHECK("expected a lora::Error");
-  return Error(0, "");
-}
 
 // ---- a minimal GGUF v3 reader, written from the format description only ----
 struct GgufTensor {
@@ -125,35 +102,6 @@ std::vector<double> delta(const float* b, const float* a, int64_t out, int64_t r
   return d;
 }
 
-struct GoldenBatch {
-  Tensor tokens, lengths;
-  int B = 0, T = 0;
-};
-GoldenBatch golden_batch() {
-  auto j = json_read_file(kGolden + "/batch.json");
-  GoldenBatch g;
-  g.B = int(j["input_ids"].size());
-  g.T = int(j["input_ids"][0].size());
-  g.tokens = tensor_host({g.B, g.T}, DType::i32);
-  g.lengths = tensor_host({g.B}, DType::i32);
-  for (int b = 0; b < g.B; ++b) {
-    g.lengths.i32()[b] = j["lengths"][b].get<int>();
-    for (int t = 0; t < g.T; ++t) g.tokens.i32()[b * g.T + t] = j["input_ids"][b][t].get<int>();
-  }
-  return g;
-}
-double logits_rel_error(const Tensor& ours, const Tensor& ref, const GoldenBatch& g) {
-  const int64_t V = ref.dim(2);
-  double max_diff = 0, max_ref = 0;
-  for (int b = 0; b < g.B; ++b)
-    for (int t = 0; t < g.lengths.i32()[b]; ++t)
-      for (int64_t v = 0; v < V; ++v) {
-        int64_t i = (int64_t(b) * g.T + t) * V + v;
-        max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
-        max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
-      }
-  return max_diff / max_ref;
-}
 Tensor reference(const std::string& name) {
   SafetensorsFile ref = SafetensorsFile::open(kGolden + "/reference.safetensors");
   return ref.to_f32(*ref.find(name));

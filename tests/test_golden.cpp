@@ -19,60 +19,13 @@
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "core/safetensors.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 namespace fs = std::filesystem;
 
 namespace {
 const std::string kDir = std::string(LORA_FIXTURES) + "/golden";
-
-struct GoldenBatch {
-  Tensor tokens, targets, lengths;
-  int B = 0, T = 0;
-};
-
-GoldenBatch golden_batch() {
-  auto j = json_read_file(kDir + "/batch.json");
-  GoldenBatch g;
-  g.B = int(j["input_ids"].size());
-  g.T = int(j["input_ids"][0].size());
-  g.tokens = tensor_host({g.B, g.T}, DType::i32);
-  g.targets = tensor_host({g.B, g.T}, DType::i32);
-  g.lengths = tensor_host({g.B}, DType::i32);
-  for (int b = 0; b < g.B; ++b) {
-    g.lengths.i32()[b] = j["lengths"][b].get<int>();
-    for (int t = 0; t < g.T; ++t) {
-      g.tokens.i32()[b * g.T + t] = j["input_ids"][b][t].get<int>();
-      // HF shifts inside the loss: the target of position t is labels[t + 1].
-      g.targets.i32()[b * g.T + t] = t + 1 < g.T ? j["labels"][b][t + 1].get<int>() : -100;
-    }
-  }
-  return g;
-}
-
-// Normwise relative error over the valid positions of (B,T,V) logits.
-double logits_rel_error(const Tensor& ours, const Tensor& ref, const GoldenBatch& g) {
-  const int64_t V = ref.dim(2);
-  double max_diff = 0, max_ref = 0;
-  for (int b = 0; b < g.B; ++b)
-    for (int t = 0; t < g.lengths.i32()[b]; ++t)
-      for (int64_t v = 0; v < V; ++v) {
-        int64_t i = (int64_t(b) * g.T + t) * V + v;
-        max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
-        max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
-      }
-  return max_diff / max_ref;
-}
-
-double rel_error(const Tensor& ours, const Tensor& ref) {
-  REQUIRE(ours.numel() == ref.numel());
-  double max_diff = 0, max_ref = 0;
-  for (int64_t i = 0; i < ref.numel(); ++i) {
-    max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
-    max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
-  }
-  return max_diff / std::max(max_ref, 1e-30);
-}
 
 struct Fixture {
   std::unique_ptr<Backend> be = backend_cpu_create();

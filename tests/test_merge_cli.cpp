@@ -13,24 +13,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fsutil.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 const std::string kGolden = std::string(LORA_FIXTURES) + "/golden";
-
-std::string temp_dir() {
-  struct Cleanup {
-    std::vector<std::string> dirs;
-    ~Cleanup() { for (const auto& d : dirs) { std::error_code ec; fs::remove_all(d, ec); } }
-  };
-  static Cleanup cleanup;
-  char tmpl[] = "/tmp/lora_test_merge_cli_XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  cleanup.dirs.push_back(tmpl);
-  return tmpl;
-}
 
 struct Run {
   int code = -1;
@@ -51,7 +40,6 @@ Run run_lora(const std::string& args) {
   return r;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 const std::string kBase = "--base " + kGolden + "/gpt2-tiny";
 const std::string kAdapter = "--adapter " + kGolden + "/adapter";

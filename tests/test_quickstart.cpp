@@ -6,7 +6,7 @@
 
 #include "core/adapter.h"
 #include "core/checkpoint.h"
-#include "tests/cli_util.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 

@@ -16,23 +16,11 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 
 namespace {
-
-// A fresh directory under /tmp, removed with everything in it when the test binary exits.
-std::string temp_dir() {
-  struct Cleanup {
-    std::vector<std::string> dirs;
-    ~Cleanup() { for (const auto& d : dirs) { std::error_code ec; std::filesystem::remove_all(d, ec); } }
-  };
-  static Cleanup cleanup;
-  char tmpl[] = "/tmp/lora_test_st_XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  cleanup.dirs.push_back(tmpl);
-  return tmpl;
-}
 
 void bytes_write(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -62,7 +50,6 @@ std::string open_error(const std::string& path) {
   return "";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 float pow2(int e) { return std::ldexp(1.0f, e); }
 

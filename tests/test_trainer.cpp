@@ -13,7 +13,7 @@
 #include "core/recipe.h"
 #include "core/safetensors.h"
 #include "core/trainer.h"
-#include "tests/cli_util.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 namespace fs = std::filesystem;

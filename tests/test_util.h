@@ -1,0 +1,146 @@
+// Helpers shared by the test executables: scratch directories, running the built `lora` binary,
+// catching lora::Error, normwise error measures, and the golden batch of tests/fixtures/golden.
+#pragma once
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "core/tensor.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+struct CliResult {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+// Runs `lora <args>` through the shell from the source directory, stdin closed.
+inline CliResult lora_run(const std::string& args, const std::string& env = "") {
+  const std::string log = std::filesystem::temp_directory_path() / ("lora-cli-" + std::to_string(::getpid()) + ".log");
+  std::string cmd = "cd " LORA_SOURCE_DIR " && " + env + " " LORA_BIN " " + args + " </dev/null >" + log + " 2>&1";
+  int status = std::system(cmd.c_str());
+  CliResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(log);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.out = ss.str();
+  std::filesystem::remove(log);
+  return r;
+}
+
+inline std::filesystem::path scratch_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("lora-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+inline void write_text(const std::filesystem::path& p, const std::string& text) {
+  std::filesystem::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+inline bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+// A fresh directory under /tmp, removed with everything in it when the test binary exits.
+inline std::string temp_dir() {
+  struct Cleanup {
+    std::vector<std::string> dirs;
+    ~Cleanup() {
+      for (const auto& d : dirs) {
+        std::error_code ec;
+        std::filesystem::remove_all(d, ec);
+      }
+    }
+  };
+  static Cleanup cleanup;
+  char tmpl[] = "/tmp/lora_test_XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  cleanup.dirs.push_back(tmpl);
+  return tmpl;
+}
+
+// The lora::Error that f throws (a failed check if it throws none).
+template <class F>
+lora::Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const lora::Error& e) {
+    return e;
+  }
+  FAIL_CHECK("expected a lora::Error");
+  return lora::Error(0, "");
+}
+
+// A user error as the command line shows it: the exit code, one "error:" line naming `needle`, and
+// never a crash or an abort.
+inline void check_clean_error(const CliResult& r, int code, const std::string& needle) {
+  INFO(r.out);
+  CHECK(r.code == code);
+  CHECK(contains(r.out, "error: "));
+  CHECK(contains(r.out, needle));
+  CHECK(!contains(r.out, "terminate called"));
+  CHECK(!contains(r.out, "Segmentation"));
+}
+
+// Normwise relative error: max |ours - ref| / max |ref|, so entries near zero do not dominate.
+inline double rel_error(const lora::Tensor& ours, const lora::Tensor& ref) {
+  REQUIRE(ours.numel() == ref.numel());
+  double max_diff = 0, max_ref = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
+    max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
+  }
+  return max_diff / std::max(max_ref, 1e-30);
+}
+
+// tests/fixtures/golden/batch.json: host i32 tokens (B,T), targets (B,T) shifted as HF's loss shifts
+// them (the target of position t is labels[t + 1]), lengths (B).
+struct GoldenBatch {
+  lora::Tensor tokens, targets, lengths;
+  int B = 0, T = 0;
+};
+
+inline GoldenBatch golden_batch() {
+  auto j = lora::json_read_file(std::string(LORA_FIXTURES) + "/golden/batch.json");
+  GoldenBatch g;
+  g.B = int(j["input_ids"].size());
+  g.T = int(j["input_ids"][0].size());
+  g.tokens = lora::tensor_host({g.B, g.T}, lora::DType::i32);
+  g.targets = lora::tensor_host({g.B, g.T}, lora::DType::i32);
+  g.lengths = lora::tensor_host({g.B}, lora::DType::i32);
+  for (int b = 0; b < g.B; ++b) {
+    g.lengths.i32()[b] = j["lengths"][b].get<int>();
+    for (int t = 0; t < g.T; ++t) {
+      g.tokens.i32()[b * g.T + t] = j["input_ids"][b][t].get<int>();
+      g.targets.i32()[b * g.T + t] = t + 1 < g.T ? j["labels"][b][t + 1].get<int>() : -100;
+    }
+  }
+  return g;
+}
+
+// Normwise relative error over the valid (unpadded) positions of (B,T,V) logits.
+inline double logits_rel_error(const lora::Tensor& ours, const lora::Tensor& ref, const GoldenBatch& g) {
+  const int64_t V = ref.dim(2);
+  double max_diff = 0, max_ref = 0;
+  for (int b = 0; b < g.B; ++b)
+    for (int t = 0; t < g.lengths.i32()[b]; ++t)
+      for (int64_t v = 0; v < V; ++v) {
+        int64_t i = (int64_t(b) * g.T + t) * V + v;
+        max_diff = std::max(max_diff, double(std::fabs(ours.f32()[i] - ref.f32()[i])));
+        max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
+      }
+  return max_diff / max_ref;
+}
