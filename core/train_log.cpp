@@ -77,7 +77,7 @@ void TrainLog::record(const nlohmann::json& j, const std::string& line) {
 }
 
 void TrainLog::message(const std::string& line) {
-  if (quiet_ || line.empty()) return;
+  if (line.empty()) return;  // log.progress: none silences the step lines only, not events
   clear_bar();
   std::fprintf(stderr, "%s\n", line.c_str());
 }

@@ -13,7 +13,8 @@ namespace lora {
 
 class TrainLog {
  public:
-  // mode: "auto", "bar", "plain" or "none". metrics_path: "" for no file (dry runs).
+  // mode: "auto", "bar", "plain" or "none" (no step lines; events such as evaluations still print).
+  // metrics_path: "" for no file (dry runs).
   TrainLog(const std::string& mode, const std::string& metrics_path, int64_t total_steps, bool append);
   ~TrainLog();
   // A training step's figures; `print` asks for a plain line (every log.every steps).

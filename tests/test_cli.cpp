@@ -9,6 +9,7 @@
 
 #include "core/dataset.h"
 #include "core/tokenizer.h"
+#include "core/train_state.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -199,5 +200,31 @@ TEST_CASE("a short run writes the PEFT adapter, metrics and the resolved recipe;
   for (const char* key : {"\"step\"", "\"loss\"", "\"lr\"", "\"tokens_per_s\"", "\"grad_norm\""}) CHECK(contains(line, key));
   auto again = lora_run("train " + recipe(d).string());
   check_clean_error(again, 2, "already holds a run");
+  fs::remove_all(d);
+}
+
+TEST_CASE("SIGTERM saves a checkpoint and exits 75; --resume continues from it") {
+  auto d = scratch_dir("cli-signal");
+  const std::string rec = recipe(d).string();
+  // A long run, stopped after a few seconds as a cluster scheduler would stop it.
+  const fs::path log = d / "signal.log";
+  const std::string cmd = "cd " LORA_SOURCE_DIR " && (" LORA_BIN " train " + rec +
+                          " --set train.max_steps=100000 --set train.schedule=constant </dev/null >" + log.string() +
+                          " 2>&1 & pid=$!; sleep 4; kill -TERM $pid; wait $pid; exit $?)";
+  int status = std::system(cmd.c_str());
+  CliResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(log);
+  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  INFO(r.out);
+  CHECK(r.code == 75);
+  CHECK(contains(r.out, "stopped by signal"));
+  CHECK(contains(r.out, "--resume"));
+  CHECK(!lora::train_state_latest((d / "run").string()).empty());
+  CliResult resumed = lora_run("train " + rec + " --set train.schedule=constant --resume " + (d / "run").string());
+  INFO(resumed.out);
+  CHECK(resumed.code == 0);
+  CHECK(contains(resumed.out, "resuming from"));
+  CHECK(fs::exists(d / "run" / "adapter_model.safetensors"));
   fs::remove_all(d);
 }
