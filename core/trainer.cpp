@@ -103,6 +103,13 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   const Recipe& r = recipe;
   const bool resume = !options.resume.empty();
   const std::string out_dir = r.output.dir;
+  // From here on a SIGINT/SIGTERM (a scheduler's preemption) lets the current step finish, saves a
+  // checkpoint and returns EXIT_CODE_INTERRUPTED.
+  g_stop_signal = 0;
+  if (!options.dry_run) {
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+  }
   Session s = session_open(r, /*need_train=*/true, options.dry_run);
   Model& model = *s.model;
 
@@ -208,9 +215,6 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   so.start = {prog.epoch, prog.cursor};
   BatchStream stream(s.train, so);
 
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  g_stop_signal = 0;
   auto save = [&]() {
     prog.loss_scale = scaler.scale;
     prog.good_steps = scaler.good_steps;
