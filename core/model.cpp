@@ -28,10 +28,9 @@ std::vector<int64_t> weight_shape(const Linear& lin) {
   return lin.w_in_out ? std::vector<int64_t>{lin.in, lin.out} : std::vector<int64_t>{lin.out, lin.in};
 }
 
-Linear* block_linear(Block& b, int i) {
-  Linear* all[4] = {&b.qkv, &b.attn_out, &b.fc, &b.fc_out};
-  return all[i];
-}
+// The dropout stream of linear `idx` (Block::slot) in block `layer`: GPT-2's four slots keep their keys
+// layer*4 + idx; the LLaMA-only slots (q, k, v, gate) get keys in a range of their own.
+int linear_key(int layer, int idx) { return idx < 4 ? layer * 4 + idx : (1 << 24) + layer * 4 + (idx - 4); }
 }  // namespace
 
 // Per-step activations. Each layer keeps what its backward pass reads.
@@ -46,6 +45,8 @@ struct Model::Acts {
   std::vector<Tensor> att;              // (N,C) attention output before the projection
   std::vector<Tensor> att_saved;        // backend-specific attention state
   std::vector<Tensor> fc_pre, fc_act;   // (N,F)
+  std::vector<Tensor> gate_pre;         // (N,F) SwiGLU gate projection (empty without SwiGLU)
+  // With separate q, k, v projections, qkv[l] holds q (N,NH*HS), k and v (N,NKV*HS) one after another.
   std::vector<std::vector<std::vector<Tensor>>> lora_u;  // [layer][linear][adapter] (N,r)
   Tensor lnf, lnf_mean, lnf_rstd;       // (N,C), (N), (N)
   // scratch
@@ -53,44 +54,78 @@ struct Model::Acts {
   Tensor dres, dln, datt, dlnf;         // (N,C)
   Tensor dqkv;                          // (N,3C)
   Tensor dfc;                           // (N,F)
+  Tensor dgate, dup;                    // (N,F) SwiGLU gradients (empty without SwiGLU)
+  Tensor dln2;                          // (N,C) second input gradient of a norm's output, summed into dln
   Tensor xd, dxd;                       // (N,max(C,F)) dropout input and its gradient
   Tensor tokens, targets, lengths;      // device copies of the batch
 };
 
 Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(new Acts) {
-  if (cfg.norm != NormKind::layernorm || cfg.pos != PosKind::learned || cfg.act == ActKind::swiglu ||
-      cfg.post_norm || !cfg.causal)
+  if (cfg.post_norm || !cfg.causal)
     fail_usage("model family '" + cfg.family + "' is not supported for training yet",
-               "this version trains GPT-2-family checkpoints (model_type gpt2)");
+               "this version trains decoder checkpoints (model_type gpt2, llama, mistral, qwen2)");
   if (cfg.n_head <= 0 || cfg.d_model % cfg.n_head != 0)
     fail_usage("n_embd " + std::to_string(cfg.d_model) + " is not divisible by n_head " +
                std::to_string(cfg.n_head));
-  const int64_t C = cfg.d_model, F = cfg.d_ff;
+  if (cfg.head_dim != 0 && cfg.head_dim * cfg.n_head != cfg.d_model)
+    fail_usage("head_dim " + std::to_string(cfg.head_dim) + " x " + std::to_string(cfg.n_head) +
+               " heads differs from the hidden size " + std::to_string(cfg.d_model) + ", which this version does not support");
+  const int NKV = cfg.n_kv_head > 0 ? cfg.n_kv_head : cfg.n_head;
+  if (cfg.n_head % NKV != 0)
+    fail_usage(std::to_string(cfg.n_head) + " heads are not a multiple of " + std::to_string(NKV) + " key/value heads");
+  const int64_t C = cfg.d_model, F = cfg.d_ff, CKV = int64_t(NKV) * (C / cfg.n_head);
+  // Tensor layout: GPT-2's (Conv1D weights, fused c_attn, "h.N.") or the LLaMA family's (nn.Linear,
+  // separate q/k/v projections, "layers.N."). The arithmetic below follows norm, pos and act.
+  const bool fused = cfg.conv1d_weights;
   DType dt = be.activation_dtype();
   wte_ = be.alloc({cfg.vocab_size, C}, dt);
-  wpe_ = be.alloc({cfg.max_positions, C}, dt);
+  if (cfg.pos == PosKind::learned) wpe_ = be.alloc({cfg.max_positions, C}, dt);
+  if (!cfg.tied_head) lm_head_ = be.alloc({cfg.vocab_size, C}, dt);
+  const bool norm_bias = cfg.norm == NormKind::layernorm;
   auto make_norm = [&](const std::string& name) {
     Norm n;
     n.hf_name = name;
     n.w = be.alloc({C}, dt);
-    n.b = be.alloc({C}, dt);
+    if (norm_bias) n.b = be.alloc({C}, dt);
     return n;
   };
-  lnf_ = make_norm("ln_f");
+  auto alloc_linear = [&](Linear& lin, bool bias) {
+    lin.w = be.alloc(weight_shape(lin), dt);
+    if (bias) lin.b = be.alloc({lin.out}, dt);
+  };
+  const bool io = cfg.conv1d_weights;
+  lnf_ = make_norm(fused ? "ln_f" : "norm");
   for (int l = 0; l < cfg.n_layer; ++l) {
-    std::string p = "h." + std::to_string(l) + ".";
-    bool io = cfg.conv1d_weights;
     Block b;
-    b.ln1 = make_norm(p + "ln_1");
-    b.ln2 = make_norm(p + "ln_2");
-    b.qkv = make_linear(p + "attn.c_attn", C, 3 * C, io);
-    b.attn_out = make_linear(p + "attn.c_proj", C, C, io);
-    b.fc = make_linear(p + "mlp.c_fc", C, F, io);
-    b.fc_out = make_linear(p + "mlp.c_proj", F, C, io);
-    for (int i = 0; i < 4; ++i) {
-      Linear* lin = block_linear(b, i);
-      lin->w = be.alloc(weight_shape(*lin), dt);
-      lin->b = be.alloc({lin->out}, dt);
+    if (fused) {
+      std::string p = "h." + std::to_string(l) + ".";
+      b.ln1 = make_norm(p + "ln_1");
+      b.ln2 = make_norm(p + "ln_2");
+      b.qkv = make_linear(p + "attn.c_attn", C, 3 * C, io);
+      b.attn_out = make_linear(p + "attn.c_proj", C, C, io);
+      b.fc = make_linear(p + "mlp.c_fc", C, F, io);
+      b.fc_out = make_linear(p + "mlp.c_proj", F, C, io);
+      for (int i = 0; i < 4; ++i) alloc_linear(*b.slot(i), true);
+    } else {
+      std::string p = "layers." + std::to_string(l) + ".";
+      b.ln1 = make_norm(p + "input_layernorm");
+      b.ln2 = make_norm(p + "post_attention_layernorm");
+      b.q = make_linear(p + "self_attn.q_proj", C, C, io);
+      b.k = make_linear(p + "self_attn.k_proj", C, CKV, io);
+      b.v = make_linear(p + "self_attn.v_proj", C, CKV, io);
+      b.attn_out = make_linear(p + "self_attn.o_proj", C, C, io);
+      if (cfg.act == ActKind::swiglu) {
+        b.gate = make_linear(p + "mlp.gate_proj", C, F, io);
+        b.fc = make_linear(p + "mlp.up_proj", C, F, io);
+        b.fc_out = make_linear(p + "mlp.down_proj", F, C, io);
+      } else {
+        b.fc = make_linear(p + "mlp.fc1", C, F, io);
+        b.fc_out = make_linear(p + "mlp.fc2", F, C, io);
+      }
+      for (Linear* lin : {&b.q, &b.k, &b.v}) alloc_linear(*lin, cfg.qkv_bias);
+      alloc_linear(b.attn_out, cfg.o_bias);
+      for (Linear* lin : {&b.gate, &b.fc, &b.fc_out})
+        if (!lin->hf_name.empty()) alloc_linear(*lin, cfg.mlp_bias);
     }
     blocks_.push_back(std::move(b));
   }
@@ -103,19 +138,20 @@ void Model::load_base(const Checkpoint& ck) {
     Tensor host = ck.get(name, dst.shape);
     be_.upload(dst, host);
   };
-  load(wte_, "wte.weight");
-  load(wpe_, "wpe.weight");
-  load(lnf_.w, "ln_f.weight");
-  load(lnf_.b, "ln_f.bias");
+  const bool fused = cfg_.conv1d_weights;
+  load(wte_, fused ? "wte.weight" : "embed_tokens.weight");
+  if (!wpe_.empty()) load(wpe_, "wpe.weight");
+  if (!lm_head_.empty()) load(lm_head_, "lm_head.weight");
+  load(lnf_.w, lnf_.hf_name + ".weight");
+  if (!lnf_.b.empty()) load(lnf_.b, lnf_.hf_name + ".bias");
   for (auto& b : blocks_) {
     for (Norm* n : {&b.ln1, &b.ln2}) {
       load(n->w, n->hf_name + ".weight");
-      load(n->b, n->hf_name + ".bias");
+      if (!n->b.empty()) load(n->b, n->hf_name + ".bias");
     }
-    for (int i = 0; i < 4; ++i) {
-      Linear* lin = block_linear(b, i);
+    for (Linear* lin : b.linears()) {
       load(lin->w, lin->hf_name + ".weight");
-      load(lin->b, lin->hf_name + ".bias");
+      if (!lin->b.empty()) load(lin->b, lin->hf_name + ".bias");
     }
   }
 }
@@ -131,25 +167,38 @@ void Model::init_random(uint64_t seed) {
   };
   auto ones = [&](Tensor& t) { be_.fill(t, 1.0f); };
   normal(wte_, 0.02f);
-  normal(wpe_, 0.01f);
+  if (!wpe_.empty()) normal(wpe_, 0.01f);
   ones(lnf_.w);
-  be_.fill(lnf_.b, 0);
+  if (!lnf_.b.empty()) be_.fill(lnf_.b, 0);
   float proj_std = 0.02f / std::sqrt(2.0f * cfg_.n_layer);
   for (auto& b : blocks_) {
     ones(b.ln1.w);
     ones(b.ln2.w);
-    be_.fill(b.ln1.b, 0);
-    be_.fill(b.ln2.b, 0);
-    for (int i = 0; i < 4; ++i) {
-      Linear* lin = block_linear(b, i);
-      normal(lin->w, (i == 1 || i == 3) ? proj_std : 0.02f);
-      be_.fill(lin->b, 0);
+    if (!b.ln1.b.empty()) be_.fill(b.ln1.b, 0);
+    if (!b.ln2.b.empty()) be_.fill(b.ln2.b, 0);
+    for (Linear* lin : b.linears()) {
+      normal(lin->w, (lin == &b.attn_out || lin == &b.fc_out) ? proj_std : 0.02f);
+      if (!lin->b.empty()) be_.fill(lin->b, 0);
     }
   }
+  if (!lm_head_.empty()) normal(lm_head_, 0.02f);
 }
 
 std::vector<TargetSlot> lora_target_slots(const std::string& target, const ModelConfig& cfg) {
   const int64_t C = cfg.d_model;
+  if (!cfg.conv1d_weights) {  // separate nn.Linear projections (the LLaMA family's layout)
+    if (target == "q" || target == "query" || target == "q_proj") return {{&Block::q, "q", 0, -1}};
+    if (target == "k" || target == "key" || target == "k_proj") return {{&Block::k, "k", 0, -1}};
+    if (target == "v" || target == "value" || target == "v_proj") return {{&Block::v, "v", 0, -1}};
+    if (target == "o" || target == "o_proj") return {{&Block::attn_out, "o", 0, -1}};
+    if (cfg.act == ActKind::swiglu) {
+      if (target == "gate" || target == "gate_proj") return {{&Block::gate, "gate", 0, -1}};
+      if (target == "up" || target == "up_proj") return {{&Block::fc, "up", 0, -1}};
+      if (target == "down" || target == "down_proj") return {{&Block::fc_out, "down", 0, -1}};
+    }
+    fail_usage("unknown LoRA target '" + target + "' for a " + cfg.family + " model",
+               "use roles q k v o gate up down, or module names q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+  }
   if (target == "q" || target == "query") return {{&Block::qkv, "q", 0, C}};
   if (target == "k" || target == "key") return {{&Block::qkv, "k", C, C}};
   if (target == "v" || target == "value") return {{&Block::qkv, "v", 2 * C, C}};
@@ -244,6 +293,7 @@ void Model::ensure_acts(int B, int T) {
       a.att.push_back(act(C));
       a.fc_pre.push_back(act(F));
       a.fc_act.push_back(act(F));
+      if (cfg_.act == ActKind::swiglu) a.gate_pre.push_back(act(F));
     }
     a.att_saved.resize(slots);
     a.lnf = act(C);
@@ -256,10 +306,15 @@ void Model::ensure_acts(int B, int T) {
     a.dlnf = act(C);
     a.dqkv = act(3 * C);
     a.dfc = act(F);
+    if (cfg_.act == ActKind::swiglu) {
+      a.dgate = act(F);
+      a.dup = act(F);
+    }
+    if (!cfg_.conv1d_weights || cfg_.act == ActKind::swiglu) a.dln2 = act(C);
     a.xd = act(std::max(C, F));
     a.dxd = act(std::max(C, F));
   }
-  a.lora_u.assign(L, std::vector<std::vector<Tensor>>(4));
+  a.lora_u.assign(L, std::vector<std::vector<Tensor>>(Block::kSlots));
 }
 
 namespace {
@@ -269,11 +324,12 @@ Tensor rows_of(const Tensor& t, int64_t n, int64_t cols) { return t.view({t.nume
 uint64_t dropout_seed(uint64_t key, int layer_key) { return rng_mix(key ^ rng_mix(uint64_t(layer_key) + 1)); }
 }  // namespace
 
-void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_key, uint64_t dropout_key,
+void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key,
                            bool train) {
   // y = x W (+ b) (+ LoRA).  x (N,in), y (N,out)
+  const int layer_key = linear_key(layer, idx);
   be_.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
-  be_.bias_add(mat(y), lin.b);
+  if (!lin.b.empty()) be_.bias_add(mat(y), lin.b);
   if (lin.adapters.empty()) return;
   const int64_t N = x.dim(0);
   Tensor xd = x;
@@ -281,7 +337,7 @@ void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_ke
     xd = rows_of(acts_->xd, N, lin.in);
     be_.dropout_forward(xd, x, lin.dropout, dropout_seed(dropout_key, layer_key), 0);
   }
-  auto& us = acts_->lora_u[layer_key / 4][layer_key % 4];
+  auto& us = acts_->lora_u[layer][idx];
   us.clear();
   for (auto& ad : lin.adapters) {
     Tensor u = be_.alloc({N, ad.r}, be_.activation_dtype());  // (N,r) = xd A^T
@@ -291,8 +347,9 @@ void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_ke
   }
 }
 
-void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer_key,
+void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
                             uint64_t dropout_key) {
+  const int layer_key = linear_key(layer, idx);
   // dx = dy W^T (overwrite); full mode: dW += x^T dy, db += colsum(dy); LoRA: dA, dB += and dx +=.
   be_.matmul(mat(dx), mat(dy), mat(lin.w), false, lin.w_in_out, 1.0f, 0.0f);
   if (!lin.dw.empty()) {
@@ -312,7 +369,7 @@ void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tens
     be_.dropout_forward(xd, x, lin.dropout, seed, 0);  // recomputed: the mask is a function of the seed
   }
   Tensor dxd = dropout ? rows_of(acts_->dxd, N, lin.in) : dx;
-  auto& us = acts_->lora_u[layer_key / 4][layer_key % 4];
+  auto& us = acts_->lora_u[layer][idx];
   for (size_t i = 0; i < lin.adapters.size(); ++i) {
     LoraAdapter& ad = lin.adapters[i];
     const Tensor& u = us[i];

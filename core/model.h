@@ -61,9 +61,32 @@ struct Norm {
   Tensor w, b, dw, db;
 };
 
+// One transformer block. GPT-2 uses ln1/ln2 (LayerNorm), the fused qkv (c_attn), attn_out, fc and
+// fc_out. The LLaMA family (RMSNorm, rotary, SwiGLU) uses ln1/ln2 (RMSNorm, no bias), separate q, k, v,
+// attn_out (o_proj), gate (gate_proj), fc (up_proj) and fc_out (down_proj); qkv stays empty. A linear
+// layer is in use when its hf_name is set (linears() lists those, in a fixed order).
 struct Block {
   Norm ln1, ln2;
   Linear qkv, attn_out, fc, fc_out;
+  Linear q, k, v, gate;
+  static constexpr int kSlots = 8;  // index i of slot(i): qkv, attn_out, fc, fc_out, q, k, v, gate
+  Linear* slot(int i) {
+    Linear* all[kSlots] = {&qkv, &attn_out, &fc, &fc_out, &q, &k, &v, &gate};
+    return all[i];
+  }
+  const Linear* slot(int i) const { return const_cast<Block*>(this)->slot(i); }
+  // The linear layers in use: GPT-2 qkv attn_out fc fc_out; LLaMA q k v attn_out gate fc fc_out.
+  std::vector<Linear*> linears() {
+    std::vector<Linear*> out;
+    for (Linear* l : {&qkv, &q, &k, &v, &attn_out, &gate, &fc, &fc_out})
+      if (!l->hf_name.empty()) out.push_back(l);
+    return out;
+  }
+  std::vector<const Linear*> linears() const {
+    std::vector<const Linear*> out;
+    for (Linear* l : const_cast<Block*>(this)->linears()) out.push_back(l);
+    return out;
+  }
 };
 
 // A trainable tensor as the optimizer sees it.
@@ -159,19 +182,25 @@ class Model {
   std::vector<Block>& blocks() { return blocks_; }
   Tensor& wte() { return wte_; }
   Tensor& wpe() { return wpe_; }
+  // The LM head's (V,C) weight: the token embedding when tied, else lm_head.weight.
+  Tensor& head() { return cfg_.tied_head ? wte_ : lm_head_; }
 
  private:
   struct Acts;
-  void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer_key, uint64_t dropout_key, bool train);
-  void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer_key,
+  // layer: block index; idx: the linear's Block::slot index.
+  void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key, bool train);
+  void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
                        uint64_t dropout_key);
+  void step_block_forward_llama(int l, int k, int B, int T, uint64_t dropout_key, bool train);
+  void step_block_backward_llama(int l, int k, int B, int T, uint64_t dropout_key);
   void ensure_acts(int B, int T);
 
   Backend& be_;
   ModelConfig cfg_;
   LoraSpec spec_;
   bool recompute_ = false;
-  Tensor wte_, wpe_, dwte_, dwpe_;  // (V,C), (P,C)
+  Tensor wte_, wpe_, dwte_, dwpe_;  // (V,C), (P,C); wpe_ empty with rotary positions
+  Tensor lm_head_, dlm_head_;       // (V,C) untied LM head (tied_head false); empty when tied
   Norm lnf_;
   std::vector<Block> blocks_;
   std::unique_ptr<Acts> acts_;
