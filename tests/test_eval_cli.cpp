@@ -46,7 +46,7 @@ struct Setup {
 const Setup& setup() {
   static Setup s = [] {
     Setup x;
-    x.dir = scratch_dir("eval-cli");
+    x.dir = temp_dir();  // removed when the test binary exits
     write_text(x.dir / "config.json",
                R"({"model_type": "gpt2", "vocab_size": 879, "n_positions": 96, "n_embd": 48, "n_layer": 2,
                    "n_head": 2, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
