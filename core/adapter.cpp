@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/safetensors.h"
@@ -20,12 +21,13 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-const char* kPrefix = "base_model.model.transformer.";
+// PEFT's key prefix: "base_model.model." + the family's checkpoint prefix ("transformer.", "model.").
+std::string peft_prefix(const Model& m) { return "base_model.model." + checkpoint_prefix(m.config().family); }
 
 std::vector<Linear*> model_linears(Model& m) {
   std::vector<Linear*> out;
   for (auto& b : m.blocks())
-    for (Linear* l : {&b.qkv, &b.attn_out, &b.fc, &b.fc_out}) out.push_back(l);
+    for (Linear* l : b.linears()) out.push_back(l);
   return out;
 }
 
@@ -45,7 +47,7 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
   json rank_pattern = json::object(), alpha_pattern = json::object();
   int layer = 0;
   for (auto& blk : model.blocks()) {
-    for (Linear* lin : {&blk.qkv, &blk.attn_out, &blk.fc, &blk.fc_out}) {
+    for (Linear* lin : blk.linears()) {
       if (lin->adapters.empty()) continue;
       int R = 0;
       for (auto& ad : lin->adapters) R += ad.r;
@@ -62,7 +64,7 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
           for (int j = 0; j < ad.r; ++j) b.f32()[(ad.col0 + i) * R + off + j] = k * hb.f32()[i * ad.r + j];
         off += ad.r;
       }
-      std::string key = kPrefix + lin->hf_name;
+      std::string key = peft_prefix(model) + lin->hf_name;
       tensors.push_back({key + ".lora_A.weight", a});
       tensors.push_back({key + ".lora_B.weight", b});
       std::string suffix = module_suffix(lin->hf_name);
@@ -96,7 +98,7 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
   };
   if (int(layers.size()) != model.config().n_layer) {
     cfg["layers_to_transform"] = std::vector<int>(layers.begin(), layers.end());
-    cfg["layers_pattern"] = "h";
+    cfg["layers_pattern"] = model.config().conv1d_weights ? "h" : "layers";
   }
   fs::create_directories(dir);
   safetensors_write((fs::path(dir) / "adapter_model.safetensors").string(), tensors,
@@ -247,8 +249,8 @@ void adapter_load(Model& model, const std::string& dir) {
   for (Linear* lin : model_linears(model)) by_name[lin->hf_name] = lin;
   std::vector<std::string> unknown, bad_shape;
   for (const AdapterModule& m : f.modules) {
-    // "transformer.h.0.attn.c_attn" or "h.0.attn.c_attn" -> our "h.0.attn.c_attn"
-    const std::string prefix = "transformer.";
+    // "transformer.h.0.attn.c_attn" or "h.0.attn.c_attn" -> our "h.0.attn.c_attn" (LLaMA: "model.layers...")
+    const std::string prefix = checkpoint_prefix(model.config().family);
     const std::string name = m.module.compare(0, prefix.size(), prefix) == 0 ? m.module.substr(prefix.size()) : m.module;
     auto it = by_name.find(name);
     if (it == by_name.end()) {
@@ -276,7 +278,7 @@ void adapter_load(Model& model, const std::string& dir) {
   auto dropout = f.config.find("lora_dropout");
   spec.dropout = dropout != f.config.end() && dropout->is_number() ? dropout->get<float>() : 0.0f;
   for (const AdapterModule& m : f.modules) {
-    const std::string prefix = "transformer.";
+    const std::string prefix = checkpoint_prefix(model.config().family);
     const std::string name = m.module.compare(0, prefix.size(), prefix) == 0 ? m.module.substr(prefix.size()) : m.module;
     Linear& lin = *by_name[name];
     LoraAdapter ad;

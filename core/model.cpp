@@ -407,9 +407,35 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
   a.targets = be_.alloc({N}, DType::i32);
   be_.upload(a.targets, targets);
 
+  if (cfg_.sliding_window > 0 && T > cfg_.sliding_window)
+    fail_usage("a batch has sequences of " + std::to_string(T) + " tokens, longer than the model's sliding window of " +
+                   std::to_string(cfg_.sliding_window) + ", which this version does not implement",
+               "lower data.max_length to at most " + std::to_string(cfg_.sliding_window));
   AttentionShape shape{B, T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
                        int(C / cfg_.n_head), true};
+  const int64_t CKV = int64_t(shape.NKV) * shape.HS;
   auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
+  // Separate q, k, v (N,C), (N,CKV), (N,CKV) packed one after another in a (cap,3C) buffer.
+  auto part = [&](const Tensor& t, int64_t off, int64_t cols) {
+    return t.view({t.numel()}).rows(off, N * cols).view({N, cols});
+  };
+  auto qpart = [&](const Tensor& t) { return part(t, 0, C); };
+  auto kpart = [&](const Tensor& t) { return part(t, N * C, CKV); };
+  auto vpart = [&](const Tensor& t) { return part(t, N * C + N * CKV, CKV); };
+  const bool rotary = cfg_.pos == PosKind::rotary, swiglu = cfg_.act == ActKind::swiglu;
+  auto norm_fwd = [&](Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Norm& n) {
+    if (cfg_.norm == NormKind::layernorm)
+      be_.layernorm_forward(out, mean, rstd, inp, n.w, n.b, cfg_.norm_eps);
+    else
+      be_.rmsnorm_forward(out, rstd, inp, n.w, cfg_.norm_eps);
+  };
+  auto norm_bwd = [&](Tensor& dinp, Norm& n, const Tensor& dout, const Tensor& inp, const Tensor& mean,
+                      const Tensor& rstd) {
+    if (cfg_.norm == NormKind::layernorm)
+      be_.layernorm_backward(dinp, n.dw, n.db, dout, inp, n.w, mean, rstd);
+    else
+      be_.rmsnorm_backward(dinp, n.dw, dout, inp, n.w, rstd);
+  };
 
   // ---- forward ----
   Tensor x0 = R(a.res[0], C).view({B, T, C});
@@ -420,27 +446,47 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
   auto block_forward = [&](int l) {
     Block& blk = blocks_[l];
     const int k = slot(l);
-    Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), qkv = R(a.qkv[k], 3 * C), att = R(a.att[k], C);
+    const bool fused = !blk.qkv.hf_name.empty();
+    Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
     Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
-    be_.layernorm_forward(ln1, m1, r1, res, blk.ln1.w, blk.ln1.b, cfg_.norm_eps);
-    linear_forward(blk.qkv, ln1, qkv, l * 4 + 0, dropout_key, train);
-    a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                           mat_cols(qkv, 2 * C, C), shape, a.lengths);
+    norm_fwd(ln1, m1, r1, res, blk.ln1);
+    if (fused) {
+      Tensor qkv = R(a.qkv[k], 3 * C);
+      linear_forward(blk.qkv, ln1, qkv, l, 0, dropout_key, train);
+      a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
+                                             mat_cols(qkv, 2 * C, C), shape, a.lengths);
+    } else {
+      Tensor q = qpart(a.qkv[k]), kk = kpart(a.qkv[k]), v = vpart(a.qkv[k]);
+      linear_forward(blk.q, ln1, q, l, 4, dropout_key, train);
+      linear_forward(blk.k, ln1, kk, l, 5, dropout_key, train);
+      linear_forward(blk.v, ln1, v, l, 6, dropout_key, train);
+      if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
+        be_.rope(mat(q), B, T, shape.NH, shape.HS, cfg_.rope_theta, false);
+        be_.rope(mat(kk), B, T, shape.NKV, shape.HS, cfg_.rope_theta, false);
+      }
+      a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), shape, a.lengths);
+    }
     Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
-    linear_forward(blk.attn_out, att, proj, l * 4 + 1, dropout_key, train);
+    linear_forward(blk.attn_out, att, proj, l, 1, dropout_key, train);
     be_.add(xm, res, proj, 1.0f);
     Tensor ln2 = R(a.ln2[k], C), m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
-    be_.layernorm_forward(ln2, m2, r2, xm, blk.ln2.w, blk.ln2.b, cfg_.norm_eps);
+    norm_fwd(ln2, m2, r2, xm, blk.ln2);
     Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F);
-    linear_forward(blk.fc, ln2, fc_pre, l * 4 + 2, dropout_key, train);
-    be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
-    linear_forward(blk.fc_out, fc_act, proj, l * 4 + 3, dropout_key, train);
+    linear_forward(blk.fc, ln2, fc_pre, l, 2, dropout_key, train);
+    if (swiglu) {
+      Tensor gate_pre = R(a.gate_pre[k], F);
+      linear_forward(blk.gate, ln2, gate_pre, l, 7, dropout_key, train);
+      be_.swiglu_forward(fc_act, gate_pre, fc_pre);
+    } else {
+      be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+    }
+    linear_forward(blk.fc_out, fc_act, proj, l, 3, dropout_key, train);
     Tensor res_next = R(a.res[l + 1], C);
     be_.add(res_next, xm, proj, 1.0f);
   };
   for (int l = 0; l < L; ++l) block_forward(l);
   Tensor lnf = R(a.lnf, C), mf = a.lnf_mean.rows(0, N), rf = a.lnf_rstd.rows(0, N);
-  be_.layernorm_forward(lnf, mf, rf, R(a.res[L], C), lnf_.w, lnf_.b, cfg_.norm_eps);
+  norm_fwd(lnf, mf, rf, R(a.res[L], C), lnf_);
 
   // ---- LM head and loss, a block of rows at a time: no (N,V) logits buffer ----
   LossStats stats;
@@ -449,11 +495,13 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
   Tensor logits = be_.alloc({chunk, V}, be_.activation_dtype());
   Tensor losses = be_.alloc({chunk}, DType::f32);
   Tensor argmax = be_.alloc({chunk}, DType::i32);
+  Tensor& head = this->head();
+  Tensor& dhead = cfg_.tied_head ? dwte_ : dlm_head_;
   for (int64_t r0 = 0; r0 < N; r0 += chunk) {
     const int64_t n = std::min(chunk, N - r0);
     Tensor lg = logits.rows(0, n), ls = losses.rows(0, n), am = argmax.rows(0, n);
     Tensor x = lnf.rows(r0, n);
-    be_.matmul(mat(lg), mat(x), mat(wte_), false, true, 1.0f, 0.0f);  // (n,V) = x wte^T
+    be_.matmul(mat(lg), mat(x), mat(head), false, true, 1.0f, 0.0f);  // (n,V) = x head^T
     be_.cross_entropy(mat(lg), ls, am, a.targets.rows(r0, n), label_smoothing, dscale);
     Tensor hl = be_.download(ls), ha = be_.download(am);
     const int32_t* tg = targets.i32() + r0;
@@ -464,8 +512,8 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
       stats.correct += ha.i32()[i] == tg[i];
     }
     if (backward) {
-      be_.matmul(mat(dlnf.rows(r0, n)), mat(lg), mat(wte_), false, false, 1.0f, 0.0f);  // (n,C)
-      if (!dwte_.empty()) be_.matmul(mat(dwte_), mat(lg), mat(x), true, false, 1.0f, 1.0f);
+      be_.matmul(mat(dlnf.rows(r0, n)), mat(lg), mat(head), false, false, 1.0f, 0.0f);  // (n,C)
+      if (!dhead.empty()) be_.matmul(mat(dhead), mat(lg), mat(x), true, false, 1.0f, 1.0f);
     }
   }
   if (!backward) return stats;
@@ -473,29 +521,52 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
   // ---- backward ----
   Tensor dres = R(a.dres, C), dln = R(a.dln, C), datt = R(a.datt, C);
   be_.fill(dres, 0);
-  be_.layernorm_backward(dres, lnf_.dw, lnf_.db, dlnf, R(a.res[L], C), lnf_.w, mf, rf);
+  norm_bwd(dres, lnf_, dlnf, R(a.res[L], C), mf, rf);
   for (int l = L - 1; l >= 0; --l) {
     if (recompute_) block_forward(l);  // rebuild block l's activations from its residual input
     Block& blk = blocks_[l];
     const int k = slot(l);
+    const bool fused = !blk.qkv.hf_name.empty();
     Tensor res = R(a.res[l], C), xm = R(a.x_mid[k], C), ln1 = R(a.ln1[k], C), ln2 = R(a.ln2[k], C);
-    Tensor qkv = R(a.qkv[k], 3 * C), att = R(a.att[k], C);
+    Tensor att = R(a.att[k], C);
     Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F), dfc = R(a.dfc, F);
-    Tensor dqkv = R(a.dqkv, 3 * C);
-    // MLP: res[l+1] = xm + fc_out(gelu(fc(ln2(xm))))
-    linear_backward(blk.fc_out, fc_act, dres, dfc, l * 4 + 3, dropout_key);
-    be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
-    linear_backward(blk.fc, ln2, dfc, dln, l * 4 + 2, dropout_key);
-    be_.layernorm_backward(dres, blk.ln2.dw, blk.ln2.db, dln, xm, blk.ln2.w, a.ln2_mean[k].rows(0, N),
-                           a.ln2_rstd[k].rows(0, N));
+    // MLP: res[l+1] = xm + fc_out(gelu(fc(ln2(xm)))) or xm + fc_out(silu(gate(ln2(xm))) * fc(ln2(xm)))
+    linear_backward(blk.fc_out, fc_act, dres, dfc, l, 3, dropout_key);
+    if (swiglu) {
+      Tensor dgate = R(a.dgate, F), dup = R(a.dup, F), dln2 = R(a.dln2, C);
+      be_.swiglu_backward(dgate, dup, dfc, R(a.gate_pre[k], F), fc_pre);
+      linear_backward(blk.fc, ln2, dup, dln, l, 2, dropout_key);
+      linear_backward(blk.gate, ln2, dgate, dln2, l, 7, dropout_key);
+      be_.add(dln, dln, dln2, 1.0f);
+    } else {
+      be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+      linear_backward(blk.fc, ln2, dfc, dln, l, 2, dropout_key);
+    }
+    norm_bwd(dres, blk.ln2, dln, xm, a.ln2_mean[k].rows(0, N), a.ln2_rstd[k].rows(0, N));
     // attention: xm = res + attn_out(attention(qkv(ln1(res))))
-    linear_backward(blk.attn_out, att, dres, datt, l * 4 + 1, dropout_key);
-    be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
-                           mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
-                           a.att_saved[k], shape, a.lengths);
-    linear_backward(blk.qkv, ln1, dqkv, dln, l * 4 + 0, dropout_key);
-    be_.layernorm_backward(dres, blk.ln1.dw, blk.ln1.db, dln, res, blk.ln1.w, a.ln1_mean[k].rows(0, N),
-                           a.ln1_rstd[k].rows(0, N));
+    linear_backward(blk.attn_out, att, dres, datt, l, 1, dropout_key);
+    if (fused) {
+      Tensor qkv = R(a.qkv[k], 3 * C), dqkv = R(a.dqkv, 3 * C);
+      be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
+                             mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
+                             a.att_saved[k], shape, a.lengths);
+      linear_backward(blk.qkv, ln1, dqkv, dln, l, 0, dropout_key);
+    } else {
+      Tensor q = qpart(a.qkv[k]), kk = kpart(a.qkv[k]), v = vpart(a.qkv[k]);
+      Tensor dq = qpart(a.dqkv), dk = kpart(a.dqkv), dv = vpart(a.dqkv), dln2 = R(a.dln2, C);
+      be_.attention_backward(mat(dq), mat(dk), mat(dv), mat(datt), mat(q), mat(kk), mat(v), mat(att),
+                             a.att_saved[k], shape, a.lengths);
+      if (rotary) {  // the gradient of a rotation is the inverse rotation of the gradient
+        be_.rope(mat(dq), B, T, shape.NH, shape.HS, cfg_.rope_theta, true);
+        be_.rope(mat(dk), B, T, shape.NKV, shape.HS, cfg_.rope_theta, true);
+      }
+      linear_backward(blk.q, ln1, dq, dln, l, 4, dropout_key);
+      linear_backward(blk.k, ln1, dk, dln2, l, 5, dropout_key);
+      be_.add(dln, dln, dln2, 1.0f);
+      linear_backward(blk.v, ln1, dv, dln2, l, 6, dropout_key);
+      be_.add(dln, dln, dln2, 1.0f);
+    }
+    norm_bwd(dres, blk.ln1, dln, res, a.ln1_mean[k].rows(0, N), a.ln1_rstd[k].rows(0, N));
   }
   if (!dwte_.empty() || !dwpe_.empty())
     be_.embedding_backward(dwte_, dwpe_, dres.view({B, T, C}), a.tokens);
@@ -510,7 +581,7 @@ Tensor Model::logits(const Tensor& tokens, const Tensor& lengths) {
   for (int64_t i = 0; i < N; ++i) targets.i32()[i] = -100;
   step(tokens, targets, lengths, 0.0f, 0.0f, 0, false);
   Tensor lg = be_.alloc({N, V}, be_.activation_dtype());
-  be_.matmul(mat(lg), mat(rows_of(acts_->lnf, N, C)), mat(wte_), false, true, 1.0f, 0.0f);
+  be_.matmul(mat(lg), mat(rows_of(acts_->lnf, N, C)), mat(head()), false, true, 1.0f, 0.0f);
   return be_.download(lg).view({B, T, V});
 }
 

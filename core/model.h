@@ -1,6 +1,8 @@
 // The transformer, written once against the op set (core/backend.h): embeddings, pre-norm blocks
-// (attention + MLP), final norm, tied LM head with a fused, row-chunked softmax cross-entropy; forward
-// and backward by hand (no autograd), LoRA adapters on any linear layer.
+// (attention + MLP), final norm, LM head (tied to the embedding or separate) with a fused, row-chunked
+// softmax cross-entropy; forward and backward by hand (no autograd), LoRA adapters on any linear layer.
+// GPT-2 (LayerNorm, learned positions, GELU, fused c_attn) and the LLaMA family (RMSNorm, rotary
+// positions, SwiGLU, separate q/k/v with grouped KV heads) follow from ModelConfig's fields.
 //
 // Linear layers keep the checkpoint's own orientation: GPT-2's Conv1D stores W as (in, out) and computes
 // y = x W; nn.Linear stores (out, in) and computes y = x W^T. A linear layer may carry several LoRA
@@ -30,7 +32,8 @@ struct LoraSpec {
   float alpha = 16;                  // scale = alpha / r (alpha / sqrt(r) with rslora)
   float dropout = 0;                 // on the adapter's input (PEFT's lora_dropout)
   bool rslora = false;               // rank-stabilised scaling (Kalajdzievski 2023)
-  std::vector<std::string> targets;  // roles (q k v o up down) or HF module names (c_attn c_proj c_fc)
+  std::vector<std::string> targets;  // roles (q k v o up down; gate with SwiGLU) or HF module names
+                                     // (GPT-2: c_attn c_proj c_fc; LLaMA: q_proj ... down_proj)
   std::vector<int> layers;           // empty: every layer
   uint64_t init_seed = 0;            // A's Kaiming-uniform initialisation
 };
@@ -191,8 +194,6 @@ class Model {
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key, bool train);
   void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
                        uint64_t dropout_key);
-  void step_block_forward_llama(int l, int k, int B, int T, uint64_t dropout_key, bool train);
-  void step_block_backward_llama(int l, int k, int B, int T, uint64_t dropout_key);
   void ensure_acts(int B, int T);
 
   Backend& be_;

@@ -9,6 +9,7 @@
 // row table (so kv_cache_select only rewrites that table on the host). Prefill is one call with the padded prompts
 // (T = longest prompt), decoding one call per generated token (T = 1).
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "core/error.h"
@@ -21,13 +22,35 @@ namespace {
 // y = x W (+ b) (+ LoRA), the eval-mode linear_forward of model.cpp.  x (N,in), y (N,out)
 void decode_linear(Backend& be, const Linear& lin, const Tensor& x, Tensor& y) {
   be.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
-  be.bias_add(mat(y), lin.b);
+  if (!lin.b.empty()) be.bias_add(mat(y), lin.b);
   const int64_t N = x.dim(0);
   for (const auto& ad : lin.adapters) {
     Tensor u = be.alloc({N, ad.r}, be.activation_dtype());  // (N,r) = x A^T
     be.matmul(mat(u), mat(x), mat(ad.a_val), false, true, 1.0f, 0.0f);
     be.matmul(mat_cols(y, ad.col0, ad.ncols), mat(u), mat(ad.b_val), false, true, ad.scale, 1.0f);
   }
+}
+
+// Rotary embedding of x (N, nheads*HS) at per-row absolute positions pos[n], the formula of the op set's
+// rope (core/ops_ref.h: angle pos * theta^(-2i/HS) in double, "rotate_half" pairs). The op numbers
+// positions 0..T-1 within each sequence; decoding needs each row's own offset, so this rotates a host
+// copy (a few rows per step) and uploads it back.
+void rope_at(Backend& be, Tensor& x, const std::vector<int32_t>& pos, int nheads, int HS, double theta) {
+  Tensor h = be.download(x);
+  const int64_t N = x.dim(0), ld = x.dim(1);
+  const int half = HS / 2;
+  for (int64_t n = 0; n < N; ++n)
+    for (int i = 0; i < half; ++i) {
+      const double angle = double(pos[n]) * std::pow(theta, -2.0 * i / HS);
+      const double c = std::cos(angle), s = std::sin(angle);
+      for (int hd = 0; hd < nheads; ++hd) {
+        float* xh = h.f32() + n * ld + int64_t(hd) * HS;
+        const double x1 = xh[i], x2 = xh[i + half];
+        xh[i] = float(x1 * c - x2 * s);
+        xh[i + half] = float(x2 * c + x1 * s);
+      }
+    }
+  be.upload(x, h);
 }
 
 Tensor i32_host(const std::vector<int32_t>& v) {
@@ -112,6 +135,11 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
         fail_usage("token id " + std::to_string(id) + " of sequence " + std::to_string(r) +
                        " is outside the model's vocabulary [0, " + std::to_string(V) + ")",
                    "check that the tokenizer matches the model");
+      if (cfg_.sliding_window > 0 && p >= cfg_.sliding_window)
+        fail_usage("sequence " + std::to_string(r) + " reaches position " + std::to_string(p) +
+                       ", past the model's sliding window of " + std::to_string(cfg_.sliding_window) +
+                       ", which this version does not implement",
+                   "shorten the prompt or lower max_new_tokens");
       if (p >= cfg_.max_positions)
         fail_usage("sequence " + std::to_string(r) + " reaches position " + std::to_string(p) + " but the model has " +
                        std::to_string(cfg_.max_positions) + " positions",
@@ -125,17 +153,21 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
   auto stat = [&]() { return be_.alloc({N}, DType::f32); };
   Tensor x = act(C), pe = act(C), ln = act(C), att = act(C), proj = act(C), xm = act(C);  // (N,C)
   Tensor qkv = act(3 * C);                                                                // (N,3C)
+  Tensor q = act(C), k = act(CKV), v = act(CKV);             // separate projections (N,C), (N,CKV)
   Tensor fc_pre = act(F), fc_act = act(F);                                                // (N,F)
+  Tensor gate_pre = cfg_.act == ActKind::swiglu ? act(F) : Tensor();                      // (N,F)
   Tensor mean = stat(), rstd = stat();                                                    // (N)
   Tensor ids_dev = be_.alloc({1, N}, DType::i32), pos_dev = be_.alloc({1, N}, DType::i32);
   be_.upload(ids_dev, i32_host(ids));
   be_.upload(pos_dev, i32_host(pos));
 
-  // x = wte[ids] + wpe[pos]: two lookups, since positions differ per row.
+  // x = wte[ids] + wpe[pos]: two lookups, since positions differ per row (rotary: wte[ids] only).
   Tensor x3 = x.view({1, N, C}), pe3 = pe.view({1, N, C});
   be_.embedding_forward(x3, ids_dev, wte_, Tensor());
-  be_.embedding_forward(pe3, pos_dev, wpe_, Tensor());
-  be_.add(x, x, pe, 1.0f);
+  if (!wpe_.empty()) {
+    be_.embedding_forward(pe3, pos_dev, wpe_, Tensor());
+    be_.add(x, x, pe, 1.0f);
+  }
 
   if (c.dirty) {
     c.start_dev = be_.alloc({R}, DType::i32);
@@ -150,21 +182,44 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
 
   AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true};
   const GeluKind gelu = cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh;
+  auto norm = [&](Tensor& out, const Tensor& inp, const Norm& n) {
+    if (cfg_.norm == NormKind::layernorm)
+      be_.layernorm_forward(out, mean, rstd, inp, n.w, n.b, cfg_.norm_eps);
+    else
+      be_.rmsnorm_forward(out, rstd, inp, n.w, cfg_.norm_eps);
+  };
   for (int l = 0; l < cfg_.n_layer; ++l) {
     Block& blk = blocks_[l];
-    be_.layernorm_forward(ln, mean, rstd, x, blk.ln1.w, blk.ln1.b, cfg_.norm_eps);
-    decode_linear(be_, blk.qkv, ln, qkv);
-    be_.attention_decode(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, CKV), mat_cols(qkv, C + CKV, CKV), c.k[l],
-                         c.v[l], c.start_dev, c.slot_rows_dev, c.used, shape);
+    norm(ln, x, blk.ln1);
+    if (!blk.qkv.hf_name.empty()) {
+      decode_linear(be_, blk.qkv, ln, qkv);
+      be_.attention_decode(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, CKV), mat_cols(qkv, C + CKV, CKV), c.k[l],
+                           c.v[l], c.start_dev, c.slot_rows_dev, c.used, shape);
+    } else {
+      decode_linear(be_, blk.q, ln, q);
+      decode_linear(be_, blk.k, ln, k);
+      decode_linear(be_, blk.v, ln, v);
+      if (cfg_.pos == PosKind::rotary) {  // each row at its own absolute position
+        rope_at(be_, q, pos, shape.NH, shape.HS, cfg_.rope_theta);
+        rope_at(be_, k, pos, shape.NKV, shape.HS, cfg_.rope_theta);
+      }
+      be_.attention_decode(mat(att), mat(q), mat(k), mat(v), c.k[l], c.v[l], c.start_dev, c.slot_rows_dev, c.used,
+                           shape);
+    }
     decode_linear(be_, blk.attn_out, att, proj);
     be_.add(xm, x, proj, 1.0f);
-    be_.layernorm_forward(ln, mean, rstd, xm, blk.ln2.w, blk.ln2.b, cfg_.norm_eps);
+    norm(ln, xm, blk.ln2);
     decode_linear(be_, blk.fc, ln, fc_pre);
-    be_.gelu_forward(fc_act, fc_pre, gelu);
+    if (cfg_.act == ActKind::swiglu) {
+      decode_linear(be_, blk.gate, ln, gate_pre);
+      be_.swiglu_forward(fc_act, gate_pre, fc_pre);
+    } else {
+      be_.gelu_forward(fc_act, fc_pre, gelu);
+    }
     decode_linear(be_, blk.fc_out, fc_act, proj);
     be_.add(x, xm, proj, 1.0f);
   }
-  be_.layernorm_forward(ln, mean, rstd, x, lnf_.w, lnf_.b, cfg_.norm_eps);
+  norm(ln, x, lnf_);
   c.used += T;
   if (!c.slot_rows.empty()) {  // the new slots hold row r in physical row r
     for (int t = 0; t < T; ++t)
@@ -178,7 +233,7 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
   last.rows = R;
   last.ld = int64_t(T) * C;
   Tensor logits = be_.alloc({R, V}, dt);  // (R,V)
-  be_.matmul(mat(logits), last, mat(wte_), false, true, 1.0f, 0.0f);
+  be_.matmul(mat(logits), last, mat(head()), false, true, 1.0f, 0.0f);
   return be_.download(logits);
 }
 

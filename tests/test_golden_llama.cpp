@@ -1,0 +1,224 @@
+// Golden tests for the LLaMA family: our CPU model against transformers + PEFT on the tiny random
+// LlamaForCausalLM and PEFT adapter in tests/fixtures/golden-llama (made by scripts/make_golden_llama.py;
+// RMSNorm, rotary positions, SwiGLU, 4 query / 2 key-value heads, untied LM head). The batch is the
+// GPT-2 golden batch (tests/fixtures/golden/batch.json). Tolerances as test_golden.cpp: logits and loss
+// 1e-5 normwise relative, LoRA gradients 1e-4.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "core/adapter.h"
+#include "core/checkpoint.h"
+#include "core/fsutil.h"
+#include "core/model.h"
+#include "core/optimizer.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+using namespace lora;
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kDir = std::string(LORA_FIXTURES) + "/golden-llama";
+
+struct Fixture {
+  std::unique_ptr<Backend> be = backend_cpu_create();
+  Checkpoint ck = Checkpoint::open(kDir + "/llama-tiny");
+  Model model{*be, ck.config()};
+  SafetensorsFile ref = SafetensorsFile::open(kDir + "/reference.safetensors");
+  GoldenBatch g = golden_batch();
+  Fixture() { model.load_base(ck); }
+  Tensor ref_tensor(const std::string& name) {
+    const SafetensorsEntry* e = ref.find(name);
+    REQUIRE_MESSAGE(e != nullptr, name);
+    return ref.to_f32(*e);
+  }
+  LossStats loss(float dscale) { return model.step(g.tokens, g.targets, g.lengths, dscale, 0, 0, true); }
+};
+
+// Our LoRA gradients under PEFT's saved names.
+std::map<std::string, Tensor*> peft_named_grads(Model& m) {
+  std::map<std::string, Tensor*> out;
+  for (auto& blk : m.blocks())
+    for (Linear* lin : blk.linears())
+      for (auto& ad : lin->adapters) {
+        std::string key = "base_model.model.model." + lin->hf_name;
+        out[key + ".lora_A.weight"] = &ad.da;
+        out[key + ".lora_B.weight"] = &ad.db;
+      }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("golden llama: the config maps to RMSNorm, rotary, SwiGLU, grouped KV heads, untied head") {
+  Fixture f;
+  const ModelConfig& c = f.ck.config();
+  CHECK(c.family == "llama");
+  CHECK(c.norm == NormKind::rmsnorm);
+  CHECK(c.pos == PosKind::rotary);
+  CHECK(c.act == ActKind::swiglu);
+  CHECK(c.n_kv_head == 2);
+  CHECK(!c.tied_head);
+  CHECK(f.model.wpe().empty());
+}
+
+TEST_CASE("golden llama: base model logits equal transformers'") {
+  Fixture f;
+  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
+  double err = logits_rel_error(ours, f.ref_tensor("base_logits"), f.g);
+  MESSAGE("llama base logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+}
+
+TEST_CASE("golden llama: PEFT adapter logits and loss") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
+  double err = logits_rel_error(ours, f.ref_tensor("logits"), f.g);
+  MESSAGE("llama adapter logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+  LossStats s = f.loss(0);
+  double loss = s.loss_sum / double(s.tokens), ref = f.ref_tensor("loss").f32()[0];
+  MESSAGE("llama loss " << loss << " vs PEFT " << ref << ", relative error " << std::fabs(loss - ref) / ref);
+  CHECK(s.tokens == 15);
+  CHECK(std::fabs(loss - ref) / ref < 1e-5);
+}
+
+TEST_CASE("golden llama: every LoRA gradient equals PEFT's") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  f.model.zero_grads();
+  LossStats s = f.loss(0);
+  f.model.zero_grads();
+  f.loss(1.0f / float(s.tokens));
+  auto grads = f.model.trainable().size();
+  auto named = peft_named_grads(f.model);
+  CHECK(grads == 28);
+  CHECK(named.size() == 28);
+  double worst = 0;
+  for (auto& [name, grad] : named) {
+    double err = rel_error(*grad, f.ref_tensor("grad/" + name));
+    worst = std::max(worst, err);
+    INFO(name << " normwise relative error " << err);
+    CHECK(err < 1e-4);
+  }
+  MESSAGE("llama worst LoRA gradient normwise relative error " << worst);
+}
+
+TEST_CASE("golden llama: activation recomputation gives the same loss and gradients") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  f.model.zero_grads();
+  LossStats plain = f.loss(1.0f / 15.0f);
+  std::vector<Tensor> g_plain;
+  for (auto& p : f.model.trainable()) g_plain.push_back(f.be->download(*p.grad));
+  f.model.set_recompute(true);
+  f.model.zero_grads();
+  LossStats re = f.loss(1.0f / 15.0f);
+  CHECK(re.loss_sum == plain.loss_sum);
+  size_t i = 0;
+  for (auto& p : f.model.trainable()) CHECK(rel_error(f.be->download(*p.grad), g_plain[i++]) == 0.0);
+}
+
+TEST_CASE("golden llama: lora_init on roles and HF names; adapter_save -> adapter_load round trip") {
+  Fixture f;
+  LoraSpec spec;
+  spec.r = 2;
+  spec.alpha = 6;
+  spec.targets = {"q", "k_proj", "v", "o", "gate", "up_proj", "down"};
+  spec.init_seed = 7;
+  f.model.lora_init(spec);
+  CHECK(f.model.trainable().size() == 2 * 7 * 2);
+  int k = 0;
+  for (auto& p : f.model.trainable()) {
+    Tensor h = f.be->download(*p.master);
+    for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] += 0.05f * std::sin(0.37f * float(++k));
+    f.be->upload(*p.master, h);
+  }
+  f.model.sync_values();
+  Tensor before = f.model.logits(f.g.tokens, f.g.lengths);
+  CHECK(rel_error(before, f.ref_tensor("base_logits")) > 1e-3);  // the adapters do change the output
+  const std::string dir = temp_dir() + "/adapter";
+  adapter_save(f.model, dir, "llama-tiny");
+  auto cfg = json_read_file(dir + "/adapter_config.json");
+  CHECK(cfg["fan_in_fan_out"] == false);
+  CHECK(cfg["target_modules"].size() == 7);
+  SafetensorsFile st = SafetensorsFile::open(dir + "/adapter_model.safetensors");
+  CHECK(st.find("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight") != nullptr);
+  CHECK(st.find("base_model.model.model.layers.0.mlp.gate_proj.lora_B.weight") != nullptr);
+  Model fresh(*f.be, f.ck.config());
+  fresh.load_base(f.ck);
+  adapter_load(fresh, dir);
+  double err = rel_error(fresh.logits(f.g.tokens, f.g.lengths), before);
+  MESSAGE("llama round-trip logits normwise relative error " << err);
+  CHECK(err < 1e-6);
+}
+
+TEST_CASE("golden llama: decode_step logits equal the full forward pass (rope at absolute positions)") {
+  Fixture f;
+  adapter_load(f.model, kDir + "/adapter");
+  // Row 0: the first 12 tokens of example 0; row 1: example 1's 9 tokens, left-padded by 3 slots.
+  const int T = f.g.T;
+  Tensor full = f.model.logits(f.g.tokens, f.g.lengths);  // (2,T,V)
+  const int64_t V = full.dim(2);
+  KvCache cache = f.model.kv_cache_create({0, 3}, T + 2);
+  // Prefill 5 slots, then one slot at a time.
+  auto feed = [&](int s0, int n) {
+    Tensor tok = tensor_host({2, n}, DType::i32);
+    for (int t = 0; t < n; ++t) {
+      const int s = s0 + t;
+      tok.i32()[t] = f.g.tokens.i32()[s];
+      tok.i32()[n + t] = s >= 3 ? f.g.tokens.i32()[T + s - 3] : 0;
+    }
+    return f.model.decode_step(cache, tok);
+  };
+  double worst = 0;
+  auto compare = [&](const Tensor& lg, int s) {
+    for (int r = 0; r < 2; ++r) {
+      const int t = r == 0 ? s : s - 3;
+      if (t < 0) continue;
+      double md = 0, mr = 0;
+      for (int64_t v = 0; v < V; ++v) {
+        const float ref = full.f32()[(int64_t(r) * T + t) * V + v];
+        md = std::max(md, double(std::fabs(lg.f32()[r * V + v] - ref)));
+        mr = std::max(mr, double(std::fabs(ref)));
+      }
+      worst = std::max(worst, md / mr);
+    }
+  };
+  compare(feed(0, 5), 4);
+  for (int s = 5; s < T; ++s) compare(feed(s, 1), s);
+  MESSAGE("llama decode vs full forward worst normwise relative error " << worst);
+  CHECK(worst < 1e-5);
+}
+
+TEST_CASE("golden llama: AdamW steps lower the loss, with LoRA dropout and in a full fine-tune") {
+  for (bool full : {false, true}) {
+    Fixture f;
+    LoraSpec spec;
+    spec.full = full;
+    spec.r = 4;
+    spec.alpha = 8;
+    spec.dropout = full ? 0.0f : 0.1f;
+    spec.targets = {"q", "k", "v", "o", "gate", "up", "down"};
+    spec.init_seed = 11;
+    f.model.lora_init(spec);
+    AdamWConfig c;
+    AdamW opt(*f.be, f.model.trainable(), c);
+    double first = 0, last = 0;
+    for (int i = 0; i < 8; ++i) {
+      f.model.zero_grads();
+      LossStats s = f.model.step(f.g.tokens, f.g.targets, f.g.lengths, 1.0f / 15.0f, 0, 1000 + i, true);
+      REQUIRE(std::isfinite(s.loss_sum));
+      (i == 0 ? first : last) = s.loss_sum / double(s.tokens);
+      opt.step(1e-2f, 1.0f);
+      f.model.sync_values();
+    }
+    MESSAGE((full ? "full" : "lora") << " fine-tune loss " << first << " -> " << last);
+    CHECK(last < first);
+  }
+}
