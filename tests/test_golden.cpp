@@ -27,35 +27,9 @@ namespace fs = std::filesystem;
 namespace {
 const std::string kDir = std::string(LORA_FIXTURES) + "/golden";
 
-struct Fixture {
-  std::unique_ptr<Backend> be = backend_cpu_create();
-  Checkpoint ck = Checkpoint::open(kDir + "/gpt2-tiny");
-  Model model{*be, ck.config()};
-  SafetensorsFile ref = SafetensorsFile::open(kDir + "/reference.safetensors");
-  GoldenBatch g = golden_batch();
-  Fixture() { model.load_base(ck); }
-  Tensor ref_tensor(const std::string& name) {
-    const SafetensorsEntry* e = ref.find(name);
-    REQUIRE_MESSAGE(e != nullptr, name);
-    return ref.to_f32(*e);
-  }
-  LossStats loss(float dscale, float ls = 0) {
-    return model.step(g.tokens, g.targets, g.lengths, dscale, ls, 0, true);
-  }
+struct Fixture : GoldenModel {
+  Fixture() : GoldenModel(kDir, "gpt2-tiny") {}
 };
-
-// Our trainable tensors under PEFT's saved names.
-std::map<std::string, Tensor*> peft_named_grads(Model& m) {
-  std::map<std::string, Tensor*> out;
-  for (auto& blk : m.blocks())
-    for (Linear* lin : {&blk.qkv, &blk.attn_out, &blk.fc, &blk.fc_out})
-      for (auto& ad : lin->adapters) {
-        std::string key = "base_model.model.transformer." + lin->hf_name;
-        out[key + ".lora_A.weight"] = &ad.da;
-        out[key + ".lora_B.weight"] = &ad.db;
-      }
-  return out;
-}
 }  // namespace
 
 TEST_CASE("golden: base model logits equal transformers'") {
@@ -97,7 +71,7 @@ TEST_CASE("golden: every LoRA gradient equals PEFT's") {
   LossStats s = f.loss(0);
   f.model.zero_grads();
   f.loss(1.0f / float(s.tokens));
-  auto grads = peft_named_grads(f.model);
+  auto grads = peft_named_grads(f.model, "base_model.model.transformer.");
   CHECK(grads.size() == 16);
   for (auto& [name, grad] : grads) {
     double err = rel_error(*grad, f.ref_tensor("grad/" + name));

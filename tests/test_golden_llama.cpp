@@ -25,33 +25,9 @@ namespace fs = std::filesystem;
 namespace {
 const std::string kDir = std::string(LORA_FIXTURES) + "/golden-llama";
 
-struct Fixture {
-  std::unique_ptr<Backend> be = backend_cpu_create();
-  Checkpoint ck = Checkpoint::open(kDir + "/llama-tiny");
-  Model model{*be, ck.config()};
-  SafetensorsFile ref = SafetensorsFile::open(kDir + "/reference.safetensors");
-  GoldenBatch g = golden_batch();
-  Fixture() { model.load_base(ck); }
-  Tensor ref_tensor(const std::string& name) {
-    const SafetensorsEntry* e = ref.find(name);
-    REQUIRE_MESSAGE(e != nullptr, name);
-    return ref.to_f32(*e);
-  }
-  LossStats loss(float dscale) { return model.step(g.tokens, g.targets, g.lengths, dscale, 0, 0, true); }
+struct Fixture : GoldenModel {
+  Fixture() : GoldenModel(kDir, "llama-tiny") {}
 };
-
-// Our LoRA gradients under PEFT's saved names.
-std::map<std::string, Tensor*> peft_named_grads(Model& m) {
-  std::map<std::string, Tensor*> out;
-  for (auto& blk : m.blocks())
-    for (Linear* lin : blk.linears())
-      for (auto& ad : lin->adapters) {
-        std::string key = "base_model.model.model." + lin->hf_name;
-        out[key + ".lora_A.weight"] = &ad.da;
-        out[key + ".lora_B.weight"] = &ad.db;
-      }
-  return out;
-}
 }  // namespace
 
 TEST_CASE("golden llama: the config maps to RMSNorm, rotary, SwiGLU, grouped KV heads, untied head") {
@@ -96,7 +72,7 @@ TEST_CASE("golden llama: every LoRA gradient equals PEFT's") {
   f.model.zero_grads();
   f.loss(1.0f / float(s.tokens));
   auto grads = f.model.trainable().size();
-  auto named = peft_named_grads(f.model);
+  auto named = peft_named_grads(f.model, "base_model.model.model.");
   CHECK(grads == 28);
   CHECK(named.size() == 28);
   double worst = 0;

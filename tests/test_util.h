@@ -7,10 +7,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/model.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 #include <cstdio>
@@ -143,4 +148,41 @@ inline double logits_rel_error(const lora::Tensor& ours, const lora::Tensor& ref
         max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
       }
   return max_diff / max_ref;
+}
+
+// A golden fixture folder (tests/fixtures/golden*): the tiny base model on the CPU backend, the
+// reference tensors made by transformers + PEFT, and the golden batch.
+struct GoldenModel {
+  std::unique_ptr<lora::Backend> be = lora::backend_cpu_create();
+  lora::Checkpoint ck;
+  lora::Model model;
+  lora::SafetensorsFile ref;
+  GoldenBatch g = golden_batch();
+  GoldenModel(const std::string& dir, const std::string& model_subdir)
+      : ck(lora::Checkpoint::open(dir + "/" + model_subdir)),
+        model(*be, ck.config()),
+        ref(lora::SafetensorsFile::open(dir + "/reference.safetensors")) {
+    model.load_base(ck);
+  }
+  lora::Tensor ref_tensor(const std::string& name) {
+    const lora::SafetensorsEntry* e = ref.find(name);
+    REQUIRE_MESSAGE(e != nullptr, name);
+    return ref.to_f32(*e);
+  }
+  lora::LossStats loss(float dscale, float label_smoothing = 0) {
+    return model.step(g.tokens, g.targets, g.lengths, dscale, label_smoothing, 0, true);
+  }
+};
+
+// The model's LoRA gradients under PEFT's saved tensor names; prefix: "base_model.model.transformer."
+// for GPT-2, "base_model.model.model." for the LLaMA family.
+inline std::map<std::string, lora::Tensor*> peft_named_grads(lora::Model& m, const std::string& prefix) {
+  std::map<std::string, lora::Tensor*> out;
+  for (auto& blk : m.blocks())
+    for (lora::Linear* lin : blk.linears())
+      for (auto& ad : lin->adapters) {
+        out[prefix + lin->hf_name + ".lora_A.weight"] = &ad.da;
+        out[prefix + lin->hf_name + ".lora_B.weight"] = &ad.db;
+      }
+  return out;
 }
