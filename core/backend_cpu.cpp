@@ -258,15 +258,21 @@ class CpuBackend final : public Backend {
   }
 
   // ---- attention ----
-  Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
-                           const AttentionShape& s, const Tensor& lengths) override {
-    const char* op = "attention_forward";
+  // q, out (B*T, NH*HS) and k, v (B*T, NKV*HS), after the shape itself is checked.
+  void check_attention_operands(const char* op, const AttentionShape& s, const MatRef& q, const MatRef& k,
+                                const MatRef& v, const MatRef& out) {
     check_attention_shape(op, s);
     const int64_t N = int64_t(s.B) * s.T, CQ = int64_t(s.NH) * s.HS, CKV = int64_t(s.NKV) * s.HS;
     need_mat(op, "q", q, N, CQ);
     need_mat(op, "k", k, N, CKV);
     need_mat(op, "v", v, N, CKV);
     need_mat(op, "out", out, N, CQ);
+  }
+
+  Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
+                           const AttentionShape& s, const Tensor& lengths) override {
+    const char* op = "attention_forward";
+    check_attention_operands(op, s, q, k, v, out);
     Tensor probs = tensor_host({s.B, s.NH, s.T, s.T}, DType::f32);  // (B,NH,T,T)
     ref::attention_forward(out.f32(), out.ld, q.f32(), q.ld, k.f32(), k.ld, v.f32(), v.ld, probs.f32(), s,
                            lengths_of(op, lengths, s.B));
@@ -279,12 +285,8 @@ class CpuBackend final : public Backend {
                           const MatRef& k, const MatRef& v, const MatRef& out, const Tensor& saved,
                           const AttentionShape& s, const Tensor& lengths) override {
     const char* op = "attention_backward";
-    check_attention_shape(op, s);
+    check_attention_operands(op, s, q, k, v, out);
     const int64_t N = int64_t(s.B) * s.T, CQ = int64_t(s.NH) * s.HS, CKV = int64_t(s.NKV) * s.HS;
-    need_mat(op, "q", q, N, CQ);
-    need_mat(op, "k", k, N, CKV);
-    need_mat(op, "v", v, N, CKV);
-    need_mat(op, "out", out, N, CQ);
     need_mat(op, "dout", dout, N, CQ);
     need_mat(op, "dq", dq, N, CQ);
     need_mat(op, "dk", dk, N, CKV);

@@ -220,10 +220,7 @@ TEST_CASE("gguf: our block-structured q/v adapter is one LoRA on attn_qkv; other
   spec.targets = {"q", "v", "down"};
   spec.init_seed = 5;
   m.lora_init(spec);
-  int k = 0;
-  for (auto& p : m.trainable())
-    for (int64_t i = 0; i < p.master->numel(); ++i) p.master->f32()[i] += 0.05f * std::sin(0.29f * float(++k));
-  m.sync_values();
+  trainables_perturb(m, 0.29f);
   const std::string adapter = temp_dir() + "/qv";
   adapter_save(m, adapter, kGolden + "/gpt2-tiny");
   ExportOptions o;

@@ -111,13 +111,7 @@ TEST_CASE("adapter_save writes q and v as one block-structured PEFT adapter with
   spec.init_seed = 7;
   f.model.lora_init(spec);
   // Give B non-zero values so the adapters change the output.
-  int k = 0;
-  for (auto& p : f.model.trainable()) {
-    Tensor h = f.be->download(*p.master);
-    for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] += 0.05f * std::sin(0.37f * float(++k));
-    f.be->upload(*p.master, h);
-  }
-  f.model.sync_values();
+  trainables_perturb(f.model, 0.37f);
   Tensor before = f.model.logits(f.g.tokens, f.g.lengths);
   const std::string dir = (fs::temp_directory_path() / "lora-test-adapter-roundtrip").string();
   fs::remove_all(dir);

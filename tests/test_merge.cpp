@@ -144,10 +144,7 @@ TEST_CASE("merge of our block-structured q/v adapter equals the adapter's output
   spec.targets = {"q", "v", "down"};
   spec.init_seed = 11;
   m.lora_init(spec);
-  int k = 0;
-  for (auto& p : m.trainable())
-    for (int64_t i = 0; i < p.master->numel(); ++i) p.master->f32()[i] += 0.05f * std::sin(0.37f * float(++k));
-  m.sync_values();
+  trainables_perturb(m, 0.37f);
   GoldenBatch g = golden_batch();
   Tensor with_adapters = m.logits(g.tokens, g.lengths);
   const std::string adapter = temp_dir() + "/qv";

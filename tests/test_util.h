@@ -186,3 +186,16 @@ inline std::map<std::string, lora::Tensor*> peft_named_grads(lora::Model& m, con
       }
   return out;
 }
+
+// Moves every trainable tensor off its initialisation (B starts at zero) by a fixed, non-random pattern,
+// 0.05 sin(freq k) for the k-th value, so adapters change the outputs; then refreshes the model's copies.
+inline void trainables_perturb(lora::Model& m, float freq) {
+  lora::Backend& be = m.backend();
+  int k = 0;
+  for (auto& p : m.trainable()) {
+    lora::Tensor h = be.download(*p.master);
+    for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] += 0.05f * std::sin(freq * float(++k));
+    be.upload(*p.master, h);
+  }
+  m.sync_values();
+}
