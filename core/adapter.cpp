@@ -31,8 +31,18 @@ std::vector<Linear*> model_linears(Model& m) {
   return out;
 }
 
-// "h.3.attn.c_attn" -> "c_attn"; "h.3.mlp.c_proj" -> "c_proj"
-std::string module_suffix(const std::string& hf_name) { return hf_name.substr(hf_name.rfind('.') + 1); }
+// The name written in target_modules, which PEFT matches as a suffix of each module's full name:
+// "h.3.attn.c_attn" -> "c_attn", "encoder.layer.0.attention.self.query" -> "query". BERT-style names
+// ending in "dense" are ambiguous as a suffix (attention.output.dense, intermediate.dense, output.dense
+// and classifier.dense), so those are written as the module's full name, which matches only itself.
+std::string module_suffix(const Model& m, const std::string& hf_name) {
+  std::string last = hf_name.substr(hf_name.rfind('.') + 1);
+  if (last == "dense") return checkpoint_prefix(m.config().family) + hf_name;
+  return last;
+}
+
+const char* kClassifierNames[4] = {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                                   "classifier.out_proj.bias"};
 
 float peft_scale(float alpha, int r, bool rslora) { return rslora ? alpha / std::sqrt(float(r)) : alpha / float(r); }
 }  // namespace
@@ -67,7 +77,7 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
       std::string key = peft_prefix(model) + lin->hf_name;
       tensors.push_back({key + ".lora_A.weight", a});
       tensors.push_back({key + ".lora_B.weight", b});
-      std::string suffix = module_suffix(lin->hf_name);
+      std::string suffix = module_suffix(model, lin->hf_name);
       targets.insert(suffix);
       layers.insert(layer);
       if (R != spec.r) rank_pattern[suffix] = R;
@@ -76,9 +86,15 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
     ++layer;
   }
   if (tensors.empty()) fail_runtime("the model has no LoRA adapters to save");
+  const bool classifier = model.config().head == HeadKind::classifier;
+  if (classifier) {
+    ClassifierHead& h = model.classifier();
+    const Tensor* parts[4] = {&h.dense_w, &h.dense_b, &h.out_w, &h.out_b};
+    for (int i = 0; i < 4; ++i) tensors.push_back({std::string("base_model.model.") + kClassifierNames[i], be.download(*parts[i])});
+  }
   json cfg = {
       {"peft_type", "LORA"},
-      {"task_type", "CAUSAL_LM"},
+      {"task_type", classifier ? "SEQ_CLS" : "CAUSAL_LM"},
       {"base_model_name_or_path", base_model_name},
       {"r", spec.r},
       {"lora_alpha", spec.alpha},
@@ -89,7 +105,7 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
       {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
       {"rank_pattern", rank_pattern},
       {"alpha_pattern", alpha_pattern},
-      {"modules_to_save", nullptr},
+      {"modules_to_save", classifier ? json({"classifier"}) : json(nullptr)},
       {"init_lora_weights", true},
       {"inference_mode", true},
       {"layers_to_transform", nullptr},
@@ -98,7 +114,8 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
   };
   if (int(layers.size()) != model.config().n_layer) {
     cfg["layers_to_transform"] = std::vector<int>(layers.begin(), layers.end());
-    cfg["layers_pattern"] = model.config().conv1d_weights ? "h" : "layers";
+    const std::string& family = model.config().family;
+    cfg["layers_pattern"] = family == "gpt2" ? "h" : family == "roberta" ? "layer" : "layers";
   }
   fs::create_directories(dir);
   safetensors_write((fs::path(dir) / "adapter_model.safetensors").string(), tensors,
@@ -136,7 +153,7 @@ T pattern_lookup(const json& pattern, const std::string& module, T fallback) {
 }
 }  // namespace
 
-AdapterFile adapter_file_read(const std::string& dir) {
+AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules) {
   AdapterFile ad;
   ad.dir = dir;
   ad.config_path = (fs::path(dir) / "adapter_config.json").string();
@@ -175,7 +192,18 @@ AdapterFile adapter_file_read(const std::string& dir) {
                "merge it with PEFT's merge_and_unload");
   if (flag("lora_bias"))
     fail_usage("'" + ad.config_path + "' trains LoRA biases (lora_bias: true), which lora cannot merge or export");
-  if (c.contains("modules_to_save") && c["modules_to_save"].is_array() && !c["modules_to_save"].empty())
+  bool saves_classifier = false;
+  if (allow_saved_modules && c.contains("modules_to_save") && c["modules_to_save"].is_array()) {
+    std::vector<std::string> others;
+    for (const json& m : c["modules_to_save"]) {
+      if (m == "classifier") saves_classifier = true;
+      else if (!(m == "score")) others.push_back(m.dump());  // PEFT's SEQ_CLS default adds "score" (absent here)
+    }
+    if (!others.empty())
+      fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
+                     ": lora restores only a classification head ('classifier')",
+                 "save the adapter with modules_to_save=[\"classifier\"]");
+  } else if (c.contains("modules_to_save") && c["modules_to_save"].is_array() && !c["modules_to_save"].empty())
     fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
                    ": fully trained modules that lora cannot merge or export",
                "save the adapter without modules_to_save");
@@ -191,8 +219,15 @@ AdapterFile adapter_file_read(const std::string& dir) {
   struct Pair { const SafetensorsEntry *a = nullptr, *b = nullptr; std::string name; };
   std::map<std::string, Pair> pairs;
   std::vector<std::string> order, unknown, problems;
+  // modules_to_save tensors: "base_model.model.classifier.dense.weight" (as saved) or with PEFT's wrapper
+  // "classifier.modules_to_save.default.dense.weight".
+  const std::regex saved_re(R"(^(?:base_model\.model\.)?classifier\.(?:modules_to_save\.[A-Za-z0-9_\-]+\.)?((?:dense|out_proj)\.(?:weight|bias))$)");
   for (const auto& e : st.entries()) {
     std::smatch m;
+    if (saves_classifier && std::regex_match(e.name, m, saved_re)) {
+      ad.saved.push_back({"classifier." + std::string(m[1]), st.to_f32(e)});
+      continue;
+    }
     if (!std::regex_match(e.name, m, key_re)) {
       unknown.push_back(e.name);
       continue;
@@ -243,8 +278,40 @@ AdapterFile adapter_file_read(const std::string& dir) {
   return ad;
 }
 
+namespace {
+// The classification head from an adapter's saved modules; without them the base checkpoint must have
+// carried a head (a model evaluated with a random head would report nonsense).
+void classifier_load(Model& model, const AdapterFile& f) {
+  ClassifierHead& h = model.classifier();
+  const Tensor* want[4] = {&h.dense_w, &h.dense_b, &h.out_w, &h.out_b};
+  Tensor got[4];
+  std::vector<std::string> missing, bad;
+  for (int i = 0; i < 4; ++i) {
+    for (const auto& [name, t] : f.saved)
+      if (name == kClassifierNames[i]) got[i] = t;
+    if (got[i].empty())
+      missing.push_back(kClassifierNames[i]);
+    else if (got[i].shape != want[i]->shape)
+      bad.push_back(std::string(kClassifierNames[i]) + " " + got[i].shape_str() + ", the model's is " + want[i]->shape_str());
+  }
+  if (!bad.empty())
+    fail_usage("'" + f.weights_path + "' holds a classification head that does not fit this model:" + error_list(bad),
+               "set model.num_labels to the number of labels the adapter was trained with");
+  if (missing.size() == 4) {
+    if (h.loaded) return;  // the base checkpoint's own head
+    fail_usage("'" + f.weights_path + "' has no classification head (base_model.model.classifier.*) and the base model has none",
+               "train the adapter with lora (which saves the head) or save it with PEFT's modules_to_save=[\"classifier\"]");
+  }
+  if (!missing.empty())
+    fail_usage("'" + f.weights_path + "' has an incomplete classification head; missing:" + error_list(missing),
+               "the file may be truncated; save the adapter again");
+  model.classifier_set(got[0], got[1], got[2], got[3]);
+}
+}  // namespace
+
 void adapter_load(Model& model, const std::string& dir) {
-  AdapterFile f = adapter_file_read(dir);
+  const bool classifier = model.config().head == HeadKind::classifier;
+  AdapterFile f = adapter_file_read(dir, classifier);
   std::map<std::string, Linear*> by_name;
   for (Linear* lin : model_linears(model)) by_name[lin->hf_name] = lin;
   std::vector<std::string> unknown, bad_shape;
@@ -300,6 +367,7 @@ void adapter_load(Model& model, const std::string& dir) {
     lin.adapters.clear();
     lin.adapters.push_back(std::move(ad));
   }
+  if (classifier) classifier_load(model, f);
   model.lora_loaded(spec);
   model.sync_values();
 }

@@ -7,6 +7,10 @@
 // [0,C) x columns [0,r) and B_v in rows [2C,3C) x columns [r,2r), zero elsewhere. PEFT reads its rank
 // from rank_pattern and its alpha from alpha_pattern, chosen so that alpha'/r' (or alpha'/sqrt(r') with
 // rsLoRA) equals our alpha/r: B' A' x then equals the sum of the separate updates.
+//
+// A classification head (RoBERTa) trains in full and is saved as PEFT saves modules_to_save:
+// "base_model.model.classifier.dense.weight", ".dense.bias", ".out_proj.weight", ".out_proj.bias", with
+// "modules_to_save": ["classifier"] and "task_type": "SEQ_CLS" in adapter_config.json.
 #pragma once
 #include <string>
 #include <vector>
@@ -36,6 +40,10 @@ struct AdapterFile {
   float alpha = 8;
   bool rslora = false;
   std::vector<AdapterModule> modules;  // in file order
+  // Fully saved modules (modules_to_save), when allowed: name after "base_model.model." -> tensor, e.g.
+  // "classifier.dense.weight". PEFT's in-memory names ("classifier.modules_to_save.default.dense.weight")
+  // are accepted and stored under the saved name.
+  std::vector<std::pair<std::string, Tensor>> saved;
 };
 
 // Reads adapter_config.json + adapter_model.safetensors in any PEFT layout we know: ours, PEFT's own,
@@ -43,7 +51,9 @@ struct AdapterFile {
 // "base_model.model.". Refuses (lora::Error, exit 2) what a LoRA merge cannot honour: another
 // peft_type, DoRA, LoRA biases, modules_to_save, embedding LoRA, unpaired or unknown tensors (all
 // listed), and tensors whose rank disagrees with the config.
-AdapterFile adapter_file_read(const std::string& dir);
+// allow_saved_modules: accept modules_to_save ["classifier"] and its tensors (into `saved`), as loading
+// an adapter onto a classification model does; merge and export keep refusing them.
+AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules = false);
 
 // Writes <dir>/adapter_config.json and <dir>/adapter_model.safetensors (crash-safe, fp32).
 void adapter_save(Model& model, const std::string& dir, const std::string& base_model_name);

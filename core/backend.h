@@ -64,6 +64,9 @@ class Backend {
   // dst = src on this device, converting dtypes; same numel.
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
   virtual void fill(Tensor& t, float value) = 0;
+  // dst = src for two (rows, cols) matrices of the same dtype with any leading dimensions: a strided
+  // gather or scatter of rows (the first token of each sequence: ld = T*C).
+  virtual void mat_copy(const MatRef& dst, const MatRef& src) = 0;
 
   // ---- linear algebra ----
   // out = alpha * op(a) op(b) + beta * out, op(x) = x or x^T. Shapes: op(a) (M,K), op(b) (K,N), out (M,N).
@@ -97,6 +100,10 @@ class Backend {
   virtual void gelu_forward(Tensor& out, const Tensor& inp, GeluKind kind) = 0;
   // dinp = dout * gelu'(inp) (overwrite; dinp may alias dout)
   virtual void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, GeluKind kind) = 0;
+  // out = tanh(inp) (the classification head's activation).
+  virtual void tanh_forward(Tensor& out, const Tensor& inp) = 0;
+  // dinp = dout * (1 - out^2), from the forward's output (overwrite; dinp may alias dout).
+  virtual void tanh_backward(Tensor& dinp, const Tensor& dout, const Tensor& out) = 0;
   // out = silu(gate) * up                                    all (N,F)
   virtual void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // dgate, dup overwritten.
@@ -145,6 +152,11 @@ class Backend {
   // each row's arg max. If dscale != 0, logits are overwritten by dscale * dloss/dlogits (0 where ignored).
   virtual void cross_entropy(const MatRef& logits, Tensor& losses, Tensor& argmax, const Tensor& targets,
                              float label_smoothing, float dscale) = 0;
+
+  // Squared error of a regression head (PyTorch MSELoss per row): preds (N,1), targets (N) f32.
+  // losses (N) f32 receives (preds[i] - targets[i])^2; if dscale != 0, preds are overwritten by
+  // dscale * 2 (preds[i] - targets[i]), the gradient of dscale * sum(losses).
+  virtual void mse_loss(const MatRef& preds, Tensor& losses, const Tensor& targets, float dscale) = 0;
 
   // ---- dropout (counter-based RNG: the same mask on every backend) ----
   // out = inp * keep / (1 - p), keep[i] = uniform(seed, offset + i) >= p. out may alias inp.

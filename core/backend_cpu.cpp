@@ -136,6 +136,12 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void mat_copy(const MatRef& dst, const MatRef& src) override {
+    need_mat("mat_copy", "src", src, src.rows, src.cols);
+    need_mat("mat_copy", "dst", dst, src.rows, src.cols);
+    ref::mat_copy(dst.f32(), dst.ld, src.f32(), src.ld, src.rows, src.cols);
+  }
+
   // ---- linear algebra ----
   void matmul(const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b, float alpha,
               float beta) override {
@@ -232,6 +238,17 @@ class CpuBackend final : public Backend {
     const char* op = "gelu_backward";
     const int64_t n = inp.numel();
     ref::gelu_backward(f32_of(op, "dinp", dinp, n), f32_of(op, "dout", dout, n), f32_of(op, "inp", inp, n), n, kind);
+  }
+
+  void tanh_forward(Tensor& out, const Tensor& inp) override {
+    const int64_t n = inp.numel();
+    ref::tanh_forward(f32_of("tanh_forward", "out", out, n), f32_of("tanh_forward", "inp", inp, n), n);
+  }
+
+  void tanh_backward(Tensor& dinp, const Tensor& dout, const Tensor& out) override {
+    const char* op = "tanh_backward";
+    const int64_t n = out.numel();
+    ref::tanh_backward(f32_of(op, "dinp", dinp, n), f32_of(op, "dout", dout, n), f32_of(op, "out", out, n), n);
   }
 
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
@@ -394,6 +411,14 @@ class CpuBackend final : public Backend {
     }
     ref::cross_entropy(logits.f32(), logits.ld, f32_of(op, "losses", losses, N), am, targets.i32(), N, V,
                        double(label_smoothing), double(dscale));
+  }
+
+  void mse_loss(const MatRef& preds, Tensor& losses, const Tensor& targets, float dscale) override {
+    const char* op = "mse_loss";
+    need_mat(op, "preds", preds, preds.rows, 1);
+    const int64_t N = preds.rows;
+    ref::mse_loss(preds.f32(), preds.ld, f32_of(op, "losses", losses, N), f32_of(op, "targets", targets, N), N,
+                  double(dscale));
   }
 
   // ---- dropout ----

@@ -49,6 +49,7 @@ struct Model::Acts {
   // With separate q, k, v projections, qkv[l] holds q (N,NH*HS), k and v (N,NKV*HS) one after another.
   std::vector<std::vector<std::vector<Tensor>>> lora_u;  // [layer][linear][adapter] (N,r)
   Tensor lnf, lnf_mean, lnf_rstd;       // (N,C), (N), (N)
+  Tensor emb, emb_mean, emb_rstd;       // (N,C), (N), (N) embeddings before their LayerNorm (post-norm)
   // scratch
   Tensor proj;                          // (N,C)
   Tensor dres, dln, datt, dlnf;         // (N,C)
@@ -61,9 +62,12 @@ struct Model::Acts {
 };
 
 Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(new Acts) {
-  if (cfg.post_norm || !cfg.causal)
-    fail_usage("model family '" + cfg.family + "' is not supported for training yet",
-               "this version trains decoder checkpoints (model_type gpt2, llama, mistral, qwen2)");
+  if (cfg.post_norm && cfg.causal)
+    fail_usage("model family '" + cfg.family + "': post-norm decoders are not supported",
+               "this version trains pre-norm decoders (gpt2, llama, mistral, qwen2) and post-norm encoders (roberta)");
+  if (cfg.head == HeadKind::classifier && cfg.causal)
+    fail_usage("model family '" + cfg.family + "': a classification head needs an encoder",
+               "classification heads are implemented for RoBERTa");
   if (cfg.n_head <= 0 || cfg.d_model % cfg.n_head != 0)
     fail_usage("n_embd " + std::to_string(cfg.d_model) + " is not divisible by n_head " +
                std::to_string(cfg.n_head));
@@ -74,13 +78,21 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
   if (cfg.n_head % NKV != 0)
     fail_usage(std::to_string(cfg.n_head) + " heads are not a multiple of " + std::to_string(NKV) + " key/value heads");
   const int64_t C = cfg.d_model, F = cfg.d_ff, CKV = int64_t(NKV) * (C / cfg.n_head);
-  // Tensor layout: GPT-2's (Conv1D weights, fused c_attn, "h.N.") or the LLaMA family's (nn.Linear,
-  // separate q/k/v projections, "layers.N."). The arithmetic below follows norm, pos and act.
+  // Tensor layout (names as in the checkpoint, without the family prefix): GPT-2's (Conv1D weights,
+  // fused c_attn, "h.N."), the LLaMA family's (nn.Linear, separate q/k/v projections, "layers.N.") or
+  // RoBERTa's ("encoder.layer.N.", BERT's module names). The arithmetic follows norm, pos and act.
   const bool fused = cfg.conv1d_weights;
+  const bool bert = cfg.family == "roberta";
   DType dt = be.activation_dtype();
+  wte_name_ = fused ? "wte.weight" : bert ? "embeddings.word_embeddings.weight" : "embed_tokens.weight";
+  wpe_name_ = bert ? "embeddings.position_embeddings.weight" : "wpe.weight";
   wte_ = be.alloc({cfg.vocab_size, C}, dt);
-  if (cfg.pos == PosKind::learned) wpe_ = be.alloc({cfg.max_positions, C}, dt);
-  if (!cfg.tied_head) lm_head_ = be.alloc({cfg.vocab_size, C}, dt);
+  if (cfg.pos == PosKind::learned) wpe_ = be.alloc({cfg.position_offset + cfg.max_positions, C}, dt);
+  if (cfg.type_vocab_size > 0) {
+    tte_name_ = "embeddings.token_type_embeddings.weight";
+    tte_ = be.alloc({cfg.type_vocab_size, C}, dt);
+  }
+  if (!cfg.tied_head && cfg.head == HeadKind::lm) lm_head_ = be.alloc({cfg.vocab_size, C}, dt);
   const bool norm_bias = cfg.norm == NormKind::layernorm;
   auto make_norm = [&](const std::string& name) {
     Norm n;
@@ -94,7 +106,10 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
     if (bias) lin.b = be.alloc({lin.out}, dt);
   };
   const bool io = cfg.conv1d_weights;
-  lnf_ = make_norm(fused ? "ln_f" : "norm");
+  if (cfg.post_norm)
+    ln_emb_ = make_norm("embeddings.LayerNorm");
+  else
+    lnf_ = make_norm(fused ? "ln_f" : "norm");
   for (int l = 0; l < cfg.n_layer; ++l) {
     Block b;
     if (fused) {
@@ -106,6 +121,21 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
       b.fc = make_linear(p + "mlp.c_fc", C, F, io);
       b.fc_out = make_linear(p + "mlp.c_proj", F, C, io);
       for (int i = 0; i < 4; ++i) alloc_linear(*b.slot(i), true);
+    } else if (bert) {
+      // Post-norm: ln1 is attention.output.LayerNorm (after the attention's residual add), ln2 is
+      // output.LayerNorm (after the MLP's).
+      std::string p = "encoder.layer." + std::to_string(l) + ".";
+      b.ln1 = make_norm(p + "attention.output.LayerNorm");
+      b.ln2 = make_norm(p + "output.LayerNorm");
+      b.q = make_linear(p + "attention.self.query", C, C, io);
+      b.k = make_linear(p + "attention.self.key", C, CKV, io);
+      b.v = make_linear(p + "attention.self.value", C, CKV, io);
+      b.attn_out = make_linear(p + "attention.output.dense", C, C, io);
+      b.fc = make_linear(p + "intermediate.dense", C, F, io);
+      b.fc_out = make_linear(p + "output.dense", F, C, io);
+      for (Linear* lin : {&b.q, &b.k, &b.v}) alloc_linear(*lin, cfg.qkv_bias);
+      alloc_linear(b.attn_out, cfg.o_bias);
+      for (Linear* lin : {&b.fc, &b.fc_out}) alloc_linear(*lin, cfg.mlp_bias);
     } else {
       std::string p = "layers." + std::to_string(l) + ".";
       b.ln1 = make_norm(p + "input_layernorm");
@@ -129,6 +159,20 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
     }
     blocks_.push_back(std::move(b));
   }
+  if (cfg.head == HeadKind::classifier) {
+    if (cfg.num_labels <= 0) fail_usage("a classification head needs num_labels >= 1, found " + std::to_string(cfg.num_labels));
+    const int64_t NL = cfg.num_labels;
+    auto master = [&](std::vector<int64_t> shape, Tensor& val, Tensor& grad) {
+      Tensor m = be.alloc(shape, DType::f32);
+      val = dt == DType::f32 ? m : be.alloc(shape, dt);
+      grad = be.alloc(shape, DType::f32);
+      return m;
+    };
+    cls_.dense_w = master({C, C}, cls_.dense_w_val, cls_.ddense_w);
+    cls_.dense_b = master({C}, cls_.dense_b_val, cls_.ddense_b);
+    cls_.out_w = master({NL, C}, cls_.out_w_val, cls_.dout_w);
+    cls_.out_b = master({NL}, cls_.out_b_val, cls_.dout_b);
+  }
 }
 
 Model::~Model() = default;
@@ -138,12 +182,14 @@ void Model::load_base(const Checkpoint& ck) {
     Tensor host = ck.get(name, dst.shape);
     be_.upload(dst, host);
   };
-  const bool fused = cfg_.conv1d_weights;
-  load(wte_, fused ? "wte.weight" : "embed_tokens.weight");
-  if (!wpe_.empty()) load(wpe_, "wpe.weight");
+  load(wte_, wte_name_);
+  if (!wpe_.empty()) load(wpe_, wpe_name_);
+  if (!tte_.empty()) load(tte_, tte_name_);
   if (!lm_head_.empty()) load(lm_head_, "lm_head.weight");
-  load(lnf_.w, lnf_.hf_name + ".weight");
-  if (!lnf_.b.empty()) load(lnf_.b, lnf_.hf_name + ".bias");
+  for (Norm* n : {&lnf_, &ln_emb_}) {
+    if (!n->w.empty()) load(n->w, n->hf_name + ".weight");
+    if (!n->b.empty()) load(n->b, n->hf_name + ".bias");
+  }
   for (auto& b : blocks_) {
     for (Norm* n : {&b.ln1, &b.ln2}) {
       load(n->w, n->hf_name + ".weight");
@@ -154,6 +200,32 @@ void Model::load_base(const Checkpoint& ck) {
       if (!lin->b.empty()) load(lin->b, lin->hf_name + ".bias");
     }
   }
+  // A RobertaForSequenceClassification checkpoint carries its head; a pretrained encoder (roberta-base,
+  // saved as RobertaForMaskedLM) does not, and lora_init then initialises it as transformers does.
+  if (cfg_.head == HeadKind::classifier && ck.has("classifier.out_proj.weight")) {
+    const std::vector<int64_t> stored = ck.shape("classifier.out_proj.weight");
+    if (stored != cls_.out_w.shape)
+      fail_usage("the checkpoint's classification head 'classifier.out_proj.weight' has shape " +
+                     tensor_host(stored).shape_str() + " but the model is set up for " +
+                     std::to_string(cfg_.num_labels) + " labels",
+                 "set model.num_labels to the checkpoint's number of labels, or start from a checkpoint without "
+                 "a classification head");
+    classifier_set(ck.get("classifier.dense.weight", cls_.dense_w.shape),
+                   ck.get("classifier.dense.bias", cls_.dense_b.shape), ck.get("classifier.out_proj.weight", cls_.out_w.shape),
+                   ck.get("classifier.out_proj.bias", cls_.out_b.shape));
+  }
+}
+
+void Model::classifier_set(const Tensor& dense_w, const Tensor& dense_b, const Tensor& out_w, const Tensor& out_b) {
+  if (cfg_.head != HeadKind::classifier) throw std::logic_error("classifier_set on a model without a classification head");
+  be_.upload(cls_.dense_w, dense_w);
+  be_.upload(cls_.dense_b, dense_b);
+  be_.upload(cls_.out_w, out_w);
+  be_.upload(cls_.out_b, out_b);
+  cls_.loaded = true;
+  for (auto [v, m] : {std::pair<Tensor*, Tensor*>{&cls_.dense_w_val, &cls_.dense_w}, {&cls_.dense_b_val, &cls_.dense_b},
+                      {&cls_.out_w_val, &cls_.out_w}, {&cls_.out_b_val, &cls_.out_b}})
+    if (v->data != m->data) be_.copy(*v, *m);
 }
 
 void Model::init_random(uint64_t seed) {
@@ -168,8 +240,11 @@ void Model::init_random(uint64_t seed) {
   auto ones = [&](Tensor& t) { be_.fill(t, 1.0f); };
   normal(wte_, 0.02f);
   if (!wpe_.empty()) normal(wpe_, 0.01f);
-  ones(lnf_.w);
-  if (!lnf_.b.empty()) be_.fill(lnf_.b, 0);
+  if (!tte_.empty()) normal(tte_, 0.02f);
+  for (Norm* n : {&lnf_, &ln_emb_}) {
+    if (!n->w.empty()) ones(n->w);
+    if (!n->b.empty()) be_.fill(n->b, 0);
+  }
   float proj_std = 0.02f / std::sqrt(2.0f * cfg_.n_layer);
   for (auto& b : blocks_) {
     ones(b.ln1.w);
@@ -182,6 +257,16 @@ void Model::init_random(uint64_t seed) {
     }
   }
   if (!lm_head_.empty()) normal(lm_head_, 0.02f);
+  if (cfg_.head == HeadKind::classifier) classifier_init(seed);
+}
+
+void Model::classifier_init(uint64_t seed) {
+  // transformers' _init_weights for nn.Linear: N(0, initializer_range) weights, zero biases.
+  Rng rng(rng_mix(seed ^ 0x636c6173736966ull));
+  Tensor dw = tensor_host(cls_.dense_w.shape), ow = tensor_host(cls_.out_w.shape);
+  for (Tensor* t : {&dw, &ow})
+    for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] = rng.normal() * cfg_.init_std;
+  classifier_set(dw, tensor_host(cls_.dense_b.shape), ow, tensor_host(cls_.out_b.shape));
 }
 
 std::vector<TargetSlot> lora_target_slots(const std::string& target, const ModelConfig& cfg) {
@@ -195,7 +280,13 @@ std::vector<TargetSlot> lora_target_slots(const std::string& target, const Model
       if (target == "gate" || target == "gate_proj") return {{&Block::gate, "gate", 0, -1}};
       if (target == "up" || target == "up_proj") return {{&Block::fc, "up", 0, -1}};
       if (target == "down" || target == "down_proj") return {{&Block::fc_out, "down", 0, -1}};
+    } else {
+      if (target == "up") return {{&Block::fc, "up", 0, -1}};
+      if (target == "down") return {{&Block::fc_out, "down", 0, -1}};
     }
+    if (cfg.family == "roberta")
+      fail_usage("unknown LoRA target '" + target + "' for a roberta model",
+                 "use roles q k v o up down, or module names query key value");
     fail_usage("unknown LoRA target '" + target + "' for a " + cfg.family + " model",
                "use roles q k v o gate up down, or module names q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
   }
@@ -214,6 +305,7 @@ std::vector<TargetSlot> lora_target_slots(const std::string& target, const Model
 
 void Model::lora_init(const LoraSpec& spec) {
   spec_ = spec;
+  if (cfg_.head == HeadKind::classifier && !cls_.loaded) classifier_init(spec.init_seed);
   if (spec.full) {
     // Full fine-tune: every weight trains; on fp32 backends the weights are their own masters.
     if (be_.activation_dtype() != DType::f32)
@@ -299,6 +391,11 @@ void Model::ensure_acts(int B, int T) {
     a.lnf = act(C);
     a.lnf_mean = stat();
     a.lnf_rstd = stat();
+    if (cfg_.post_norm) {
+      a.emb = act(C);
+      a.emb_mean = stat();
+      a.emb_rstd = stat();
+    }
     a.proj = act(C);
     a.dres = act(C);
     a.dln = act(C);
@@ -387,110 +484,279 @@ void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tens
   }
 }
 
-LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor& lengths, float dscale,
-                      float label_smoothing, uint64_t dropout_key, bool train) {
-  const int B = int(tokens.dim(0)), T = int(tokens.dim(1));
-  if (T > cfg_.max_positions)
-    fail_usage("a batch has sequences of " + std::to_string(T) + " tokens but the model has " +
+// The shape and settings of one pass over a batch.
+struct Model::Pass {
+  int B = 0, T = 0;
+  int64_t N = 0;
+  AttentionShape shape;
+  uint64_t dropout_key = 0;  // 0: no dropout
+  bool train = false;
+};
+
+Model::Pass Model::pass_begin(const Tensor& tokens, const Tensor& lengths, uint64_t dropout_key, bool train) {
+  Pass p;
+  p.B = int(tokens.dim(0));
+  p.T = int(tokens.dim(1));
+  p.N = int64_t(p.B) * p.T;
+  if (p.T > cfg_.max_positions)
+    fail_usage("a batch has sequences of " + std::to_string(p.T) + " tokens but the model has " +
                    std::to_string(cfg_.max_positions) + " positions",
                "lower data.max_length to at most " + std::to_string(cfg_.max_positions));
-  const int64_t N = int64_t(B) * T, C = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab_size;
-  const int L = cfg_.n_layer;
-  const bool backward = dscale != 0.0f;
-  if (!train) dropout_key = 0;
-  ensure_acts(B, T);
-  Acts& a = *acts_;
-  a.tokens = be_.alloc({B, T}, DType::i32);
-  be_.upload(a.tokens, tokens);
-  a.lengths = be_.alloc({B}, DType::i32);
-  be_.upload(a.lengths, lengths);
-  a.targets = be_.alloc({N}, DType::i32);
-  be_.upload(a.targets, targets);
-
-  if (cfg_.sliding_window > 0 && T > cfg_.sliding_window)
-    fail_usage("a batch has sequences of " + std::to_string(T) + " tokens, longer than the model's sliding window of " +
+  if (cfg_.sliding_window > 0 && p.T > cfg_.sliding_window)
+    fail_usage("a batch has sequences of " + std::to_string(p.T) + " tokens, longer than the model's sliding window of " +
                    std::to_string(cfg_.sliding_window) + ", which this version does not implement",
                "lower data.max_length to at most " + std::to_string(cfg_.sliding_window));
-  AttentionShape shape{B, T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
-                       int(C / cfg_.n_head), true};
-  const int64_t CKV = int64_t(shape.NKV) * shape.HS;
-  auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
-  // Separate q, k, v (N,C), (N,CKV), (N,CKV) packed one after another in a (cap,3C) buffer.
-  auto part = [&](const Tensor& t, int64_t off, int64_t cols) {
-    return t.view({t.numel()}).rows(off, N * cols).view({N, cols});
-  };
-  auto qpart = [&](const Tensor& t) { return part(t, 0, C); };
-  auto kpart = [&](const Tensor& t) { return part(t, N * C, CKV); };
-  auto vpart = [&](const Tensor& t) { return part(t, N * C + N * CKV, CKV); };
-  const bool rotary = cfg_.pos == PosKind::rotary, swiglu = cfg_.act == ActKind::swiglu;
-  auto norm_fwd = [&](Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Norm& n) {
-    if (cfg_.norm == NormKind::layernorm)
-      be_.layernorm_forward(out, mean, rstd, inp, n.w, n.b, cfg_.norm_eps);
-    else
-      be_.rmsnorm_forward(out, rstd, inp, n.w, cfg_.norm_eps);
-  };
-  auto norm_bwd = [&](Tensor& dinp, Norm& n, const Tensor& dout, const Tensor& inp, const Tensor& mean,
-                      const Tensor& rstd) {
-    if (cfg_.norm == NormKind::layernorm)
-      be_.layernorm_backward(dinp, n.dw, n.db, dout, inp, n.w, mean, rstd);
-    else
-      be_.rmsnorm_backward(dinp, n.dw, dout, inp, n.w, rstd);
-  };
+  p.train = train;
+  p.dropout_key = train ? dropout_key : 0;
+  p.shape = AttentionShape{p.B, p.T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
+                           int(cfg_.d_model / cfg_.n_head), cfg_.causal};
+  ensure_acts(p.B, p.T);
+  Acts& a = *acts_;
+  a.tokens = be_.alloc({p.B, p.T}, DType::i32);
+  be_.upload(a.tokens, tokens);
+  a.lengths = be_.alloc({p.B}, DType::i32);
+  be_.upload(a.lengths, lengths);
+  return p;
+}
 
-  // ---- forward ----
-  Tensor x0 = R(a.res[0], C).view({B, T, C});
-  be_.embedding_forward(x0, a.tokens, wte_, wpe_);
-  // Block l from the residual res[l] to res[l+1]; its activations go to set `slot(l)`. With
-  // recomputation there is one set, refilled for each block again during the backward pass.
-  auto slot = [&](int l) { return recompute_ ? 0 : l; };
-  auto block_forward = [&](int l) {
-    Block& blk = blocks_[l];
-    const int k = slot(l);
-    const bool fused = !blk.qkv.hf_name.empty();
-    Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
-    Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
-    norm_fwd(ln1, m1, r1, res, blk.ln1);
-    if (fused) {
-      Tensor qkv = R(a.qkv[k], 3 * C);
-      linear_forward(blk.qkv, ln1, qkv, l, 0, dropout_key, train);
-      a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                             mat_cols(qkv, 2 * C, C), shape, a.lengths);
-    } else {
-      Tensor q = qpart(a.qkv[k]), kk = kpart(a.qkv[k]), v = vpart(a.qkv[k]);
-      linear_forward(blk.q, ln1, q, l, 4, dropout_key, train);
-      linear_forward(blk.k, ln1, kk, l, 5, dropout_key, train);
-      linear_forward(blk.v, ln1, v, l, 6, dropout_key, train);
-      if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
-        be_.rope(mat(q), B, T, shape.NH, shape.HS, cfg_.rope_theta, false);
-        be_.rope(mat(kk), B, T, shape.NKV, shape.HS, cfg_.rope_theta, false);
-      }
-      a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), shape, a.lengths);
+void Model::norm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Norm& n) {
+  if (cfg_.norm == NormKind::layernorm)
+    be_.layernorm_forward(out, mean, rstd, inp, n.w, n.b, cfg_.norm_eps);
+  else
+    be_.rmsnorm_forward(out, rstd, inp, n.w, cfg_.norm_eps);
+}
+
+void Model::norm_backward(Tensor& dinp, Norm& n, const Tensor& dout, const Tensor& inp, const Tensor& mean,
+                          const Tensor& rstd) {
+  if (cfg_.norm == NormKind::layernorm)
+    be_.layernorm_backward(dinp, n.dw, n.db, dout, inp, n.w, mean, rstd);
+  else
+    be_.rmsnorm_backward(dinp, n.dw, dout, inp, n.w, rstd);
+}
+
+namespace {
+// Separate q, k, v (N,C), (N,CKV), (N,CKV) packed one after another in a (cap,3C) buffer.
+Tensor qkv_part(const Tensor& t, int64_t off, int64_t N, int64_t cols) {
+  return t.view({t.numel()}).rows(off, N * cols).view({N, cols});
+}
+}  // namespace
+
+// Block l from the residual res[l] to res[l+1]; its activations go to set `slot` (one set with
+// activation recomputation, refilled for each block again during the backward pass).
+//   pre-norm  (GPT-2, LLaMA): xm = res + o(attn(ln1(res))),  res' = xm + mlp(ln2(xm))
+//   post-norm (RoBERTa):      xm = res + o(attn(res)), x1 = ln1(xm) (kept in ln1),
+//                             s2 = x1 + mlp(x1) (kept in ln2), res' = ln2(s2)
+void Model::block_forward(const Pass& p, int l) {
+  Acts& a = *acts_;
+  const int64_t N = p.N, C = cfg_.d_model, F = cfg_.d_ff;
+  const int64_t CKV = int64_t(p.shape.NKV) * p.shape.HS;
+  const int B = p.B, T = p.T;
+  auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
+  const bool rotary = cfg_.pos == PosKind::rotary, swiglu = cfg_.act == ActKind::swiglu, post = cfg_.post_norm;
+  Block& blk = blocks_[l];
+  const int k = recompute_ ? 0 : l;
+  const bool fused = !blk.qkv.hf_name.empty();
+  Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
+  Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
+  if (!post) norm_forward(ln1, m1, r1, res, blk.ln1);
+  const Tensor& attn_in = post ? res : ln1;
+  if (fused) {
+    Tensor qkv = R(a.qkv[k], 3 * C);
+    linear_forward(blk.qkv, attn_in, qkv, l, 0, p.dropout_key, p.train);
+    a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
+                                           mat_cols(qkv, 2 * C, C), p.shape, a.lengths);
+  } else {
+    Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
+           v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
+    linear_forward(blk.q, attn_in, q, l, 4, p.dropout_key, p.train);
+    linear_forward(blk.k, attn_in, kk, l, 5, p.dropout_key, p.train);
+    linear_forward(blk.v, attn_in, v, l, 6, p.dropout_key, p.train);
+    if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
+      be_.rope(mat(q), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, false);
+      be_.rope(mat(kk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, false);
     }
-    Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
-    linear_forward(blk.attn_out, att, proj, l, 1, dropout_key, train);
-    be_.add(xm, res, proj, 1.0f);
-    Tensor ln2 = R(a.ln2[k], C), m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
-    norm_fwd(ln2, m2, r2, xm, blk.ln2);
-    Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F);
-    linear_forward(blk.fc, ln2, fc_pre, l, 2, dropout_key, train);
-    if (swiglu) {
-      Tensor gate_pre = R(a.gate_pre[k], F);
-      linear_forward(blk.gate, ln2, gate_pre, l, 7, dropout_key, train);
-      be_.swiglu_forward(fc_act, gate_pre, fc_pre);
-    } else {
-      be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
-    }
-    linear_forward(blk.fc_out, fc_act, proj, l, 3, dropout_key, train);
-    Tensor res_next = R(a.res[l + 1], C);
+    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), p.shape, a.lengths);
+  }
+  Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
+  linear_forward(blk.attn_out, att, proj, l, 1, p.dropout_key, p.train);
+  be_.add(xm, res, proj, 1.0f);
+  Tensor ln2 = R(a.ln2[k], C), m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
+  if (post)
+    norm_forward(ln1, m1, r1, xm, blk.ln1);
+  else
+    norm_forward(ln2, m2, r2, xm, blk.ln2);
+  const Tensor& mlp_in = post ? ln1 : ln2;
+  Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F);
+  linear_forward(blk.fc, mlp_in, fc_pre, l, 2, p.dropout_key, p.train);
+  if (swiglu) {
+    Tensor gate_pre = R(a.gate_pre[k], F);
+    linear_forward(blk.gate, mlp_in, gate_pre, l, 7, p.dropout_key, p.train);
+    be_.swiglu_forward(fc_act, gate_pre, fc_pre);
+  } else {
+    be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+  }
+  linear_forward(blk.fc_out, fc_act, proj, l, 3, p.dropout_key, p.train);
+  Tensor res_next = R(a.res[l + 1], C);
+  if (post) {
+    be_.add(ln2, ln1, proj, 1.0f);
+    norm_forward(res_next, m2, r2, ln2, blk.ln2);
+  } else {
     be_.add(res_next, xm, proj, 1.0f);
-  };
-  for (int l = 0; l < L; ++l) block_forward(l);
-  Tensor lnf = R(a.lnf, C), mf = a.lnf_mean.rows(0, N), rf = a.lnf_rstd.rows(0, N);
-  norm_fwd(lnf, mf, rf, R(a.res[L], C), lnf_);
+  }
+}
+
+// a.dres holds d res[l+1] on entry and d res[l] on return.
+void Model::block_backward(const Pass& p, int l) {
+  Acts& a = *acts_;
+  const int64_t N = p.N, C = cfg_.d_model, F = cfg_.d_ff;
+  const int64_t CKV = int64_t(p.shape.NKV) * p.shape.HS;
+  const int B = p.B, T = p.T;
+  auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
+  const bool rotary = cfg_.pos == PosKind::rotary, swiglu = cfg_.act == ActKind::swiglu, post = cfg_.post_norm;
+  Block& blk = blocks_[l];
+  const int k = recompute_ ? 0 : l;
+  const bool fused = !blk.qkv.hf_name.empty();
+  const uint64_t key = p.dropout_key;
+  Tensor dres = R(a.dres, C), dln = R(a.dln, C), datt = R(a.datt, C);
+  Tensor res = R(a.res[l], C), xm = R(a.x_mid[k], C), ln1 = R(a.ln1[k], C), ln2 = R(a.ln2[k], C);
+  Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
+  Tensor m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
+  Tensor att = R(a.att[k], C);
+  Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F), dfc = R(a.dfc, F);
+  // MLP. Pre-norm: res[l+1] = xm + mlp(ln2(xm)); dres carries on as d xm, the MLP's input gradient is
+  // summed into it by ln2's backward. Post-norm: res[l+1] = ln2(x1 + mlp(x1)); dln = d s2, and
+  // dres becomes d x1 = d s2 + the MLP's input gradient.
+  const Tensor& mlp_in = post ? ln1 : ln2;
+  Tensor dmlp_out = dres;
+  if (post) {
+    be_.fill(dln, 0);
+    norm_backward(dln, blk.ln2, dres, ln2, m2, r2);
+    dmlp_out = dln;
+  }
+  Tensor dmlp_in = post ? dres : dln;
+  linear_backward(blk.fc_out, fc_act, dmlp_out, dfc, l, 3, key);
+  if (swiglu) {
+    Tensor dgate = R(a.dgate, F), dup = R(a.dup, F), dln2 = R(a.dln2, C);
+    be_.swiglu_backward(dgate, dup, dfc, R(a.gate_pre[k], F), fc_pre);
+    linear_backward(blk.fc, mlp_in, dup, dmlp_in, l, 2, key);
+    linear_backward(blk.gate, mlp_in, dgate, dln2, l, 7, key);
+    be_.add(dmlp_in, dmlp_in, dln2, 1.0f);
+  } else {
+    be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+    linear_backward(blk.fc, mlp_in, dfc, dmlp_in, l, 2, key);
+  }
+  // Attention. Pre-norm: xm = res + o(attn(ln1(res))); dres is d xm, d ln1 goes into dln and ln1's
+  // backward sums it into dres. Post-norm: x1 = ln1(xm), xm = res + o(attn(res)); dln = d xm, the
+  // attention's input gradient goes to dres and dln is added to it.
+  if (post) {
+    be_.add(dres, dres, dln, 1.0f);  // d x1
+    be_.fill(dln, 0);
+    norm_backward(dln, blk.ln1, dres, xm, m1, r1);
+  } else {
+    norm_backward(dres, blk.ln2, dln, xm, m2, r2);
+  }
+  const Tensor& dxm = post ? dln : dres;
+  const Tensor& attn_in = post ? res : ln1;
+  Tensor dattn_in = post ? dres : dln;
+  linear_backward(blk.attn_out, att, dxm, datt, l, 1, key);
+  if (fused) {
+    Tensor qkv = R(a.qkv[k], 3 * C), dqkv = R(a.dqkv, 3 * C);
+    be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
+                           mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
+                           a.att_saved[k], p.shape, a.lengths);
+    linear_backward(blk.qkv, attn_in, dqkv, dattn_in, l, 0, key);
+  } else {
+    Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
+           v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
+    Tensor dq = qkv_part(a.dqkv, 0, N, C), dk = qkv_part(a.dqkv, N * C, N, CKV),
+           dv = qkv_part(a.dqkv, N * C + N * CKV, N, CKV), dln2 = R(a.dln2, C);
+    be_.attention_backward(mat(dq), mat(dk), mat(dv), mat(datt), mat(q), mat(kk), mat(v), mat(att),
+                           a.att_saved[k], p.shape, a.lengths);
+    if (rotary) {  // the gradient of a rotation is the inverse rotation of the gradient
+      be_.rope(mat(dq), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, true);
+      be_.rope(mat(dk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, true);
+    }
+    linear_backward(blk.q, attn_in, dq, dattn_in, l, 4, key);
+    linear_backward(blk.k, attn_in, dk, dln2, l, 5, key);
+    be_.add(dattn_in, dattn_in, dln2, 1.0f);
+    linear_backward(blk.v, attn_in, dv, dln2, l, 6, key);
+    be_.add(dattn_in, dattn_in, dln2, 1.0f);
+  }
+  if (post)
+    be_.add(dres, dres, dln, 1.0f);  // d res = the attention's input gradient + d xm (the residual)
+  else
+    norm_backward(dres, blk.ln1, dln, res, m1, r1);
+}
+
+Tensor Model::body_forward(const Pass& p) {
+  Acts& a = *acts_;
+  const int64_t N = p.N, C = cfg_.d_model;
+  // Learned positions: RoBERTa numbers them from padding_idx + 1 (position_offset), so sequence
+  // position t reads row t + offset; right padding keeps every real token at its own position.
+  const Tensor wpe = wpe_.empty() ? wpe_ : wpe_.rows(cfg_.position_offset, cfg_.max_positions);
+  if (cfg_.post_norm) {
+    Tensor emb = rows_of(a.emb, N, C), emb3 = emb.view({p.B, p.T, C});
+    be_.embedding_forward(emb3, a.tokens, wte_, wpe);
+    if (!tte_.empty()) be_.bias_add(mat(emb), tte_.rows(0, 1).view({C}));  // token type 0 everywhere
+    Tensor x0 = rows_of(a.res[0], N, C);
+    Tensor m = a.emb_mean.rows(0, N), r = a.emb_rstd.rows(0, N);
+    norm_forward(x0, m, r, emb, ln_emb_);
+  } else {
+    Tensor x0 = rows_of(a.res[0], N, C).view({p.B, p.T, C});
+    be_.embedding_forward(x0, a.tokens, wte_, wpe);
+  }
+  for (int l = 0; l < cfg_.n_layer; ++l) block_forward(p, l);
+  Tensor last = rows_of(a.res[cfg_.n_layer], N, C);
+  if (cfg_.post_norm) return last;
+  Tensor lnf = rows_of(a.lnf, N, C), mf = a.lnf_mean.rows(0, N), rf = a.lnf_rstd.rows(0, N);
+  norm_forward(lnf, mf, rf, last, lnf_);
+  return lnf;
+}
+
+void Model::body_backward(const Pass& p, const Tensor& dhidden) {
+  Acts& a = *acts_;
+  const int64_t N = p.N, C = cfg_.d_model;
+  const int L = cfg_.n_layer;
+  Tensor dres = rows_of(a.dres, N, C), dln = rows_of(a.dln, N, C);
+  if (cfg_.post_norm) {
+    be_.copy(dres, dhidden);
+  } else {
+    be_.fill(dres, 0);
+    norm_backward(dres, lnf_, dhidden, rows_of(a.res[L], N, C), a.lnf_mean.rows(0, N), a.lnf_rstd.rows(0, N));
+  }
+  for (int l = L - 1; l >= 0; --l) {
+    if (recompute_) block_forward(p, l);  // rebuild block l's activations from its residual input
+    block_backward(p, l);
+  }
+  if (dwte_.empty() && dwpe_.empty()) return;  // frozen embeddings (LoRA): nothing below needs a gradient
+  Tensor dwpe = dwpe_.empty() ? dwpe_ : dwpe_.rows(cfg_.position_offset, cfg_.max_positions);
+  Tensor demb = dres;
+  if (cfg_.post_norm) {
+    be_.fill(dln, 0);
+    norm_backward(dln, ln_emb_, dres, rows_of(a.emb, N, C), a.emb_mean.rows(0, N), a.emb_rstd.rows(0, N));
+    demb = dln;
+    Tensor dtte0 = dtte_.empty() ? dtte_ : dtte_.rows(0, 1).view({C});
+    if (!dtte0.empty()) be_.bias_backward(dtte0, mat(demb));
+  }
+  be_.embedding_backward(dwte_, dwpe, demb.view({p.B, p.T, C}), a.tokens);
+}
+
+LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor& lengths, float dscale,
+                      float label_smoothing, uint64_t dropout_key, bool train) {
+  if (cfg_.head != HeadKind::lm)
+    fail_usage("this " + cfg_.family + " model has a classification head, not a language-model head",
+               "train it on classification data (data.format glue)");
+  Pass p = pass_begin(tokens, lengths, dropout_key, train);
+  const int64_t N = p.N, C = cfg_.d_model, V = cfg_.vocab_size;
+  const bool backward = dscale != 0.0f;
+  Acts& a = *acts_;
+  a.targets = be_.alloc({N}, DType::i32);
+  be_.upload(a.targets, targets);
+  Tensor lnf = body_forward(p);
 
   // ---- LM head and loss, a block of rows at a time: no (N,V) logits buffer ----
   LossStats stats;
-  Tensor dlnf = R(a.dlnf, C);
+  Tensor dlnf = rows_of(a.dlnf, N, C);
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, kLogitChunkBytes / (4 * V)));
   Tensor logits = be_.alloc({chunk, V}, be_.activation_dtype());
   Tensor losses = be_.alloc({chunk}, DType::f32);
@@ -516,60 +782,100 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
       if (!dhead.empty()) be_.matmul(mat(dhead), mat(lg), mat(x), true, false, 1.0f, 1.0f);
     }
   }
+  if (backward) body_backward(p, dlnf);
+  return stats;
+}
+
+LossStats Model::classify_step(const Tensor& tokens, const Tensor& lengths, const Tensor& labels, float dscale,
+                               uint64_t dropout_key, bool train, Tensor* logits_out) {
+  if (cfg_.head != HeadKind::classifier)
+    fail_usage("this " + cfg_.family + " model has a language-model head, not a classification head",
+               "classification needs an encoder with a classification head (model_type roberta)");
+  Pass p = pass_begin(tokens, lengths, dropout_key, train);
+  const int B = p.B, T = p.T;
+  const int64_t C = cfg_.d_model, NL = cfg_.num_labels;
+  const bool regression = NL == 1, backward = dscale != 0.0f;
+  if (labels.numel() != B) throw std::logic_error("classify_step: labels must have one entry per sequence");
+  const DType dt = be_.activation_dtype();
+  ClassifierHead& h = cls_;
+  Acts& a = *acts_;
+
+  // Targets on the device: class ids (i32) for cross-entropy, values (f32) for the squared error.
+  Tensor targets;
+  if (regression) {
+    targets = be_.alloc({B}, DType::f32);
+    be_.upload(targets, labels);
+  } else {
+    Tensor ids = tensor_host({B}, DType::i32);
+    for (int b = 0; b < B; ++b) {
+      const float y = labels.f32()[b];
+      if (!(y >= 0 && y < float(NL) && y == std::floor(y)))
+        fail_usage("label " + std::to_string(y) + " of a batch example is not a class id in [0, " + std::to_string(NL) +
+                       ")",
+                   "labels of a " + std::to_string(NL) + "-class head are 0.." + std::to_string(NL - 1) +
+                       "; set model.num_labels or data.label_names to match the data");
+      ids.i32()[b] = int32_t(y);
+    }
+    targets = be_.alloc({B}, DType::i32);
+    be_.upload(targets, ids);
+  }
+
+  Tensor hidden = body_forward(p);  // (N,C)
+  // The first token of each sequence: rows b*T of the hidden states, a strided (B,C) view.
+  MatRef first = mat(hidden);
+  first.rows = B;
+  first.ld = int64_t(T) * C;
+  const float pdrop = p.dropout_key != 0 ? cfg_.head_dropout : 0.0f;
+  const uint64_t seed1 = dropout_seed(p.dropout_key, (1 << 25) + 0), seed2 = dropout_seed(p.dropout_key, (1 << 25) + 1);
+  Tensor x = be_.alloc({B, C}, dt);     // (B,C) first token
+  Tensor xd = be_.alloc({B, C}, dt);    // (B,C) after dropout
+  Tensor th = be_.alloc({B, C}, dt);    // (B,C) tanh(dense(xd))
+  Tensor thd = be_.alloc({B, C}, dt);   // (B,C) after dropout
+  Tensor logits = be_.alloc({B, NL}, dt);
+  be_.mat_copy(mat(x), first);
+  if (pdrop > 0) be_.dropout_forward(xd, x, pdrop, seed1, 0); else be_.copy(xd, x);
+  be_.matmul(mat(th), mat(xd), mat(h.dense_w_val), false, true, 1.0f, 0.0f);  // dense: xd W^T + b
+  be_.bias_add(mat(th), h.dense_b_val);
+  be_.tanh_forward(th, th);
+  if (pdrop > 0) be_.dropout_forward(thd, th, pdrop, seed2, 0); else be_.copy(thd, th);
+  be_.matmul(mat(logits), mat(thd), mat(h.out_w_val), false, true, 1.0f, 0.0f);  // out_proj
+  be_.bias_add(mat(logits), h.out_b_val);
+  if (logits_out) *logits_out = be_.download(logits);
+
+  LossStats stats;
+  Tensor losses = be_.alloc({B}, DType::f32);
+  if (regression) {
+    be_.mse_loss(mat(logits), losses, targets, dscale);
+  } else {
+    Tensor argmax = be_.alloc({B}, DType::i32);
+    be_.cross_entropy(mat(logits), losses, argmax, targets, 0.0f, dscale);
+    Tensor ha = be_.download(argmax);
+    for (int b = 0; b < B; ++b) stats.correct += ha.i32()[b] == int32_t(labels.f32()[b]);
+  }
+  Tensor hl = be_.download(losses);
+  for (int b = 0; b < B; ++b) stats.loss_sum += hl.f32()[b];
+  stats.tokens = B;
   if (!backward) return stats;
 
-  // ---- backward ----
-  Tensor dres = R(a.dres, C), dln = R(a.dln, C), datt = R(a.datt, C);
-  be_.fill(dres, 0);
-  norm_bwd(dres, lnf_, dlnf, R(a.res[L], C), mf, rf);
-  for (int l = L - 1; l >= 0; --l) {
-    if (recompute_) block_forward(l);  // rebuild block l's activations from its residual input
-    Block& blk = blocks_[l];
-    const int k = slot(l);
-    const bool fused = !blk.qkv.hf_name.empty();
-    Tensor res = R(a.res[l], C), xm = R(a.x_mid[k], C), ln1 = R(a.ln1[k], C), ln2 = R(a.ln2[k], C);
-    Tensor att = R(a.att[k], C);
-    Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F), dfc = R(a.dfc, F);
-    // MLP: res[l+1] = xm + fc_out(gelu(fc(ln2(xm)))) or xm + fc_out(silu(gate(ln2(xm))) * fc(ln2(xm)))
-    linear_backward(blk.fc_out, fc_act, dres, dfc, l, 3, dropout_key);
-    if (swiglu) {
-      Tensor dgate = R(a.dgate, F), dup = R(a.dup, F), dln2 = R(a.dln2, C);
-      be_.swiglu_backward(dgate, dup, dfc, R(a.gate_pre[k], F), fc_pre);
-      linear_backward(blk.fc, ln2, dup, dln, l, 2, dropout_key);
-      linear_backward(blk.gate, ln2, dgate, dln2, l, 7, dropout_key);
-      be_.add(dln, dln, dln2, 1.0f);
-    } else {
-      be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
-      linear_backward(blk.fc, ln2, dfc, dln, l, 2, dropout_key);
-    }
-    norm_bwd(dres, blk.ln2, dln, xm, a.ln2_mean[k].rows(0, N), a.ln2_rstd[k].rows(0, N));
-    // attention: xm = res + attn_out(attention(qkv(ln1(res))))
-    linear_backward(blk.attn_out, att, dres, datt, l, 1, dropout_key);
-    if (fused) {
-      Tensor qkv = R(a.qkv[k], 3 * C), dqkv = R(a.dqkv, 3 * C);
-      be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
-                             mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
-                             a.att_saved[k], shape, a.lengths);
-      linear_backward(blk.qkv, ln1, dqkv, dln, l, 0, dropout_key);
-    } else {
-      Tensor q = qpart(a.qkv[k]), kk = kpart(a.qkv[k]), v = vpart(a.qkv[k]);
-      Tensor dq = qpart(a.dqkv), dk = kpart(a.dqkv), dv = vpart(a.dqkv), dln2 = R(a.dln2, C);
-      be_.attention_backward(mat(dq), mat(dk), mat(dv), mat(datt), mat(q), mat(kk), mat(v), mat(att),
-                             a.att_saved[k], shape, a.lengths);
-      if (rotary) {  // the gradient of a rotation is the inverse rotation of the gradient
-        be_.rope(mat(dq), B, T, shape.NH, shape.HS, cfg_.rope_theta, true);
-        be_.rope(mat(dk), B, T, shape.NKV, shape.HS, cfg_.rope_theta, true);
-      }
-      linear_backward(blk.q, ln1, dq, dln, l, 4, dropout_key);
-      linear_backward(blk.k, ln1, dk, dln2, l, 5, dropout_key);
-      be_.add(dln, dln, dln2, 1.0f);
-      linear_backward(blk.v, ln1, dv, dln2, l, 6, dropout_key);
-      be_.add(dln, dln, dln2, 1.0f);
-    }
-    norm_bwd(dres, blk.ln1, dln, res, a.ln1_mean[k].rows(0, N), a.ln1_rstd[k].rows(0, N));
-  }
-  if (!dwte_.empty() || !dwpe_.empty())
-    be_.embedding_backward(dwte_, dwpe_, dres.view({B, T, C}), a.tokens);
+  // logits now holds dscale * dloss/dlogits (B,NL).
+  Tensor dthd = be_.alloc({B, C}, dt), dxd = be_.alloc({B, C}, dt);
+  be_.matmul(mat(h.dout_w), mat(logits), mat(thd), true, false, 1.0f, 1.0f);  // dWo += dlogits^T thd
+  be_.bias_backward(h.dout_b, mat(logits));
+  be_.matmul(mat(dthd), mat(logits), mat(h.out_w_val), false, false, 1.0f, 0.0f);  // (B,C)
+  if (pdrop > 0) be_.dropout_backward(dthd, dthd, pdrop, seed2, 0);
+  be_.tanh_backward(dthd, dthd, th);
+  be_.matmul(mat(h.ddense_w), mat(dthd), mat(xd), true, false, 1.0f, 1.0f);  // dWd += dh^T xd
+  be_.bias_backward(h.ddense_b, mat(dthd));
+  be_.matmul(mat(dxd), mat(dthd), mat(h.dense_w_val), false, false, 1.0f, 0.0f);
+  if (pdrop > 0) be_.dropout_backward(dxd, dxd, pdrop, seed1, 0);
+  // Only the first token of each sequence receives a gradient from the head.
+  Tensor dhidden = rows_of(a.dlnf, p.N, C);
+  be_.fill(dhidden, 0);
+  MatRef dfirst = mat(dhidden);
+  dfirst.rows = B;
+  dfirst.ld = int64_t(T) * C;
+  be_.mat_copy(dfirst, mat(dxd));
+  body_backward(p, dhidden);
   return stats;
 }
 

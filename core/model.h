@@ -2,7 +2,14 @@
 // (attention + MLP), final norm, LM head (tied to the embedding or separate) with a fused, row-chunked
 // softmax cross-entropy; forward and backward by hand (no autograd), LoRA adapters on any linear layer.
 // GPT-2 (LayerNorm, learned positions, GELU, fused c_attn) and the LLaMA family (RMSNorm, rotary
-// positions, SwiGLU, separate q/k/v with grouped KV heads) follow from ModelConfig's fields.
+// positions, SwiGLU, separate q/k/v with grouped KV heads) follow from ModelConfig's fields, and so does
+// RoBERTa: an encoder (bidirectional attention over the unpadded keys) with post-norm blocks
+// (x = LN(x + attn(x)), x = LN(x + mlp(x))), learned positions numbered from padding_idx + 1,
+// token-type embedding 0 added, an embedding LayerNorm, erf GELU, biases everywhere, and the
+// sequence-classification head of HF RobertaClassificationHead on the first token (<s>), trained in
+// full beside the adapters (PEFT's modules_to_save = ["classifier"]): classify_step, not step.
+// Dropout: only LoRA's input dropout and the classification head's two dropouts are applied; the
+// models' hidden and attention dropouts are not (GPT-2's and RoBERTa's 0.1 as well).
 //
 // Linear layers keep the checkpoint's own orientation: GPT-2's Conv1D stores W as (in, out) and computes
 // y = x W; nn.Linear stores (out, in) and computes y = x W^T. A linear layer may carry several LoRA
@@ -92,6 +99,15 @@ struct Block {
   }
 };
 
+// HF RobertaClassificationHead: logits = out_proj(dropout(tanh(dense(dropout(h_first))))). Trained in
+// full (fp32 masters, like LoRA's A and B); saved in adapters under base_model.model.classifier.*.
+struct ClassifierHead {
+  Tensor dense_w, dense_b, out_w, out_b;              // fp32 masters (C,C), (C), (NL,C), (NL)
+  Tensor dense_w_val, dense_b_val, out_w_val, out_b_val;  // activation-dtype copies (the masters on the CPU)
+  Tensor ddense_w, ddense_b, dout_w, dout_b;          // fp32 gradients
+  bool loaded = false;                                // set from a checkpoint or an adapter, not initialised
+};
+
 // A trainable tensor as the optimizer sees it.
 struct TrainableParam {
   std::string name;      // stable name, used in training-state files
@@ -151,6 +167,19 @@ class Model {
   // Logits for every position as a host (B,T,V) tensor (tests, generation).
   Tensor logits(const Tensor& tokens, const Tensor& lengths);
 
+  // ---- sequence classification and regression (config().head == HeadKind::classifier) ----
+  // One forward pass (and with dscale != 0 the backward pass) of the classification head on each
+  // sequence's first token. labels: host f32 (B), class ids in [0, num_labels) or, with num_labels 1,
+  // regression targets. Loss per example: cross-entropy, or squared error (MSE) for regression; stats
+  // count examples in `tokens`. logits_out, if given, receives the host (B, num_labels) logits.
+  LossStats classify_step(const Tensor& tokens, const Tensor& lengths, const Tensor& labels, float dscale,
+                          uint64_t dropout_key, bool train, Tensor* logits_out = nullptr);
+  ClassifierHead& classifier() { return cls_; }
+  // Sets the head's weights from host f32 tensors (an adapter's saved modules or a checkpoint).
+  void classifier_set(const Tensor& dense_w, const Tensor& dense_b, const Tensor& out_w, const Tensor& out_b);
+  // A fresh head as transformers initialises one: N(0, initializer_range) weights, zero biases.
+  void classifier_init(uint64_t seed);
+
   // ---- incremental decoding (core/model_decode.cpp): the eval-mode forward of step() (adapters on,
   // no dropout), one chunk of tokens at a time against a KvCache ----
   // A cache for start.size() rows of up to `capacity` slots; max_rows (>= rows; 0: rows) bounds the
@@ -190,6 +219,17 @@ class Model {
 
  private:
   struct Acts;
+  struct Pass;  // one forward (and backward) pass: the batch's shape and dropout settings
+  Pass pass_begin(const Tensor& tokens, const Tensor& lengths, uint64_t dropout_key, bool train);
+  // Embeddings and blocks (and the final norm of pre-norm models): the (N,C) last hidden states.
+  Tensor body_forward(const Pass& p);
+  // From d(last hidden states) (N,C) back to the embeddings; parameter gradients accumulate.
+  void body_backward(const Pass& p, const Tensor& dhidden);
+  void block_forward(const Pass& p, int l);
+  void block_backward(const Pass& p, int l);
+  void norm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Norm& n);
+  void norm_backward(Tensor& dinp, Norm& n, const Tensor& dout, const Tensor& inp, const Tensor& mean,
+                     const Tensor& rstd);
   // layer: block index; idx: the linear's Block::slot index.
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key, bool train);
   void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
@@ -200,9 +240,13 @@ class Model {
   ModelConfig cfg_;
   LoraSpec spec_;
   bool recompute_ = false;
-  Tensor wte_, wpe_, dwte_, dwpe_;  // (V,C), (P,C); wpe_ empty with rotary positions
+  Tensor wte_, wpe_, dwte_, dwpe_;  // (V,C), (offset+P,C); wpe_ empty with rotary positions
   Tensor lm_head_, dlm_head_;       // (V,C) untied LM head (tied_head false); empty when tied
-  Norm lnf_;
+  Tensor tte_, dtte_;               // (types,C) token-type embeddings (RoBERTa; row 0 is added)
+  std::string wte_name_, wpe_name_, tte_name_;  // HF names (without the family prefix)
+  Norm lnf_;                        // final norm of pre-norm models (empty tensors for post-norm)
+  Norm ln_emb_;                     // embedding LayerNorm of post-norm encoders (empty otherwise)
+  ClassifierHead cls_;              // empty unless config().head is classifier
   std::vector<Block> blocks_;
   std::unique_ptr<Acts> acts_;
 };

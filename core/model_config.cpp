@@ -225,6 +225,25 @@ ModelConfig roberta_from_json(const json& j, const std::string& path) {
   c.tied_head = key_bool_or(j, "tie_word_embeddings", path, true);
   c.conv1d_weights = false;
   c.type_vocab_size = key_int_or(j, "type_vocab_size", path, 2);
+  if (c.type_vocab_size <= 0) fail_runtime(where_of(path, "type_vocab_size") + " must be positive");
+  // The sequence-classification head (RobertaForSequenceClassification): num_labels from the key itself
+  // or the size of id2label (PretrainedConfig's default 2); problem_type as HF picks it from num_labels.
+  c.head = HeadKind::classifier;
+  const json* id2label = key_find(j, "id2label");
+  if (id2label && !id2label->is_object())
+    fail_runtime(where_of(path, "id2label") + " must be an object, found " + id2label->dump());
+  c.num_labels = key_int_or(j, "num_labels", path, id2label ? int(id2label->size()) : 2);
+  if (c.num_labels <= 0) fail_runtime(where_of(path, "num_labels") + " must be positive");
+  std::string problem = key_string_or(j, "problem_type", path, c.num_labels == 1 ? "regression" : "single_label_classification");
+  if (problem == "multi_label_classification")
+    refuse(path, "problem_type", "'multi_label_classification'", "single-label classification or regression");
+  if ((problem == "regression") != (c.num_labels == 1))
+    refuse(path, "problem_type", "'" + problem + "' with " + std::to_string(c.num_labels) + " labels",
+           "regression with 1 label or single_label_classification with 2 or more");
+  c.head_dropout = key_float_or(j, "classifier_dropout", path, key_float_or(j, "hidden_dropout_prob", path, 0.1f));
+  if (!(c.head_dropout >= 0 && c.head_dropout < 1))
+    fail_runtime(where_of(path, "classifier_dropout") + " must be in [0, 1), found " + std::to_string(c.head_dropout));
+  c.init_std = key_float_or(j, "initializer_range", path, 0.02f);
   c.bos_token_id = key_token_id(j, "bos_token_id", path, 0);
   c.eos_token_id = key_token_id(j, "eos_token_id", path, 2);
   c.pad_token_id = key_token_id(j, "pad_token_id", path, 1);
@@ -347,7 +366,7 @@ json model_config_to_json(const ModelConfig& c) {
     if (type == "mistral") j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
   } else if (c.family == "roberta") {
     j["model_type"] = "roberta";
-    j["architectures"] = {"RobertaForMaskedLM"};
+    j["architectures"] = {"RobertaForSequenceClassification"};
     j["num_hidden_layers"] = c.n_layer;
     j["num_attention_heads"] = c.n_head;
     j["hidden_size"] = c.d_model;
@@ -359,6 +378,16 @@ json model_config_to_json(const ModelConfig& c) {
     j["hidden_act"] = act_name(c.act);
     j["position_embedding_type"] = "absolute";
     j["tie_word_embeddings"] = c.tied_head;
+    json id2label = json::object(), label2id = json::object();
+    for (int i = 0; i < c.num_labels; ++i) {
+      id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+      label2id["LABEL_" + std::to_string(i)] = i;
+    }
+    j["id2label"] = id2label;
+    j["label2id"] = label2id;
+    j["problem_type"] = c.num_labels == 1 ? "regression" : "single_label_classification";
+    j["classifier_dropout"] = float_for_json(c.head_dropout);
+    j["initializer_range"] = float_for_json(c.init_std);
   } else {
     throw std::logic_error("model_config_to_json: unknown family '" + c.family + "'");
   }

@@ -12,6 +12,9 @@ namespace lora {
 enum class NormKind { layernorm, rmsnorm };
 enum class PosKind { learned, rotary };
 enum class ActKind { gelu_tanh, gelu_erf, swiglu };
+// lm: next-token logits from the LM head (decoders). classifier: HF RobertaClassificationHead on the
+// first token (<s>): dense (C,C), tanh, out_proj (num_labels,C); num_labels 1 is regression (MSE).
+enum class HeadKind { lm, classifier };
 
 struct ModelConfig {
   std::string family;       // "gpt2", "llama", "roberta": for messages and file layouts only
@@ -40,6 +43,10 @@ struct ModelConfig {
   bool causal = true;       // decoder (causal) or encoder (bidirectional)
   bool tied_head = true;    // LM head shares the token embedding
   bool conv1d_weights = false;  // weights stored (in, out) as GPT-2's Conv1D, not (out, in)
+  HeadKind head = HeadKind::lm;
+  int num_labels = 0;       // classifier outputs (config.json num_labels or id2label; 1 = regression)
+  float head_dropout = 0;   // classifier dropout (classifier_dropout, else hidden_dropout_prob)
+  float init_std = 0.02f;   // initializer_range: std of a classifier head initialised from scratch
   int eos_token_id = -1;
   int bos_token_id = -1;
   int pad_token_id = -1;

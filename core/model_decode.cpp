@@ -62,6 +62,9 @@ Tensor i32_host(const std::vector<int32_t>& v) {
 }  // namespace
 
 KvCache Model::kv_cache_create(const std::vector<int32_t>& start, int capacity, int max_rows) {
+  if (!cfg_.causal || cfg_.head != HeadKind::lm)
+    fail_usage("a " + cfg_.family + " model is an encoder with a classification head and does not generate text",
+               "evaluate it with `lora eval` on classification data");
   KvCache c;
   c.rows = int(start.size());
   c.max_rows = std::max(max_rows, c.rows);

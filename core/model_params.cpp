@@ -1,5 +1,6 @@
 // The model's parameters as the optimizer, the checkpoint writer and --dry-run see them: trainable
-// tensors (LoRA A/B, or every weight in full mode), gradients, counts, and export of base weights.
+// tensors (LoRA A/B, or every weight in full mode, plus a classification head, which always trains),
+// gradients, counts, and export of base weights (the head included, as HF names it: classifier.*).
 #include <set>
 
 #include "core/error.h"
@@ -11,6 +12,15 @@ namespace {
 std::string adapter_name(const Linear& lin, const LoraAdapter& ad, const char* which) {
   return lin.hf_name + ".lora_" + ad.role + "." + which;
 }
+
+// The classification head's tensors as (HF name, master, value, grad, decay): weights decay, biases not.
+void classifier_params(ClassifierHead& h, std::vector<TrainableParam>& out) {
+  if (h.dense_w.empty()) return;
+  out.push_back({"classifier.dense.weight", &h.dense_w, &h.dense_w_val, &h.ddense_w, true});
+  out.push_back({"classifier.dense.bias", &h.dense_b, &h.dense_b_val, &h.ddense_b, false});
+  out.push_back({"classifier.out_proj.weight", &h.out_w, &h.out_w_val, &h.dout_w, true});
+  out.push_back({"classifier.out_proj.bias", &h.out_b, &h.out_b_val, &h.dout_b, false});
+}
 }  // namespace
 
 std::vector<TrainableParam> Model::trainable() {
@@ -21,8 +31,11 @@ std::vector<TrainableParam> Model::trainable() {
     auto add = [&](const std::string& name, Tensor& w, Tensor& g, bool decay) {
       if (!w.empty()) out.push_back({name, &w, &w, &g, decay});  // absent tensors (no bias, rotary) skipped
     };
-    add(cfg_.conv1d_weights ? "wte.weight" : "embed_tokens.weight", wte_, dwte_, true);
-    add("wpe.weight", wpe_, dwpe_, true);
+    add(wte_name_, wte_, dwte_, true);
+    add(wpe_name_, wpe_, dwpe_, true);
+    add(tte_name_, tte_, dtte_, true);
+    add(ln_emb_.hf_name + ".weight", ln_emb_.w, ln_emb_.dw, false);
+    add(ln_emb_.hf_name + ".bias", ln_emb_.b, ln_emb_.db, false);
     for (auto& b : blocks_) {
       for (Norm* n : {&b.ln1, &b.ln2}) {
         add(n->hf_name + ".weight", n->w, n->dw, false);
@@ -36,6 +49,7 @@ std::vector<TrainableParam> Model::trainable() {
     add(lnf_.hf_name + ".weight", lnf_.w, lnf_.dw, false);
     add(lnf_.hf_name + ".bias", lnf_.b, lnf_.db, false);
     add("lm_head.weight", lm_head_, dlm_head_, true);
+    classifier_params(cls_, out);
     return out;
   }
   for (auto& b : blocks_)
@@ -45,6 +59,7 @@ std::vector<TrainableParam> Model::trainable() {
         out.push_back({adapter_name(*lin, ad, "B"), &ad.b, &ad.b_val, &ad.db, true});
       }
     }
+  classifier_params(cls_, out);
   return out;
 }
 
@@ -60,6 +75,8 @@ void Model::sync_values() {
 
 std::vector<std::pair<std::string, int64_t>> Model::trainable_counts() const {
   std::vector<std::pair<std::string, int64_t>> out;
+  const int64_t head = cls_.dense_w.empty() ? 0 : cls_.dense_w.numel() + cls_.dense_b.numel() + cls_.out_w.numel() +
+                                                     cls_.out_b.numel();
   auto bump = [&](const std::string& key, int64_t n) {
     for (auto& kv : out)
       if (kv.first == key) {
@@ -81,7 +98,7 @@ std::vector<std::pair<std::string, int64_t>> Model::trainable_counts() const {
       return out;
     }
     auto numel = [](const Tensor& t) { return t.empty() ? int64_t(0) : t.numel(); };
-    bump("embeddings (embed_tokens)", wte_.numel());
+    bump("embeddings", wte_.numel() + numel(wpe_) + numel(tte_) + numel(ln_emb_.w) + numel(ln_emb_.b));
     for (const auto& b : blocks_) {
       for (const Linear* lin : b.linears()) {
         const bool attn = lin == &b.q || lin == &b.k || lin == &b.v || lin == &b.attn_out;
@@ -91,17 +108,20 @@ std::vector<std::pair<std::string, int64_t>> Model::trainable_counts() const {
     }
     bump("norms", numel(lnf_.w) + numel(lnf_.b));
     if (!lm_head_.empty()) bump("lm_head", lm_head_.numel());
+    if (head) bump("classifier (dense, out_proj)", head);
     return out;
   }
   for (const auto& b : blocks_)
     for (const Linear* lin : b.linears())
       for (const auto& ad : lin->adapters) bump("lora " + ad.role, ad.a.numel() + ad.b.numel());
+  if (head) bump("classifier (dense, out_proj)", head);
   return out;
 }
 
 int64_t Model::base_param_count() const {
   auto numel = [](const Tensor& t) { return t.empty() ? int64_t(0) : t.numel(); };
-  int64_t n = numel(wte_) + numel(wpe_) + numel(lm_head_) + numel(lnf_.w) + numel(lnf_.b);
+  int64_t n = numel(wte_) + numel(wpe_) + numel(tte_) + numel(lm_head_) + numel(lnf_.w) + numel(lnf_.b) +
+              numel(ln_emb_.w) + numel(ln_emb_.b);
   for (const auto& b : blocks_) {
     n += numel(b.ln1.w) + numel(b.ln1.b) + numel(b.ln2.w) + numel(b.ln2.b);
     for (const Linear* lin : b.linears()) n += numel(lin->w) + numel(lin->b);
@@ -114,8 +134,11 @@ std::vector<std::pair<std::string, Tensor>> Model::export_base() {
   auto add = [&](const std::string& name, const Tensor& t) {
     if (!t.empty()) out.push_back({name, be_.download(t)});
   };
-  add(cfg_.conv1d_weights ? "wte.weight" : "embed_tokens.weight", wte_);
-  add("wpe.weight", wpe_);
+  add(wte_name_, wte_);
+  add(wpe_name_, wpe_);
+  add(tte_name_, tte_);
+  add(ln_emb_.hf_name + ".weight", ln_emb_.w);
+  add(ln_emb_.hf_name + ".bias", ln_emb_.b);
   for (auto& b : blocks_) {
     for (Norm* n : {&b.ln1, &b.ln2}) {
       add(n->hf_name + ".weight", n->w);
@@ -129,6 +152,10 @@ std::vector<std::pair<std::string, Tensor>> Model::export_base() {
   add(lnf_.hf_name + ".weight", lnf_.w);
   add(lnf_.hf_name + ".bias", lnf_.b);
   add("lm_head.weight", lm_head_);
+  add("classifier.dense.weight", cls_.dense_w);
+  add("classifier.dense.bias", cls_.dense_b);
+  add("classifier.out_proj.weight", cls_.out_w);
+  add("classifier.out_proj.bias", cls_.out_b);
   return out;
 }
 

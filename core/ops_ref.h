@@ -200,6 +200,18 @@ void gelu_backward(Real* dinp, const Real* dout, const Real* inp, int64_t n, Gel
   for (int64_t i = 0; i < n; ++i) dinp[i] = Real(double(dout[i]) * gelu_grad(inp[i], kind));
 }
 
+// tanh (the pooler/classifier activation of BERT and RoBERTa).
+template <class Real>
+void tanh_forward(Real* out, const Real* inp, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = Real(std::tanh(double(inp[i])));
+}
+
+// dinp = dout * (1 - out^2), with out = tanh(inp) the forward's output; dinp may alias dout.
+template <class Real>
+void tanh_backward(Real* dinp, const Real* dout, const Real* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dinp[i] = Real(double(dout[i]) * (1.0 - double(out[i]) * double(out[i])));
+}
+
 // SwiGLU (Shazeer 2020; HF LlamaMLP): out = silu(gate) * up, silu(g) = g * sigmoid(g).
 template <class Real>
 void swiglu_forward(Real* out, const Real* gate, const Real* up, int64_t n) {
@@ -502,6 +514,26 @@ void cross_entropy(Real* logits, int64_t ld, Real* losses, int32_t* argmax, cons
       z[v] = Real(dscale * d);
     }
   }
+}
+
+// Squared error per row (PyTorch MSELoss with reduction 'sum' split by row): preds (N) with stride ldp,
+// targets (N). losses[i] = (p_i - y_i)^2; if dscale != 0, preds are overwritten by dscale * 2 (p_i - y_i).
+template <class Real>
+void mse_loss(Real* preds, int64_t ldp, Real* losses, const float* targets, int64_t N, double dscale) {
+  for (int64_t i = 0; i < N; ++i) {
+    const double d = double(preds[i * ldp]) - double(targets[i]);
+    losses[i] = Real(d * d);
+    if (dscale != 0) preds[i * ldp] = Real(dscale * 2.0 * d);
+  }
+}
+
+// ---- memory ----
+
+// dst = src, (rows, cols) matrices with leading dims ldd, lds (a strided gather or scatter of rows).
+template <class Real>
+void mat_copy(Real* dst, int64_t ldd, const Real* src, int64_t lds, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[i * ldd + j] = src[i * lds + j];
 }
 
 // ---- dropout ----

@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/make_golden.py --out tests/fixtures/golden
+python3 scripts/make_golden_llama.py --out tests/fixtures/golden-llama
+python3 scripts/make_golden_roberta.py --out tests/fixtures/golden-roberta
 python3 scripts/make_tokenizer_fixtures.py ../shared/data
 python3 scripts/make_generate_fixtures.py
 # The official E2E scorer is a public repository (tuetschek/e2e-metrics); pass its checkout as $E2E_METRICS.

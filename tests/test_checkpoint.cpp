@@ -349,6 +349,23 @@ TEST_CASE("config.json mappers") {
     ModelConfig again = model_config_from_json(back, "back");
     CHECK(again.max_positions == 512);
     CHECK(again.position_offset == 2);
+    // The sequence-classification head: num_labels from the key, else id2label's size, else 2 (HF's
+    // default); 1 label is regression; multi-label classification is refused.
+    CHECK(c.head == HeadKind::classifier);
+    CHECK(c.num_labels == 2);
+    CHECK(c.head_dropout == doctest::Approx(0.1));  // hidden_dropout_prob's default, as classifier_dropout null
+    j["id2label"] = {{"0", "entailment"}, {"1", "neutral"}, {"2", "contradiction"}};
+    CHECK(model_config_from_json(j, "c").num_labels == 3);
+    j["num_labels"] = 1;
+    ModelConfig reg = model_config_from_json(j, "c");
+    CHECK(reg.num_labels == 1);
+    CHECK(model_config_to_json(reg)["problem_type"] == "regression");
+    CHECK(model_config_from_json(model_config_to_json(reg), "back").num_labels == 1);
+    j["problem_type"] = "multi_label_classification";
+    CHECK(contains(error_of([&] { model_config_from_json(j, "c"); }).what(), "problem_type"));
+    j.erase("problem_type");
+    j.erase("num_labels");
+    j.erase("id2label");
     j["position_embedding_type"] = "relative_key";
     CHECK(contains(error_of([&] { model_config_from_json(j, "c"); }).what(), "position_embedding_type"));
   }

@@ -377,6 +377,88 @@ TEST_CASE("swiglu: backward matches finite differences; float matches double") {
   expect_close("backend swiglu dup", from_backend(*be, tdu), du, f32_rtol);
 }
 
+TEST_CASE("tanh: backward (from the output) matches finite differences; float matches double") {
+  auto be = backend_cpu_create();
+  Rng rng(21);
+  const int n = 36;
+  vec x = rng.normal(n, 1.5), W = rng.normal(n), out(n), dx(n);
+  auto loss = [&] {
+    ref::tanh_forward(out.data(), x.data(), n);
+    return dot(out, W);
+  };
+  loss();
+  ref::tanh_backward(dx.data(), W.data(), out.data(), n);
+  expect_close("tanh dinp", dx, numeric_grad(x, loss), fd_rtol);
+  loss();
+  for (int i = 0; i < n; ++i) CHECK(out[i] == doctest::Approx(std::tanh(x[i])).epsilon(1e-15));
+
+  Tensor tx = to_backend(*be, x, {6, 6}), tout = be->alloc({6, 6}, DType::f32), td = to_backend(*be, W, {6, 6});
+  be->tanh_forward(tout, tx);
+  expect_close("backend tanh out", from_backend(*be, tout), out, f32_rtol);
+  be->tanh_backward(td, td, tout);  // dinp aliases dout
+  expect_close("backend tanh dinp", from_backend(*be, td), dx, f32_rtol);
+}
+
+TEST_CASE("mse_loss: gradient matches finite differences; rows of a strided column; float matches double") {
+  auto be = backend_cpu_create();
+  Rng rng(22);
+  const int N = 7, ld = 3;  // predictions in column 0 of a (N, 3) buffer, as a (N, 1) block
+  const double dscale = 0.29;
+  vec p = rng.normal(N * ld, 2.0);
+  vec y = rng.normal(N, 2.0);
+  std::vector<float> yf(y.begin(), y.end());
+  vec losses(N);
+  auto loss = [&] {
+    vec pc = p;
+    ref::mse_loss(pc.data(), ld, losses.data(), yf.data(), N, 0.0);
+    double s = 0;
+    for (double l : losses) s += dscale * l;
+    return s;
+  };
+  vec grad = p;
+  ref::mse_loss(grad.data(), ld, losses.data(), yf.data(), N, dscale);
+  for (int i = 0; i < N; ++i)
+    for (int j = 1; j < ld; ++j) grad[i * ld + j] = 0;  // other columns are not predictions
+  expect_close("mse dpreds", grad, numeric_grad(p, loss), fd_rtol);
+  loss();
+  for (int i = 0; i < N; ++i) CHECK(losses[i] == doctest::Approx((p[i * ld] - y[i]) * (p[i * ld] - y[i])).epsilon(1e-14));
+
+  Tensor tp = to_backend(*be, p, {N, ld}), tl = be->alloc({N}, DType::f32), ty = to_backend(*be, y, {N});
+  be->mse_loss(mat_cols(tp, 0, 1), tl, ty, float(dscale));
+  expect_close("backend mse losses", from_backend(*be, tl), losses, f32_rtol);
+  vec want = grad;
+  for (int i = 0; i < N; ++i)
+    for (int j = 1; j < ld; ++j) want[i * ld + j] = p[i * ld + j];  // untouched outside the column
+  expect_close("backend mse dpreds", from_backend(*be, tp), want, f32_rtol);
+  CHECK_THROWS_AS(be->mse_loss(mat(tp), tl, ty, 0.0f), std::logic_error);  // 3 columns are not (N, 1)
+}
+
+TEST_CASE("mat_copy: gathers and scatters strided rows; shapes are checked") {
+  auto be = backend_cpu_create();
+  Rng rng(23);
+  const int B = 3, T = 4, C = 5;
+  vec h = rng.normal(B * T * C);
+  Tensor th = to_backend(*be, h, {B * T, C}), first = be->alloc({B, C}, DType::f32);
+  MatRef rows0 = mat(th);  // the first token of each sequence: rows b*T, ld T*C
+  rows0.rows = B;
+  rows0.ld = int64_t(T) * C;
+  be->mat_copy(mat(first), rows0);
+  vec got = from_backend(*be, first), want(B * C);
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c) want[b * C + c] = h[(b * T) * C + c];
+  expect_close("mat_copy gather", got, want, 0.0);
+  Tensor back = be->alloc({B * T, C}, DType::f32);
+  MatRef dst = mat(back);
+  dst.rows = B;
+  dst.ld = int64_t(T) * C;
+  be->mat_copy(dst, mat(first));
+  vec scattered = from_backend(*be, back), want2(B * T * C, 0.0);
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c) want2[(b * T) * C + c] = h[(b * T) * C + c];
+  expect_close("mat_copy scatter", scattered, want2, 0.0);
+  CHECK_THROWS_AS(be->mat_copy(mat(back), mat(first)), std::logic_error);  // (12,5) vs (3,5)
+}
+
 TEST_CASE("rope: rotate_half convention, inverse undoes it, backward matches finite differences") {
   auto be = backend_cpu_create();
   // Explicit value: HS 4, theta 100: pair (0, 2) turns by t * 1, pair (1, 3) by t * 100^(-1/2).
