@@ -66,7 +66,7 @@ void gelu_forward(CudaContext& ctx, Tensor& out, const Tensor& inp, GeluKind kin
   check_same("gelu_forward", inp, n, "inp");
   check_same("gelu_forward", out, n, "out");
   if (n == 0) return;
-  gelu_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out.data, out.dtype, inp.data, inp.dtype, n,
+  LORA_LAUNCH(gelu_forward_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(out.data, out.dtype, inp.data, inp.dtype, n,
                                                                           kind == GeluKind::tanh);
   LAUNCH_CHECK();
 }
@@ -77,7 +77,7 @@ void gelu_backward(CudaContext& ctx, Tensor& dinp, const Tensor& dout, const Ten
   check_same("gelu_backward", dout, n, "dout");
   check_same("gelu_backward", dinp, n, "dinp");
   if (n == 0) return;
-  gelu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(
+  LORA_LAUNCH(gelu_backward_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(
       dinp.data, dinp.dtype, dout.data, dout.dtype, inp.data, inp.dtype, n, kind == GeluKind::tanh);
   LAUNCH_CHECK();
 }
@@ -88,7 +88,7 @@ void swiglu_forward(CudaContext& ctx, Tensor& out, const Tensor& gate, const Ten
   check_same("swiglu_forward", up, n, "up");
   check_same("swiglu_forward", out, n, "out");
   if (n == 0) return;
-  swiglu_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out.data, out.dtype, gate.data,
+  LORA_LAUNCH(swiglu_forward_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(out.data, out.dtype, gate.data,
                                                                             gate.dtype, up.data, up.dtype, n);
   LAUNCH_CHECK();
 }
@@ -102,7 +102,7 @@ void swiglu_backward(CudaContext& ctx, Tensor& dgate, Tensor& dup, const Tensor&
   check_same("swiglu_backward", dgate, n, "dgate");
   check_same("swiglu_backward", dup, n, "dup");
   if (n == 0) return;
-  swiglu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(
+  LORA_LAUNCH(swiglu_backward_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(
       dgate.data, dgate.dtype, dup.data, dup.dtype, dout.data, dout.dtype, gate.data, gate.dtype, up.data, up.dtype, n);
   LAUNCH_CHECK();
 }

@@ -61,7 +61,7 @@ static __device__ __forceinline__ float dot_rows(const float* x, const float* y,
 // grid (ceil(T/kRowTile), NH, B), kWarps*32 threads. Shared: sq (kRowTile,HS) pre-scaled q,
 // sk (kColTile,HS+1), sv (kColTile,HS).
 static __global__ void attention_forward_kernel(AttnArgs a, void* out, DType tout, int64_t ldo, float* lse) {
-  extern __shared__ float smem[];
+  LORA_DYNAMIC_SHARED(float, smem);
   const int HS = a.HS, KS = HS + 1;
   float* sq = smem;
   float* sk = sq + kRowTile * HS;
@@ -146,7 +146,7 @@ static __global__ void attention_dot_kernel(float* D, const void* dout, DType td
 // Shared: sq (kRowTile,HS) pre-scaled q, sdo (kRowTile,HS), sk, sv (kColTile,HS+1).
 static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType tdo, int64_t lddo, const float* lse,
                                            const float* D, void* dq, DType tdq, int64_t lddq) {
-  extern __shared__ float smem[];
+  LORA_DYNAMIC_SHARED(float, smem);
   const int HS = a.HS, KS = HS + 1;
   float* sq = smem;
   float* sdo = sq + kRowTile * HS;
@@ -214,7 +214,7 @@ static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType t
 static __global__ void attention_dkdv_kernel(AttnArgs a, const void* dout, DType tdo, int64_t lddo, const float* lse,
                                              const float* D, void* dk, DType tdk, int64_t lddk, void* dv, DType tdv,
                                              int64_t lddv) {
-  extern __shared__ float smem[];
+  LORA_DYNAMIC_SHARED(float, smem);
   const int HS = a.HS, KS = HS + 1;
   float* sk = smem;
   float* sv = sk + kRowTile * HS;
@@ -338,7 +338,7 @@ void attention_forward(CudaContext& ctx, const MatRef& out, Tensor& lse, const M
   const size_t smem = forward_smem(s.HS);
   allow_smem(attention_forward_kernel, smem);
   dim3 grid(unsigned((s.T + kRowTile - 1) / kRowTile), unsigned(s.NH), unsigned(s.B));
-  attention_forward_kernel<<<grid, kWarps * 32, smem, ctx.stream>>>(a, out.data, out.dtype, out.ld, lse.f32());
+  LORA_LAUNCH(attention_forward_kernel, grid, kWarps * 32, smem, ctx.stream)(a, out.data, out.dtype, out.ld, lse.f32());
   LAUNCH_CHECK();
 }
 
@@ -356,21 +356,21 @@ void attention_backward(CudaContext& ctx, const MatRef& dq, const MatRef& dk, co
   cuda_require(lse.dtype == DType::f32 && lse.numel() == stats && lse.device == Device::cuda, op,
                "saved must be the f32 (B,NH,T) log-sum-exp from the CUDA attention_forward");
   ScratchBuffer D(size_t(stats) * sizeof(float), ctx.stream);
-  attention_dot_kernel<<<unsigned((stats + kWarps - 1) / kWarps), kWarps * 32, 0, ctx.stream>>>(
+  LORA_LAUNCH(attention_dot_kernel, unsigned((stats + kWarps - 1) / kWarps), kWarps * 32, 0, ctx.stream)(
       D.f32(), dout.data, dout.dtype, dout.ld, out.data, out.dtype, out.ld, s.B, s.T, s.NH, s.HS);
   LAUNCH_CHECK();
 
   const size_t smem_dq = dq_smem(s.HS);
   allow_smem(attention_dq_kernel, smem_dq);
   dim3 grid_q(unsigned((s.T + kRowTile - 1) / kRowTile), unsigned(s.NH), unsigned(s.B));
-  attention_dq_kernel<<<grid_q, kWarps * 32, smem_dq, ctx.stream>>>(a, dout.data, dout.dtype, dout.ld, lse.f32(),
+  LORA_LAUNCH(attention_dq_kernel, grid_q, kWarps * 32, smem_dq, ctx.stream)(a, dout.data, dout.dtype, dout.ld, lse.f32(),
                                                                     D.f32(), dq.data, dq.dtype, dq.ld);
   LAUNCH_CHECK();
 
   const size_t smem_kv = dkdv_smem(s.HS);
   allow_smem(attention_dkdv_kernel, smem_kv);
   dim3 grid_kv(unsigned((s.T + kRowTile - 1) / kRowTile), unsigned(s.NKV), unsigned(s.B));
-  attention_dkdv_kernel<<<grid_kv, kWarps * 32, smem_kv, ctx.stream>>>(a, dout.data, dout.dtype, dout.ld, lse.f32(),
+  LORA_LAUNCH(attention_dkdv_kernel, grid_kv, kWarps * 32, smem_kv, ctx.stream)(a, dout.data, dout.dtype, dout.ld, lse.f32(),
                                                                        D.f32(), dk.data, dk.dtype, dk.ld, dv.data,
                                                                        dv.dtype, dv.ld);
   LAUNCH_CHECK();

@@ -136,7 +136,7 @@ void attention_decode(CudaContext& ctx, const MatRef& out, const MatRef& q, cons
                                      slot_rows.device == Device::cuda),
                op, "slot_rows must be empty or an i32 (slot0, R) tensor on the GPU");
 
-  kv_append_kernel<<<grid_for(N * CKV, 256), 256, 0, ctx.stream>>>(k_cache.data, v_cache.data, k_cache.dtype, k.data,
+  LORA_LAUNCH(kv_append_kernel, grid_for(N * CKV, 256), 256, 0, ctx.stream)(k_cache.data, v_cache.data, k_cache.dtype, k.data,
                                                                     k.dtype, k.ld, v.data, v.dtype, v.ld, s.B, s.T, RC,
                                                                     slot0, CKV);
   LAUNCH_CHECK();
@@ -147,7 +147,7 @@ void attention_decode(CudaContext& ctx, const MatRef& out, const MatRef& q, cons
   a.slot_rows = slot_rows.empty() ? nullptr : static_cast<const int*>(slot_rows.data);
   a.R = s.B; a.T = s.T; a.RC = RC; a.S = S; a.NH = s.NH; a.NKV = s.NKV; a.HS = s.HS; a.slot0 = slot0;
   a.scale = 1.0f / std::sqrt(float(s.HS));
-  attention_decode_kernel<<<dim3(unsigned(N), unsigned(s.NH)), kThreads, 0, ctx.stream>>>(a, out.data, out.dtype,
+  LORA_LAUNCH(attention_decode_kernel, dim3(unsigned(N), unsigned(s.NH)), kThreads, 0, ctx.stream)(a, out.data, out.dtype,
                                                                                           out.ld);
   LAUNCH_CHECK();
 }

@@ -9,11 +9,23 @@
 //   to the memory access), so ops accept any mix of float dtypes.
 // - ScratchBuffer: a temporary device buffer, stream-ordered (cudaMallocAsync / cudaFreeAsync on the
 //   pool whose release threshold backend_cuda.cu raises, so it caches).
+// - LORA_LAUNCH(kernel, grid, block, smem, stream)(args...) launches a kernel, and
+//   LORA_DYNAMIC_SHARED(type, name) declares a kernel's dynamic shared memory. With nvcc they are
+//   `kernel<<<grid, block, smem, stream>>>(args...)` and `extern __shared__ type name[]`; in the CPU
+//   emulation that tests these kernels without a GPU (tests/emu/, LORA_CUDA_EMU) they run the kernel's
+//   threads as fibers, block by block.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#if defined(LORA_CUDA_EMU)
+#include "tests/emu/cuda_emu.h"
+#else
+#define LORA_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define LORA_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 #include <cstdint>
 #include <string>
@@ -65,7 +77,7 @@ class ScratchBuffer {
   cudaStream_t stream_;
 };
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(LORA_CUDA_EMU)
 __device__ __forceinline__ float load_elem(const void* p, DType t, int64_t i) {
   switch (t) {
     case DType::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);

@@ -24,7 +24,7 @@ static void launch_dropout(const char* op, CudaContext& ctx, Tensor& out, const 
   cuda_require(p >= 0.0f, op, "p must be >= 0");
   if (n == 0) return;
   const float keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  dropout_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out.data, out.dtype, inp.data, inp.dtype, n, p,
+  LORA_LAUNCH(dropout_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(out.data, out.dtype, inp.data, inp.dtype, n, p,
                                                                      keep_scale, seed, offset);
   LAUNCH_CHECK();
 }

@@ -67,7 +67,7 @@ static __global__ void add_partials_kernel(void* dst, DType dt, const float* par
 }
 
 static void launch_cast(cudaStream_t stream, void* dst, DType dt, const void* src, DType st, int64_t n) {
-  cast_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dst, dt, src, st, n);
+  LORA_LAUNCH(cast_kernel, grid_for(n, kThreads), kThreads, 0, stream)(dst, dt, src, st, n);
   LAUNCH_CHECK();
 }
 
@@ -97,7 +97,7 @@ void fill(CudaContext& ctx, Tensor& t, float value) {
     CUDA_CHECK(cudaMemsetAsync(t.data, 0, t.nbytes(), ctx.stream));
     return;
   }
-  fill_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(t.data, t.dtype, n, value);
+  LORA_LAUNCH(fill_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(t.data, t.dtype, n, value);
   LAUNCH_CHECK();
 }
 
@@ -107,7 +107,7 @@ void add(CudaContext& ctx, Tensor& y, const Tensor& a, const Tensor& b, float al
                "numel differs: y " + y.shape_str() + ", a " + a.shape_str() + ", b " + b.shape_str());
   cuda_require(cuda_is_float(y.dtype) && cuda_is_float(a.dtype) && cuda_is_float(b.dtype), "add", "float tensors only");
   if (n == 0) return;
-  add_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(y.data, y.dtype, a.data, a.dtype, b.data, b.dtype,
+  LORA_LAUNCH(add_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(y.data, y.dtype, a.data, a.dtype, b.data, b.dtype,
                                                                    n, alpha);
   LAUNCH_CHECK();
 }
@@ -116,7 +116,7 @@ void scale(CudaContext& ctx, Tensor& y, float alpha) {
   cuda_require(cuda_is_float(y.dtype), "scale", "float tensors only");
   int64_t n = y.numel();
   if (n == 0) return;
-  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(y.data, y.dtype, n, alpha);
+  LORA_LAUNCH(scale_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(y.data, y.dtype, n, alpha);
   LAUNCH_CHECK();
 }
 
@@ -126,12 +126,12 @@ void bias_add(CudaContext& ctx, const MatRef& out, const Tensor& bias) {
   cuda_require(cuda_is_float(out.dtype) && cuda_is_float(bias.dtype), "bias_add", "float tensors only");
   int64_t n = out.rows * out.cols;
   if (n == 0) return;
-  bias_add_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out, bias.data, bias.dtype);
+  LORA_LAUNCH(bias_add_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(out, bias.data, bias.dtype);
   LAUNCH_CHECK();
 }
 
 void add_partials(CudaContext& ctx, void* dst, DType dst_dtype, const float* partials, int chunks, int64_t C) {
-  add_partials_kernel<<<grid_for(C, kThreads), kThreads, 0, ctx.stream>>>(dst, dst_dtype, partials, chunks, C);
+  LORA_LAUNCH(add_partials_kernel, grid_for(C, kThreads), kThreads, 0, ctx.stream)(dst, dst_dtype, partials, chunks, C);
   LAUNCH_CHECK();
 }
 
@@ -145,7 +145,7 @@ void bias_backward(CudaContext& ctx, Tensor& dbias, const MatRef& dout) {
   int64_t rows_per_chunk = (dout.rows + chunks - 1) / chunks;
   ScratchBuffer partials(size_t(chunks) * dout.cols * sizeof(float), ctx.stream);
   dim3 grid(unsigned((dout.cols + kColTile - 1) / kColTile), unsigned(chunks));
-  column_sum_partials_kernel<<<grid, dim3(kColTile, kRowLanes), 0, ctx.stream>>>(partials.f32(), dout, rows_per_chunk);
+  LORA_LAUNCH(column_sum_partials_kernel, grid, dim3(kColTile, kRowLanes), 0, ctx.stream)(partials.f32(), dout, rows_per_chunk);
   LAUNCH_CHECK();
   add_partials(ctx, dbias.data, dbias.dtype, partials.f32(), chunks, dout.cols);
 }

@@ -54,7 +54,7 @@ void embedding_forward(CudaContext& ctx, Tensor& out, const Tensor& tokens, cons
   cuda_require(wpe.empty() || (wpe.ndim() == 2 && wpe.dim(1) == C && wpe.dim(0) >= T && cuda_is_float(wpe.dtype)), op,
                "wpe must be (>=T, C)");
   if (N * C == 0) return;
-  embedding_forward_kernel<<<grid_for(N * C, kThreads), kThreads, 0, ctx.stream>>>(
+  LORA_LAUNCH(embedding_forward_kernel, grid_for(N * C, kThreads), kThreads, 0, ctx.stream)(
       out.data, out.dtype, static_cast<const int*>(tokens.data), wte.data, wte.dtype, wpe.data, wpe.dtype, N, T, C, V);
   LAUNCH_CHECK();
 }
@@ -70,14 +70,14 @@ void embedding_backward(CudaContext& ctx, Tensor& dwte, Tensor& dwpe, const Tens
   cuda_require(dout.numel() == N * C, op, "dout must be (B,T,C)");
   if (!dwte.empty()) {
     cuda_require(dwte.ndim() == 2 && dwte.dim(1) == C && cuda_is_float(dwte.dtype), op, "dwte must be (V,C)");
-    embedding_backward_wte_kernel<<<grid_for(C, kThreads), kThreads, 0, ctx.stream>>>(
+    LORA_LAUNCH(embedding_backward_wte_kernel, grid_for(C, kThreads), kThreads, 0, ctx.stream)(
         dwte.data, dwte.dtype, dout.data, dout.dtype, static_cast<const int*>(tokens.data), N, C, dwte.dim(0));
     LAUNCH_CHECK();
   }
   if (!dwpe.empty()) {
     cuda_require(dwpe.ndim() == 2 && dwpe.dim(1) == C && dwpe.dim(0) >= T && cuda_is_float(dwpe.dtype), op,
                  "dwpe must be (>=T, C)");
-    embedding_backward_wpe_kernel<<<grid_for(int64_t(T) * C, kThreads), kThreads, 0, ctx.stream>>>(
+    LORA_LAUNCH(embedding_backward_wpe_kernel, grid_for(int64_t(T) * C, kThreads), kThreads, 0, ctx.stream)(
         dwpe.data, dwpe.dtype, dout.data, dout.dtype, B, T, C);
     LAUNCH_CHECK();
   }

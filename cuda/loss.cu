@@ -106,7 +106,7 @@ void cross_entropy(CudaContext& ctx, const MatRef& logits, Tensor& losses, Tenso
   cuda_require(argmax.empty() || (argmax.dtype == DType::i32 && argmax.numel() == N), op, "argmax must be i32 (N)");
   cuda_require(N <= int64_t(INT_MAX), op, "too many rows");
   if (N == 0) return;
-  cross_entropy_kernel<<<unsigned(N), kThreads, 0, ctx.stream>>>(logits, losses.f32(),
+  LORA_LAUNCH(cross_entropy_kernel, unsigned(N), kThreads, 0, ctx.stream)(logits, losses.f32(),
                                                                  argmax.empty() ? nullptr : argmax.i32(),
                                                                  static_cast<const int*>(targets.data),
                                                                  label_smoothing, dscale);

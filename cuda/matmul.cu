@@ -25,7 +25,7 @@ static __global__ void scale_mat_kernel(MatRef out, float beta) {
 
 static void launch_scale_mat(cudaStream_t stream, const MatRef& out, float beta) {
   int64_t n = out.rows * out.cols;
-  scale_mat_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, beta);
+  LORA_LAUNCH(scale_mat_kernel, grid_for(n, 256), 256, 0, stream)(out, beta);
   LAUNCH_CHECK();
 }
 

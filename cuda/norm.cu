@@ -112,7 +112,7 @@ static __global__ void norm_backward_params_kernel(NormArgs a, const void* dout,
 static void launch_norm_forward(cudaStream_t stream, const NormArgs& a, void* out, DType t_out, float* mean,
                                 float* rstd, float eps, bool rms) {
   unsigned blocks = unsigned((a.N + kRowsPerBlock - 1) / kRowsPerBlock);
-  norm_forward_kernel<<<blocks, kRowsPerBlock * 32, 0, stream>>>(a, out, t_out, mean, rstd, eps, rms);
+  LORA_LAUNCH(norm_forward_kernel, blocks, kRowsPerBlock * 32, 0, stream)(a, out, t_out, mean, rstd, eps, rms);
   LAUNCH_CHECK();
 }
 
@@ -120,7 +120,7 @@ static void launch_norm_backward(CudaContext& ctx, const NormArgs& a, Tensor& di
                                  const Tensor& dout, const float* mean, const float* rstd) {
   if (!dinp.empty()) {
     unsigned blocks = unsigned((a.N + kRowsPerBlock - 1) / kRowsPerBlock);
-    norm_backward_inp_kernel<<<blocks, kRowsPerBlock * 32, 0, ctx.stream>>>(a, dinp.data, dinp.dtype, dout.data,
+    LORA_LAUNCH(norm_backward_inp_kernel, blocks, kRowsPerBlock * 32, 0, ctx.stream)(a, dinp.data, dinp.dtype, dout.data,
                                                                            dout.dtype, mean, rstd);
     LAUNCH_CHECK();
   }
@@ -131,7 +131,7 @@ static void launch_norm_backward(CudaContext& ctx, const NormArgs& a, Tensor& di
   size_t bytes = size_t(chunks) * a.C * sizeof(float);
   ScratchBuffer pw(want_w ? bytes : 0, ctx.stream), pb(want_b ? bytes : 0, ctx.stream);
   dim3 grid(unsigned((a.C + kColTile - 1) / kColTile), unsigned(chunks));
-  norm_backward_params_kernel<<<grid, dim3(kColTile, kRowLanes), 0, ctx.stream>>>(
+  LORA_LAUNCH(norm_backward_params_kernel, grid, dim3(kColTile, kRowLanes), 0, ctx.stream)(
       a, dout.data, dout.dtype, mean, rstd, want_w ? pw.f32() : nullptr, want_b ? pb.f32() : nullptr, rows_per_chunk);
   LAUNCH_CHECK();
   if (want_w) add_partials(ctx, dweight.data, dweight.dtype, pw.f32(), chunks, a.C);

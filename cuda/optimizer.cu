@@ -97,7 +97,7 @@ void adamw_update(CudaContext& ctx, const std::vector<AdamWSlot>& slots, const A
   const size_t bytes = desc.size() * sizeof(SlotDesc);
   ScratchBuffer device_desc(bytes, ctx.stream);
   CUDA_CHECK(cudaMemcpyAsync(device_desc.get(), desc.data(), bytes, cudaMemcpyHostToDevice, ctx.stream));
-  adamw_kernel<<<unsigned(blocks), kThreads, 0, ctx.stream>>>(static_cast<const SlotDesc*>(device_desc.get()),
+  LORA_LAUNCH(adamw_kernel, unsigned(blocks), kThreads, 0, ctx.stream)(static_cast<const SlotDesc*>(device_desc.get()),
                                                               int(desc.size()), a);
   LAUNCH_CHECK();
 }

@@ -44,7 +44,7 @@ double sum_squares(CudaContext& ctx, const Tensor& t) {
   if (n == 0) return 0.0;
   const unsigned blocks = reduce_blocks(n);
   ScratchBuffer partials(blocks * sizeof(double), ctx.stream);
-  sum_squares_kernel<<<blocks, kThreads, 0, ctx.stream>>>(static_cast<double*>(partials.get()), t.data, t.dtype, n);
+  LORA_LAUNCH(sum_squares_kernel, blocks, kThreads, 0, ctx.stream)(static_cast<double*>(partials.get()), t.data, t.dtype, n);
   LAUNCH_CHECK();
   std::vector<double> host(blocks);
   CUDA_CHECK(cudaMemcpyAsync(host.data(), partials.get(), blocks * sizeof(double), cudaMemcpyDeviceToHost, ctx.stream));
@@ -61,7 +61,7 @@ bool all_finite(CudaContext& ctx, const Tensor& t) {
   ScratchBuffer flag(sizeof(int), ctx.stream);
   const int one = 1;
   CUDA_CHECK(cudaMemcpyAsync(flag.get(), &one, sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
-  all_finite_kernel<<<reduce_blocks(n), kThreads, 0, ctx.stream>>>(static_cast<int*>(flag.get()), t.data, t.dtype, n);
+  LORA_LAUNCH(all_finite_kernel, reduce_blocks(n), kThreads, 0, ctx.stream)(static_cast<int*>(flag.get()), t.data, t.dtype, n);
   LAUNCH_CHECK();
   int host = 0;
   CUDA_CHECK(cudaMemcpyAsync(&host, flag.get(), sizeof(int), cudaMemcpyDeviceToHost, ctx.stream));

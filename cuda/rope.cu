@@ -38,7 +38,7 @@ void rope(CudaContext& ctx, const MatRef& x, int B, int T, int nheads, int HS, f
   cuda_require(cuda_is_float(x.dtype), "rope", "x must be a float matrix");
   int64_t n = x.rows * nheads * (HS / 2);
   if (n == 0) return;
-  rope_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(x, T, nheads, HS, theta, inverse ? -1.0f : 1.0f);
+  LORA_LAUNCH(rope_kernel, grid_for(n, kThreads), kThreads, 0, ctx.stream)(x, T, nheads, HS, theta, inverse ? -1.0f : 1.0f);
   LAUNCH_CHECK();
 }
 

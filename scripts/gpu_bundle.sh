@@ -35,8 +35,9 @@ command -v ldd >/dev/null || die "ldd not found" "install libc-bin"
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib"
 
+# The *_emu tests (CPU emulation of CUDA) are for machines without a GPU: not packed.
 binaries=("$build/lora")
-while IFS= read -r -d '' t; do binaries+=("$t"); done < <(find "$build/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x -print0 2>/dev/null | sort -z)
+while IFS= read -r -d '' t; do binaries+=("$t"); done < <(find "$build/tests" -maxdepth 1 -type f -name 'test_*' ! -name '*_emu' -perm -u+x -print0 2>/dev/null | sort -z)
 for b in "${binaries[@]}"; do cp "$b" "$bundle/bin/"; done
 
 # Libraries the node's own libc provides (and must provide: they are tied to its loader and kernel), and

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/make_golden.py --out tests/fixtures/golden
+python3 scripts/make_golden_lowp.py --golden tests/fixtures/golden
 python3 scripts/make_golden_llama.py --out tests/fixtures/golden-llama
 python3 scripts/make_golden_roberta.py --out tests/fixtures/golden-roberta
 python3 scripts/make_tokenizer_fixtures.py ../shared/data

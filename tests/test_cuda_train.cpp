@@ -57,18 +57,36 @@ namespace {
 //        loss gradient and every activation gradient rounded again, about twice as deep): 5e-2. The
 //        trajectory's losses come from weights updated with those gradients: the gradient tolerance.
 //   f16: 11 mantissa bits, 8x finer than bf16 (2^-12 = 2.4e-4 per rounding); the bf16 figures over 4.
+// The gradients of the golden adapter after one backward pass are held to DESIGN.md's rule instead: no
+// worse than twice a same-precision reference, PyTorch + PEFT run in that dtype on the same batch
+// (scripts/make_golden_lowp.py writes its error per tensor into golden/lowp_reference.json: 1.5e-2 to
+// 4.2e-2 in bf16, 2e-3 to 5.3e-3 in f16), with `grads_floor` as the floor.
 struct Tolerance {
-  double logits;      // logits and (label-smoothed) losses
-  double grads;       // LoRA gradients after one backward pass
-  double trajectory;  // each loss of the 10-step AdamW trajectory
+  double logits;       // logits and (label-smoothed) losses
+  double grads;        // LoRA gradients of the dropout run (no PyTorch reference for its adapter)
+  double grads_floor;  // the least tolerance of a gradient held to twice PyTorch's error
+  double trajectory;   // each loss of the 10-step AdamW trajectory
 };
 
 Tolerance tolerance(DType act) {
   switch (act) {
-    case DType::bf16: return {2e-2, 5e-2, 5e-2};
-    case DType::f16: return {5e-3, 1.25e-2, 1.25e-2};
-    default: return {1e-5, 1e-4, 1e-4};
+    case DType::bf16: return {2e-2, 5e-2, 1e-2, 5e-2};
+    case DType::f16: return {5e-3, 1.25e-2, 2.5e-3, 1.25e-2};
+    default: return {1e-5, 1e-4, 1e-4, 1e-4};
   }
+}
+
+// Twice PyTorch's own error in `act` for the gradient of our tensor `name` ("<hf_name> <role> lora_A"),
+// at least tol.grads_floor; f32 gets tol.grads_floor.
+double grad_tolerance(DType act, const Tolerance& tol, const nlohmann::json& lowp, const std::string& name) {
+  if (act == DType::f32) return tol.grads_floor;
+  const std::string hf_name = name.substr(0, name.find(' '));
+  const std::string suffix = "." + hf_name + "." + name.substr(name.rfind(' ') + 1) + ".weight";
+  for (const auto& [peft_name, err] : lowp.at(dtype_name(act)).at("grads").items())
+    if (peft_name.size() >= suffix.size() && peft_name.compare(peft_name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return std::max(tol.grads_floor, 2.0 * err.get<double>());
+  FAIL("no same-precision reference for " << name << " in lowp_reference.json");
+  return 0.0;
 }
 
 const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
@@ -285,9 +303,10 @@ TEST_CASE("cuda train: every LoRA gradient after one backward pass equals the CP
     auto got = P.gpu.lora_grads();
     CHECK(want.size() == 16);  // c_attn, attn c_proj, c_fc, mlp c_proj x 2 layers x (A, B)
     REQUIRE(got.size() == want.size());
+    const auto lowp = json_read_file(golden_dir() + "/lowp_reference.json");
     for (auto& [name, w] : want) {
       REQUIRE_MESSAGE(got.count(name), name << " missing on the GPU");
-      check_normwise(P.tag("grad " + name), got.at(name), w, P.tol.grads);
+      check_normwise(P.tag("grad " + name), got.at(name), w, grad_tolerance(act, P.tol, lowp, name));
     }
   }
 }

@@ -1,0 +1,350 @@
+// The CPU emulation's runtime (tests/emu/cuda_emu.h says what it models and what it checks): the fiber
+// scheduler that runs a grid, and the CUDA runtime functions that cuda/ and its tests call. Device memory
+// is host memory; every allocation is recorded so that copies and frees can be checked.
+#include "tests/emu/cuda_emu.h"
+
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace lora_emu {
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kDefaultSmem = 48 * 1024;
+constexpr size_t kMaxSmem = 227 * 1024;  // H100's opt-in limit per block
+constexpr size_t kDeviceBytes = size_t(80) << 30;
+
+enum class Wait { none, block, warp, done };
+
+struct Fiber {
+  ucontext_t ctx;
+  std::unique_ptr<char[]> stack;
+  Coords coords;
+  int linear = 0;  // thread index in the block
+  Wait wait = Wait::none;
+};
+
+struct BlockRun {
+  std::vector<Fiber>* fibers = nullptr;
+  int live = 0;
+  void (*body)(void*) = nullptr;
+  void* arg = nullptr;
+  ucontext_t scheduler;
+  Fiber* current = nullptr;
+  std::vector<uint64_t> lanes;  // one slot per thread: the value offered to a shuffle
+};
+
+BlockRun g_run;
+std::vector<Fiber> g_fibers;  // reused across launches (their stacks are the expensive part)
+std::vector<unsigned char> g_dynamic;
+std::map<const void*, int> g_smem_attr;  // kernel -> max dynamic shared memory allowed
+cudaError_t g_last_error = cudaSuccess;
+std::string g_fault;  // why the last launch failed, for the message
+Coords g_host_coords{};
+
+std::mutex g_mem_mutex;
+std::map<uintptr_t, size_t> g_allocs;  // device allocations: start -> bytes
+size_t g_allocated = 0;
+
+void fiber_entry() {
+  Fiber* f = g_run.current;
+  g_run.body(g_run.arg);
+  f->wait = Wait::done;
+  --g_run.live;
+  swapcontext(&f->ctx, &g_run.scheduler);
+}
+
+void yield(Wait w) {
+  Fiber* f = g_run.current;
+  f->wait = w;
+  swapcontext(&f->ctx, &g_run.scheduler);
+}
+
+int warp_of(const Fiber& f) { return f.linear / 32; }
+
+// Releases the threads of every barrier whose live members all arrived. Returns whether any were.
+bool release_barriers(std::vector<Fiber>& fibers, int nthreads) {
+  bool released = false;
+  int waiting_block = 0;
+  for (int i = 0; i < nthreads; ++i) waiting_block += fibers[i].wait == Wait::block;
+  if (waiting_block > 0 && waiting_block == g_run.live) {
+    for (int i = 0; i < nthreads; ++i)
+      if (fibers[i].wait == Wait::block) fibers[i].wait = Wait::none;
+    return true;
+  }
+  for (int w0 = 0; w0 < nthreads; w0 += 32) {
+    int w1 = std::min(nthreads, w0 + 32), live = 0, waiting = 0;
+    for (int i = w0; i < w1; ++i) {
+      live += fibers[i].wait != Wait::done;
+      waiting += fibers[i].wait == Wait::warp;
+    }
+    if (waiting > 0 && waiting == live) {
+      for (int i = w0; i < w1; ++i) fibers[i].wait = Wait::none;
+      released = true;
+    }
+  }
+  return released;
+}
+
+std::string dims(dim3 d) {
+  return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
+}
+
+bool check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem) {
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  std::string why;
+  if (threads == 0 || uint64_t(grid.x) * grid.y * grid.z == 0) why = "an empty grid or block";
+  else if (threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) why = "more than 1024 threads a block";
+  else if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) why = "a grid dimension over its limit";
+  else {
+    auto it = g_smem_attr.find(kernel);
+    size_t allowed = it == g_smem_attr.end() ? kDefaultSmem : size_t(it->second);
+    if (smem > allowed)
+      why = std::to_string(smem) + " bytes of dynamic shared memory, over the " + std::to_string(allowed) +
+            " allowed (raise it with cudaFuncSetAttribute)";
+  }
+  if (why.empty()) return true;
+  g_fault = std::string(name) + " launched with " + why + ": grid " + dims(grid) + ", block " + dims(block);
+  g_last_error = cudaErrorInvalidConfiguration;
+  return false;
+}
+
+}  // namespace
+
+const Coords& coords() { return g_run.current ? g_run.current->coords : g_host_coords; }
+
+void* dynamic_shared() { return g_dynamic.data(); }
+
+int lane_id() { return g_run.current->linear % 32; }
+
+void syncthreads() { yield(Wait::block); }
+
+uint64_t warp_exchange(uint64_t bits, int src_lane) {
+  Fiber* f = g_run.current;
+  const int base = warp_of(*f) * 32;
+  g_run.lanes[f->linear] = bits;
+  yield(Wait::warp);  // every live lane has offered its value
+  const int src = base + src_lane;
+  if (src >= int(g_run.lanes.size()) || (*g_run.fibers)[src].wait == Wait::done) {
+    std::fprintf(stderr, "lora_emu: shuffle reads lane %d, which has exited or does not exist\n", src_lane);
+    std::abort();
+  }
+  uint64_t out = g_run.lanes[src];
+  yield(Wait::warp);  // every lane has read before any offers again
+  return out;
+}
+
+void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem, void (*body)(void*),
+              void* arg) {
+  if (!check_launch(kernel, name, grid, block, smem)) return;
+  const int nthreads = int(block.x * block.y * block.z);
+  if (int(g_fibers.size()) < nthreads) g_fibers.resize(nthreads);
+  g_dynamic.assign(smem + 16, 0xFF);
+  g_run.fibers = &g_fibers;
+  g_run.body = body;
+  g_run.arg = arg;
+  g_run.lanes.assign(nthreads, 0);
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        for (int i = 0; i < nthreads; ++i) {
+          Fiber& f = g_fibers[i];
+          if (!f.stack) f.stack.reset(new char[kStackBytes]);
+          f.linear = i;
+          f.coords.thread = make_uint3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
+          f.coords.block = make_uint3(bx, by, bz);
+          f.coords.block_dim = block;
+          f.coords.grid_dim = grid;
+          f.wait = Wait::none;
+          getcontext(&f.ctx);
+          f.ctx.uc_stack.ss_sp = f.stack.get();
+          f.ctx.uc_stack.ss_size = kStackBytes;
+          f.ctx.uc_link = nullptr;
+          makecontext(&f.ctx, fiber_entry, 0);
+        }
+        g_run.live = nthreads;
+        while (g_run.live > 0) {
+          bool ran = false;
+          for (int i = 0; i < nthreads; ++i) {
+            if (g_fibers[i].wait != Wait::none) continue;
+            g_run.current = &g_fibers[i];
+            swapcontext(&g_run.scheduler, &g_fibers[i].ctx);
+            ran = true;
+          }
+          g_run.current = nullptr;
+          if (g_run.live == 0) break;
+          if (!release_barriers(g_fibers, nthreads) && !ran) {
+            std::fprintf(stderr,
+                         "lora_emu: %s, block (%u, %u, %u): a barrier that can never complete (__syncthreads or a "
+                         "shuffle reached by only some threads)\n",
+                         name, bx, by, bz);
+            std::abort();
+          }
+        }
+      }
+}
+
+// Device allocations, for the checks of copies and frees.
+bool is_device(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  auto it = g_allocs.upper_bound(uintptr_t(p));
+  if (it == g_allocs.begin()) return false;
+  --it;
+  return uintptr_t(p) >= it->first && uintptr_t(p) + bytes <= it->first + it->second;
+}
+
+}  // namespace lora_emu
+
+using namespace lora_emu;
+
+namespace {
+
+cudaError_t fail(cudaError_t err, const std::string& why) {
+  g_fault = why;
+  g_last_error = err;
+  return err;
+}
+
+cudaError_t device_alloc(void** p, size_t bytes) {
+  if (!p) return fail(cudaErrorInvalidValue, "null pointer to cudaMalloc");
+  void* mem = std::malloc(bytes ? bytes : 1);
+  if (!mem) return fail(cudaErrorMemoryAllocation, "host malloc failed");
+  std::memset(mem, 0xFF, bytes);  // NaN bytes: reading memory never written shows up
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  g_allocs[uintptr_t(mem)] = bytes ? bytes : 1;
+  g_allocated += bytes;
+  *p = mem;
+  return cudaSuccess;
+}
+
+cudaError_t device_free(void* p) {
+  if (!p) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  auto it = g_allocs.find(uintptr_t(p));
+  if (it == g_allocs.end()) return fail(cudaErrorInvalidValue, "free of a pointer cudaMalloc did not return");
+  g_allocated -= it->second;
+  g_allocs.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice, "the emulation has one device, 0");
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return fail(cudaErrorInvalidDevice, "the emulation has one device, 0");
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "CPU emulation of CUDA (tests/emu)");
+  prop->totalGlobalMem = kDeviceBytes;
+  prop->sharedMemPerBlock = kDefaultSmem;
+  prop->sharedMemPerBlockOptin = kMaxSmem;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->multiProcessorCount = 132;
+  prop->major = 9;
+  prop->minor = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) {
+  cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return g_last_error; }
+const char* cudaGetErrorString(cudaError_t err) {
+  static thread_local std::string text;
+  switch (err) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: text = "out of memory"; break;
+    case cudaErrorInvalidValue: text = "invalid argument"; break;
+    case cudaErrorInvalidConfiguration: text = "invalid configuration argument"; break;
+    case cudaErrorInvalidDevice: text = "invalid device ordinal"; break;
+    default: text = "emulated CUDA error " + std::to_string(int(err)); break;
+  }
+  if (!g_fault.empty()) text += " (" + g_fault + ")";
+  return text.c_str();
+}
+const char* cudaGetErrorName(cudaError_t err) { return cudaGetErrorString(err); }
+
+cudaError_t cudaMalloc(void** p, size_t bytes) { return device_alloc(p, bytes); }
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return device_alloc(p, bytes); }
+cudaError_t cudaFree(void* p) { return device_free(p); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return device_free(p); }
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  *total = kDeviceBytes;
+  *free_bytes = kDeviceBytes - std::min(kDeviceBytes, g_allocated);
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
+  static int dummy;
+  *pool = reinterpret_cast<cudaMemPool_t>(&dummy);
+  return cudaSuccess;
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  if (bytes == 0) return cudaSuccess;
+  const bool dst_dev = is_device(dst, bytes), src_dev = is_device(src, bytes);
+  bool ok = true;
+  switch (kind) {
+    case cudaMemcpyHostToDevice: ok = dst_dev && !src_dev; break;
+    case cudaMemcpyDeviceToHost: ok = !dst_dev && src_dev; break;
+    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
+    default: break;
+  }
+  if (!ok)
+    return fail(cudaErrorInvalidValue, "cudaMemcpy of " + std::to_string(bytes) + " bytes whose kind (" +
+                                           std::to_string(int(kind)) + ") does not match its pointers (dst " +
+                                           (dst_dev ? "device" : "host") + ", src " + (src_dev ? "device" : "host") +
+                                           ", or a range past an allocation's end)");
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  if (bytes && !is_device(p, bytes)) return fail(cudaErrorInvalidValue, "cudaMemset outside device allocations");
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void*) {
+  std::memset(attr, 0, sizeof(*attr));
+  attr->maxThreadsPerBlock = 1024;
+  attr->ptxVersion = attr->binaryVersion = 90;
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || size_t(value) > kMaxSmem)
+      return fail(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(value) + " over the " +
+                                             std::to_string(kMaxSmem) + "-byte limit");
+    g_smem_attr[func] = value;
+  }
+  return cudaSuccess;
+}
+
+}  // extern "C"

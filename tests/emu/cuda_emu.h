@@ -1,0 +1,144 @@
+// A CPU emulation of the CUDA execution model, so that the kernels of cuda/ run and are tested against
+// the CPU backend on machines without a GPU (CI). It is test infrastructure, not a product backend: it
+// is slow and checks what it can.
+//
+// How it runs a launch: the blocks of the grid one after another; inside a block, every thread as a
+// fiber (its own stack) on the calling OS thread, switched only where a thread must wait for others:
+// __syncthreads (all live threads of the block) and the warp shuffles (all live lanes of the warp).
+// Hence a function-static variable is exactly a block's shared memory, and `__shared__` is `static`.
+// Threads that have returned no longer count at a barrier, as on the hardware since Volta. A barrier
+// that can never complete (a __syncthreads reached by only part of a block) is reported as an error.
+//
+// What it checks beyond running the code: launch limits (threads per block, grid dimensions, dynamic
+// shared memory above 48 KiB without cudaFuncSetAttribute, 227 KiB at most), copies whose direction does
+// not match where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc
+// and dynamic shared memory start as NaN bytes (0xFF), so reading what was never written shows up.
+// What it does not model: the memory model (one block runs at a time, its threads in a fixed order),
+// timing, tensor cores, and out-of-bounds accesses (build with -fsanitize=address for those).
+//
+// cuda/common.cuh includes this file when LORA_CUDA_EMU is defined; tests/emu/cuda_emu.cpp implements
+// the runtime functions and tests/emu/cublaslt_emu.cpp the cuBLASLt ones that cuda/ calls.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#undef __shared__
+#define __shared__ static
+
+namespace lora_emu {
+
+struct Coords {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+// The coordinates of the thread now running.
+const Coords& coords();
+
+// Runs `body` once per thread of every block of the grid. `kernel` identifies the function for the
+// shared-memory attribute set by cudaFuncSetAttribute; `name` is for messages.
+void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*),
+              void* arg);
+void* dynamic_shared();
+void syncthreads();
+uint64_t warp_exchange(uint64_t bits, int src_lane);
+int lane_id();
+
+template <typename... P>
+struct Launch {
+  void (*fn)(P...);
+  dim3 grid, block;
+  size_t smem;
+  const char* name;
+
+  template <typename... A>
+  void operator()(A&&... a) const {
+    struct Bound {
+      void (*fn)(P...);
+      std::tuple<std::decay_t<P>...> args;
+    } bound{fn, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
+    run_grid(reinterpret_cast<const void*>(fn), name, grid, block, smem,
+             [](void* p) {
+               auto* b = static_cast<Bound*>(p);
+               std::apply(b->fn, b->args);  // copies the arguments for each thread, as a launch does
+             },
+             &bound);
+  }
+};
+
+template <typename... P>
+Launch<P...> make_launch(void (*fn)(P...), dim3 grid, dim3 block, size_t smem, const char* name) {
+  return Launch<P...>{fn, grid, block, smem, name};
+}
+
+template <typename T>
+T shuffle(T v, int src_lane) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of a type wider than 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = warp_exchange(bits, src_lane);
+  T out;
+  std::memcpy(&out, &bits, sizeof(T));
+  return out;
+}
+
+}  // namespace lora_emu
+
+#define LORA_LAUNCH(kernel, grid, block, smem, stream) \
+  ::lora_emu::make_launch(kernel, dim3(grid), dim3(block), size_t(smem), #kernel)
+#define LORA_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::lora_emu::dynamic_shared())
+
+#define threadIdx (::lora_emu::coords().thread)
+#define blockIdx (::lora_emu::coords().block)
+#define blockDim (::lora_emu::coords().block_dim)
+#define gridDim (::lora_emu::coords().grid_dim)
+
+inline void __syncthreads() { ::lora_emu::syncthreads(); }
+
+// Full-mask warp shuffles (the only kind cuda/ uses): every live lane of the warp takes part.
+template <typename T>
+T __shfl_sync(unsigned /*mask*/, T v, int src_lane, int width = 32) {
+  int lane = ::lora_emu::lane_id();
+  return ::lora_emu::shuffle(v, (lane / width) * width + (src_lane % width));
+}
+template <typename T>
+T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) {
+  int lane = ::lora_emu::lane_id();
+  int src = lane ^ lane_mask;
+  if (src / width != lane / width) src = lane;  // outside the lane's segment: its own value, as CUDA does
+  return ::lora_emu::shuffle(v, src);
+}
+
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+
+// The device-side min and max overloads CUDA declares globally.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+
+// The function-pointer forms that cuda_runtime.h declares for nvcc only.
+template <typename... P>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
+template <typename... P>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, void (*kernel)(P...)) {
+  return cudaFuncGetAttributes(attr, reinterpret_cast<const void*>(kernel));
+}
