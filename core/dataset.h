@@ -13,6 +13,12 @@
 //          (no separator is added: put any space or separator in the strings themselves), or
 //          {"text": str}: every token carries loss, tokens = encode(text) + [eos].
 //          An optional numeric "label" is stored in `labels`; other keys are ignored.
+//   glue   sentence classification and regression (core/dataset_glue.cpp): JSONL objects or a TSV
+//          file with a header row (GLUE's own files), one or two text fields and a label, tokenized as
+//          RoBERTa's tokenizer lays them out: <s> A </s> or <s> A </s></s> B </s> (every token carries
+//          no LM loss: prompt length 0; the label is the target). Fields (DatasetOptions) default to
+//          the GLUE tasks' names found in the first record; string labels map through label_names.
+//          Pairs longer than max_length lose tokens from the longer text first (HF's longest_first).
 // Blank lines are skipped. A malformed line (no "||", bad JSON, missing or non-string field, empty
 // completion) is an error naming the file and the 1-based line. Examples longer than max_length are
 // cut to their first max_length tokens (the prompt is kept whole, the completion loses its tail, EOS
@@ -27,6 +33,9 @@
 //   attributes magic, format_version, format, template, source_path, source_hash ("fnv1a64:<hex>"),
 //   tokenizer_fingerprint, vocab_size, eos_id, max_length, n_truncated, n_dropped, n_examples, n_tokens.
 // Files are written to "<path>.tmp.<pid>", fsynced, then renamed, so a crash never leaves a half file.
+//
+// The labels table already existed in format_version 1 (NaN for generation data), so classification
+// data did not change the layout.
 //
 // Batches: targets[b,t] = tokens[b,t+1] when position t+1 is a completion token, else -100
 // (DATASET_IGNORE_INDEX); padding is EOS, to the batch's longest example only.
@@ -45,6 +54,14 @@ namespace lora {
 constexpr int DATASET_FORMAT_VERSION = 1;
 constexpr const char* DATASET_MAGIC = "lora-dataset";
 constexpr int32_t DATASET_IGNORE_INDEX = -100;
+
+// How classification records are read (format glue; the recipe's data.text_fields, data.label_field,
+// data.label_names). Empty = detected from the first record's field names (GLUE's column names).
+struct DatasetOptions {
+  std::vector<std::string> text_fields;  // one or two fields; in a TSV without a header, column numbers
+  std::string label_field;               // the label's field or column
+  std::vector<std::string> label_names;  // string labels -> their index; empty: numbers, or GLUE's NLI names
+};
 
 // The attributes of a tokenized dataset file.
 struct DatasetInfo {
@@ -77,18 +94,24 @@ struct DatasetTables {
 // FNV-1a 64-bit hash of bytes, as 16 lowercase hex digits.
 std::string hash_fnv1a64_hex(const std::string& bytes);
 
-// "e2e" or "jsonl" for format "auto" (by extension: .jsonl/.json -> jsonl, .txt -> e2e; otherwise by
-// the first non-blank line), or the format itself if it is "e2e" or "jsonl"; anything else is an error.
+// "e2e", "jsonl" or "glue" for format "auto" (by extension: .txt -> e2e, .tsv -> glue, .jsonl/.json ->
+// jsonl unless its first record has none of prompt/completion/text but a label or GLUE's text fields,
+// then glue; otherwise by the first non-blank line), or the format itself if it is one of those three.
 std::string dataset_format_resolve(const std::string& source_path, const std::string& format);
 
-// The tokenization template of a resolved format ("e2e" or "jsonl"), as stored in the file.
-std::string dataset_template_name(const std::string& format);
+// The tokenization template of a resolved format, as stored in the file (for glue it names the fields,
+// so that a cached file made with other fields is rebuilt).
+std::string dataset_template_name(const std::string& format, const DatasetOptions& options = {});
 // "fnv1a64:<hex>" of the source file's bytes; errors if it cannot be read.
 std::string dataset_source_hash(const std::string& source_path);
 
 // Parses and tokenizes a source into tables (no file written). info gets everything but path.
 DatasetTables dataset_tokenize(const std::string& source_path, const std::string& format,
-                               const Tokenizer& tok, int max_length, DatasetInfo* info);
+                               const Tokenizer& tok, int max_length, DatasetInfo* info,
+                               const DatasetOptions& options = {});
+// The glue format's parsing and tokenization (core/dataset_glue.cpp), called by dataset_tokenize.
+DatasetTables dataset_tokenize_glue(const std::string& source_path, const std::string& bytes, const Tokenizer& tok,
+                                    int max_length, const DatasetOptions& options, int64_t* n_truncated);
 
 // Writes tables + info to path crash-safely (path.tmp.<pid>, fsync, rename). info.path is ignored.
 void dataset_h5_write(const std::string& path, const DatasetTables& tables, const DatasetInfo& info);
@@ -108,7 +131,8 @@ struct DatasetPrepareResult {
 // nothing; the caller logs "reusing tokenized cache ..." from the result. A source that is itself a
 // dataset file (HDF5) is returned as is, reused, after checking its tokenizer fingerprint.
 DatasetPrepareResult dataset_prepare(const std::string& source_path, const std::string& format,
-                                     const Tokenizer& tok, int max_length, const std::string& cache_dir);
+                                     const Tokenizer& tok, int max_length, const std::string& cache_dir,
+                                     const DatasetOptions& options = {});
 
 // A read-only view of one example's token ids.
 struct TokenSpan {
@@ -158,6 +182,7 @@ struct Batch {
   Tensor tokens;   // host i32 (B,T), padded with eos
   Tensor targets;  // host i32 (B,T), next token where it is a completion token, else -100
   Tensor lengths;  // host i32 (B), unpadded lengths
+  Tensor labels;   // host f32 (B), the examples' labels (NaN for generation data)
   int64_t n_loss_tokens = 0;          // targets that are not -100
   std::vector<int64_t> example_ids;   // (B) indices into the Dataset
   StreamPosition position;            // where this batch stood in the stream

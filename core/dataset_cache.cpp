@@ -33,7 +33,8 @@ std::string cache_mismatch(const DatasetInfo& have, const DatasetInfo& want) {
 }  // namespace
 
 DatasetPrepareResult dataset_prepare(const std::string& source_path, const std::string& format,
-                                     const Tokenizer& tok, int max_length, const std::string& cache_dir) {
+                                     const Tokenizer& tok, int max_length, const std::string& cache_dir,
+                                     const DatasetOptions& options) {
   namespace fs = std::filesystem;
   DatasetPrepareResult result;
   std::error_code ec;
@@ -53,7 +54,7 @@ DatasetPrepareResult dataset_prepare(const std::string& source_path, const std::
 
   DatasetInfo want;
   want.format = dataset_format_resolve(source_path, format);
-  want.template_name = dataset_template_name(want.format);
+  want.template_name = dataset_template_name(want.format, options);
   want.source_path = source_path;
   want.source_hash = dataset_source_hash(source_path);
   want.tokenizer_fingerprint = tok.fingerprint();
@@ -85,7 +86,7 @@ DatasetPrepareResult dataset_prepare(const std::string& source_path, const std::
       result.stale_reason = e.what();
     }
   }
-  DatasetTables tables = dataset_tokenize(source_path, want.format, tok, max_length, &result.info);
+  DatasetTables tables = dataset_tokenize(source_path, want.format, tok, max_length, &result.info, options);
   if (result.info.source_hash != want.source_hash)
     fail_runtime("dataset source '" + source_path + "' changed while it was being tokenized",
                  "run again once the file is no longer being written");

@@ -16,6 +16,7 @@ namespace {
 
 const char* E2E_TEMPLATE = "e2e-v1: encode(mr) [eos] | encode(' ' + text) [eos]";
 const char* JSONL_TEMPLATE = "jsonl-v1: encode(prompt) | encode(completion) [eos]; encode(text) [eos]";
+const char* GLUE_TEMPLATE = "glue-v1: <s> encode(a) </s> [</s> encode(b) </s>], longest_first truncation";
 
 // One line of a source, before tokenization.
 struct SourceExample {
@@ -178,7 +179,16 @@ std::string hash_fnv1a64_hex(const std::string& bytes) {
   return buf;
 }
 
-std::string dataset_template_name(const std::string& format) {
+std::string dataset_template_name(const std::string& format, const DatasetOptions& o) {
+  if (format == "glue") {
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
+      return s.empty() ? std::string("auto") : s;
+    };
+    return std::string(GLUE_TEMPLATE) + "; text_fields " + join(o.text_fields) + "; label_field " +
+           (o.label_field.empty() ? "auto" : o.label_field) + "; label_names " + join(o.label_names);
+  }
   return format == "e2e" ? E2E_TEMPLATE : JSONL_TEMPLATE;
 }
 
@@ -186,29 +196,49 @@ std::string dataset_source_hash(const std::string& source_path) {
   return "fnv1a64:" + hash_fnv1a64_hex(read_source(source_path));
 }
 
+// A JSONL source whose first record is a classification record: a label or GLUE's text fields, and
+// none of the generation fields.
+static bool jsonl_is_glue(const std::string& source_path) {
+  for (const std::string& line : split_lines(read_source(source_path))) {
+    if (trim(line).empty()) continue;
+    nlohmann::json obj;
+    try {
+      obj = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      return false;  // the jsonl parser reports the line
+    }
+    if (!obj.is_object() || obj.contains("prompt") || obj.contains("completion") || obj.contains("text")) return false;
+    for (const char* key : {"label", "sentence", "sentence1", "question", "question1", "premise"})
+      if (obj.contains(key)) return true;
+    return false;
+  }
+  return false;
+}
+
 std::string dataset_format_resolve(const std::string& source_path, const std::string& format) {
-  if (format == "e2e" || format == "jsonl") return format;
+  if (format == "e2e" || format == "jsonl" || format == "glue") return format;
   if (format != "auto")
     fail_usage("unknown dataset format '" + format + "' for '" + source_path + "'",
-               "data.format is one of: auto, e2e, jsonl");
+               "data.format is one of: auto, e2e, jsonl, glue");
   std::string ext = std::filesystem::path(source_path).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  if (ext == ".jsonl" || ext == ".json") return "jsonl";
+  if (ext == ".jsonl" || ext == ".json") return jsonl_is_glue(source_path) ? "glue" : "jsonl";
   if (ext == ".txt") return "e2e";
+  if (ext == ".tsv") return "glue";
   for (const std::string& line : split_lines(read_source(source_path))) {
     std::string t = trim(line);
     if (t.empty()) continue;
-    if (t[0] == '{') return "jsonl";
+    if (t[0] == '{') return jsonl_is_glue(source_path) ? "glue" : "jsonl";
     if (t.find("||") != std::string::npos) return "e2e";
     break;
   }
   fail_usage("cannot tell the format of dataset source '" + source_path +
                  "' from its name or its first line (neither a JSON object nor `mr||text`)",
-             "set data.format to e2e or jsonl");
+             "set data.format to e2e, jsonl or glue");
 }
 
 DatasetTables dataset_tokenize(const std::string& source_path, const std::string& format,
-                               const Tokenizer& tok, int max_length, DatasetInfo* info) {
+                               const Tokenizer& tok, int max_length, DatasetInfo* info, const DatasetOptions& options) {
   if (max_length < 2)
     fail_usage("data.max_length must be at least 2, found " + std::to_string(max_length),
                "a typical value is 512 for E2E");
@@ -218,6 +248,26 @@ DatasetTables dataset_tokenize(const std::string& source_path, const std::string
                "use a tokenizer whose vocabulary defines an end-of-text token (e.g. <|endoftext|> or </s>)");
   std::string fmt = dataset_format_resolve(source_path, format);
   std::string bytes = read_source(source_path);
+  if (fmt == "glue") {
+    int64_t n_truncated = 0;
+    DatasetTables t = dataset_tokenize_glue(source_path, bytes, tok, max_length, options, &n_truncated);
+    if (info) {
+      info->path.clear();
+      info->format = fmt;
+      info->template_name = dataset_template_name(fmt, options);
+      info->source_path = source_path;
+      info->source_hash = "fnv1a64:" + hash_fnv1a64_hex(bytes);
+      info->tokenizer_fingerprint = tok.fingerprint();
+      info->vocab_size = tok.vocab_size();
+      info->eos_id = tok.eos_id();
+      info->max_length = max_length;
+      info->n_truncated = n_truncated;
+      info->n_dropped = 0;
+      info->n_examples = int64_t(t.prompt_lengths.size());
+      info->n_tokens = int64_t(t.tokens.size());
+    }
+    return t;
+  }
   std::vector<std::string> lines = split_lines(bytes);
   std::vector<SourceExample> examples = fmt == "e2e" ? parse_e2e(source_path, lines) : parse_jsonl(source_path, lines);
   if (examples.empty())

@@ -87,6 +87,7 @@ Batch batch_build(const Dataset& data, const std::vector<int64_t>& example_ids) 
   out.tokens = tensor_host({out.B, out.T}, DType::i32);
   out.targets = tensor_host({out.B, out.T}, DType::i32);
   out.lengths = tensor_host({out.B}, DType::i32);
+  out.labels = tensor_host({out.B}, DType::f32);
   out.example_ids = example_ids;
   int32_t* tokens = out.tokens.i32();    // (B,T)
   int32_t* targets = out.targets.i32();  // (B,T)
@@ -99,6 +100,7 @@ Batch batch_build(const Dataset& data, const std::vector<int64_t>& example_ids) 
     int32_t* target_row = targets + int64_t(b) * out.T;
     std::copy(ids.begin(), ids.end(), row);
     out.lengths.i32()[b] = int32_t(ids.size);
+    out.labels.f32()[b] = data.label(size_t(example_ids[size_t(b)]));
     // Position t predicts token t+1; only completion tokens (index >= prompt length) are learned.
     for (int64_t t = std::max<int64_t>(prompt - 1, 0); t + 1 < ids.size; ++t) {
       target_row[t] = ids[t + 1];

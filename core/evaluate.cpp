@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/adapter.h"
+#include "core/classify.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/generate.h"
@@ -128,6 +129,23 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
   dir_ensure_writable(rep.out_dir, "evaluation output directory");
 
   rep.examples = int64_t(data->size());
+  if (model.config().head == HeadKind::classifier) {
+    ClassifyEval ev = classify_evaluate(model, data, r.eval.batch_size, 0, r.eval.glue_task);
+    rep.classification = true;
+    rep.glue_task = r.eval.glue_task;
+    rep.tokens = ev.examples;
+    rep.loss = ev.loss;
+    rep.glue = ev.metrics;
+    std::string lines;
+    char buf[64];
+    for (double p : ev.predictions) {
+      std::snprintf(buf, sizeof buf, model.config().num_labels == 1 ? "%.6g\n" : "%.0f\n", p);
+      lines += buf;
+    }
+    file_write_atomic((fs::path(rep.out_dir) / "predictions.txt").string(), lines);
+    file_write_atomic((fs::path(rep.out_dir) / "eval.json").string(), eval_report_json(rep, r) + "\n");
+    return rep;
+  }
   eval_loss(model, data, r.eval.batch_size, rep);
 
   const bool generation = data->info().format == "e2e";
@@ -186,6 +204,18 @@ std::string eval_report_json(const EvalReport& rep, const Recipe& r) {
   j["recipe"] = r.source;
   j["backend"] = rep.backend;
   j["examples"] = rep.examples;
+  if (rep.classification) {
+    j["loss"] = number_or_null(rep.loss);
+    j["glue_task"] = rep.glue_task;
+    json m = json::object();
+    for (const auto& [name, value] : rep.glue) m[name] = number_or_null(value);
+    j["metrics"] = m;
+    j["metrics_note"] = "loss is the mean per-example cross-entropy (squared error for regression); metrics as "
+                        "scikit-learn (accuracy, f1, matthews_corrcoef) and SciPy (pearsonr, spearmanr) compute them";
+    j["files"] = {{"predictions", "predictions.txt"}};
+    j["notes"] = rep.notes;
+    return j.dump(2);
+  }
   j["loss_tokens"] = rep.tokens;
   j["loss"] = number_or_null(rep.loss);
   j["perplexity"] = number_or_null(rep.perplexity);
@@ -220,6 +250,13 @@ std::string eval_report_table(const EvalReport& rep) {
     std::snprintf(buf, sizeof buf, "  %-16s %s\n", name.c_str(), value.c_str());
     t += buf;
   };
+  if (rep.classification) {
+    row("examples", std::to_string(rep.examples));
+    row("loss", fmt("%.4f", rep.loss));
+    for (const auto& [name, value] : rep.glue) row(name, fmt("%.4f", value));
+    t += "results in " + rep.out_dir + "/eval.json\n";
+    return t;
+  }
   row("examples", std::to_string(rep.examples) + " (" + std::to_string(rep.tokens) + " tokens with a loss)");
   row("loss", fmt("%.4f", rep.loss));
   row("perplexity", fmt("%.3f", rep.perplexity));

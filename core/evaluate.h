@@ -39,6 +39,9 @@ struct EvalReport {
   int64_t examples = 0;         // examples in the split
   int64_t tokens = 0;           // tokens that carry a loss
   double loss = 0, perplexity = 0, token_accuracy = 0;
+  bool classification = false;  // a classification model: loss per example and the metrics below
+  std::string glue_task;        // eval.glue_task
+  std::vector<std::pair<std::string, double>> glue;  // GLUE's metrics, the task's first
   bool generated = false;       // text metrics below are set
   int64_t sources = 0;          // distinct meaning representations scored
   TextMetrics text;

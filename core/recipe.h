@@ -27,6 +27,7 @@ struct ModelSection {
   std::string path;             // HF checkpoint directory (config.json + *.safetensors); required to train
   std::string device = "auto";  // "auto" (cuda when a GPU is present), "cpu" or "cuda"
   std::string dtype = "auto";   // GPU activations, frozen weights: "auto", "bf16", "fp16", "fp32"; CPU: fp32
+  int num_labels = 0;           // classification head outputs (1 = regression); 0 = config.json's
 };
 
 struct LoraSection {
@@ -43,7 +44,11 @@ struct LoraSection {
 struct DataSection {
   std::string train;            // training examples; required to train
   std::string eval;             // evaluation examples; empty = no evaluation
-  std::string format = "auto";  // "e2e" (MR||text lines), "jsonl"; "auto": .txt -> e2e, .jsonl -> jsonl
+  std::string format = "auto";  // "e2e" (MR||text lines), "jsonl", "glue" (classification: JSONL or TSV);
+                                //   "auto": .txt -> e2e, .tsv -> glue, .jsonl -> jsonl or glue by its fields
+  std::vector<std::string> text_fields;  // glue: the one or two text fields; empty = GLUE's names, detected
+  std::string label_field;      // glue: the label's field; empty = label, gold_label, is_duplicate, score, Quality
+  std::vector<std::string> label_names;  // glue: string labels in id order; empty = numbers (or GLUE's NLI names)
   std::string tokenizer;        // tokenizer directory or file; empty = model.path
   int max_length = 512;         // tokens per example; longer ones lose their end (cut from the right)
   std::string cache_dir = ".lora-cache";  // where tokenized datasets (HDF5) are kept and reused
@@ -78,6 +83,8 @@ struct EvalSection {
   double length_penalty = 1.0;  // beam score = log-prob / length^length_penalty (paper scripts, E2E: 0.8)
   int no_repeat_ngram_size = 0; // forbid repeating an n-gram of this size; 0 = off (paper, E2E: 4)
   int num_samples = 3;          // eval examples decoded and printed at the end of training
+  std::string glue_task = "auto";  // classification: the GLUE task whose metric is reported (cola: Matthews,
+                                   //   mrpc/qqp: F1 and accuracy, stsb: Pearson and Spearman, others: accuracy)
 };
 
 struct OutputSection {
@@ -130,7 +137,8 @@ void recipe_validate(const Recipe& recipe);
 // same current directory. Empty = the text will be read as if from the current directory.
 std::string recipe_to_yaml(const Recipe& recipe, const std::string& dest_path = "");
 
-// "e2e" or "jsonl" for a data file, resolving format "auto" by extension; "" when auto cannot tell.
+// "e2e", "jsonl", "glue" or "h5" for a data file, resolving format "auto" by extension (a .jsonl file
+// says "jsonl": only its content tells generation from classification); "" when auto cannot tell.
 std::string recipe_data_format(const std::string& format, const std::string& data_path);
 
 // Names accepted in lora.targets: roles and HF module names.

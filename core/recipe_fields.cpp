@@ -29,6 +29,7 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
       {"model", "path", K::path_in, &r.model.path, {}},
       {"model", "device", K::choice, &r.model.device, {"auto", "cpu", "cuda"}},
       {"model", "dtype", K::choice, &r.model.dtype, precisions},
+      {"model", "num_labels", K::integer, &r.model.num_labels, {}},
 
       {"lora", "mode", K::choice, &r.lora.mode, {"lora", "full"}},
       {"lora", "r", K::integer, &r.lora.r, {}},
@@ -41,7 +42,10 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
 
       {"data", "train", K::path_in, &r.data.train, {}},
       {"data", "eval", K::path_in, &r.data.eval, {}},
-      {"data", "format", K::choice, &r.data.format, {"auto", "e2e", "jsonl"}},
+      {"data", "format", K::choice, &r.data.format, {"auto", "e2e", "jsonl", "glue"}},
+      {"data", "text_fields", K::text_list, &r.data.text_fields, {}},
+      {"data", "label_field", K::text, &r.data.label_field, {}},
+      {"data", "label_names", K::text_list, &r.data.label_names, {}},
       {"data", "tokenizer", K::path_in, &r.data.tokenizer, {}},
       {"data", "max_length", K::integer, &r.data.max_length, {}},
       {"data", "cache_dir", K::path_out, &r.data.cache_dir, {}},
@@ -72,6 +76,8 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
       {"eval", "length_penalty", K::number, &r.eval.length_penalty, {}},
       {"eval", "no_repeat_ngram_size", K::integer, &r.eval.no_repeat_ngram_size, {}},
       {"eval", "num_samples", K::integer, &r.eval.num_samples, {}},
+      {"eval", "glue_task", K::choice, &r.eval.glue_task,
+       {"auto", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}},
 
       {"output", "dir", K::path_out, &r.output.dir, {}},
       {"output", "save_every", K::integer, &r.output.save_every, {}},
@@ -175,6 +181,7 @@ std::string recipe_data_format(const std::string& format, const std::string& dat
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   if (ext == ".txt") return "e2e";
   if (ext == ".jsonl" || ext == ".json") return "jsonl";
+  if (ext == ".tsv") return "glue";
   if (ext == ".h5" || ext == ".hdf5") return "h5";  // already tokenized (lora's dataset file)
   return "";
 }
@@ -281,9 +288,13 @@ void recipe_validate(const Recipe& recipe) {
        {std::pair<std::string, std::string>{"data.train", r.data.train}, {"data.eval", r.data.eval}}) {
     if (!path.empty() && r.data.format == "auto" && recipe_data_format("auto", path).empty())
       c.fail(key, "cannot tell the format of '" + path +
-                      "' from its extension (.txt = e2e, .jsonl = jsonl); set data.format");
+                      "' from its extension (.txt = e2e, .jsonl = jsonl or glue, .tsv = glue); set data.format");
   }
   c.at_least("data.max_length", r.data.max_length, 2);
+  c.at_least("model.num_labels", r.model.num_labels, 0);
+  if (r.data.text_fields.size() > 2)
+    c.fail("data.text_fields", "lists " + std::to_string(r.data.text_fields.size()) +
+                                   " fields; a classification record has one text or a pair");
   if (r.data.cache_dir.empty()) c.fail("data.cache_dir", "must not be empty (default .lora-cache)");
 
   c.range("train.lr", r.train.lr, 0, true, INFINITY, false);

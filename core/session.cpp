@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/checkpoint.h"
+#include "core/classify.h"
 #include "core/error.h"
 
 namespace lora {
@@ -26,7 +27,8 @@ LoraSpec lora_spec_from_recipe(const Recipe& r) {
 namespace {
 std::shared_ptr<const Dataset> open_split(const std::string& path, const Recipe& r, const Tokenizer& tok,
                                           int vocab, const char* what, std::vector<std::string>& notes) {
-  DatasetPrepareResult p = dataset_prepare(path, r.data.format, tok, r.data.max_length, r.data.cache_dir);
+  DatasetPrepareResult p =
+      dataset_prepare(path, r.data.format, tok, r.data.max_length, r.data.cache_dir, classify_dataset_options(r));
   std::string line = std::string(what) + ": " + path + " -> " + p.path +
                      (p.reused ? " (reusing tokenized cache)" : " (tokenized)") + ", " +
                      std::to_string(p.info.n_examples) + " examples, " + std::to_string(p.info.n_tokens) + " tokens";
@@ -46,7 +48,8 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
   Checkpoint ck = Checkpoint::open(r.model.path);
   s.tokenizer_dir = r.data.tokenizer.empty() ? r.model.path : r.data.tokenizer;
   s.tok = tokenizer_load(s.tokenizer_dir);
-  const ModelConfig& cfg = ck.config();
+  ModelConfig cfg = ck.config();
+  classify_config_apply(r, cfg);  // model.num_labels
   if (s.tok->vocab_size() > cfg.vocab_size)
     fail_usage("the tokenizer in '" + s.tokenizer_dir + "' has " + std::to_string(s.tok->vocab_size()) +
                    " tokens but the model's vocab_size is " + std::to_string(cfg.vocab_size),
@@ -59,6 +62,8 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
     s.train = open_split(r.data.train, r, *s.tok, cfg.vocab_size, "train", s.notes);
   }
   if (!r.data.eval.empty()) s.eval = open_split(r.data.eval, r, *s.tok, cfg.vocab_size, "eval", s.notes);
+  if (s.train) classify_data_check(*s.train, cfg, "train");
+  if (s.eval) classify_data_check(*s.eval, cfg, "eval");
   return s;
 }
 

@@ -9,6 +9,7 @@
 
 #include "core/adapter.h"
 #include "core/checkpoint.h"
+#include "core/classify.h"
 #include "core/dataset.h"
 #include "core/error.h"
 #include "core/fsutil.h"
@@ -60,6 +61,13 @@ MemoryPlan memory_plan(Model& m, const Recipe& r) {
 void print_first_example(const Dataset& d, const Tokenizer& tok) {
   if (d.size() == 0) return;
   TokenSpan t = d.tokens(0);
+  if (d.info().format == "glue") {  // classification: the tokens and the label (the target)
+    std::string text;
+    for (int64_t i = 0; i < t.size; ++i) text += tok.token_text(t[i]) + "|";
+    std::printf("first training example (%lld tokens; '|' separates tokens), label %g:\n  %s\n", (long long)t.size,
+                double(d.label(0)), text.c_str());
+    return;
+  }
   const int64_t P = d.prompt_length(0);
   std::string prompt, completion;
   for (int64_t i = 0; i < t.size; ++i) (i < P ? prompt : completion) += tok.token_text(t[i]) + "|";
@@ -73,9 +81,18 @@ struct EvalResult {
   double loss = NAN;
   double accuracy = NAN;
   int64_t tokens = 0;
+  std::vector<std::pair<std::string, double>> metrics;  // classification: GLUE's metrics of the task
 };
 
 EvalResult evaluate(Model& m, std::shared_ptr<const Dataset> data, const Recipe& r, int max_batches) {
+  if (m.config().head == HeadKind::classifier) {
+    ClassifyEval ev = classify_evaluate(m, data, r.eval.batch_size, max_batches, r.eval.glue_task);
+    EvalResult out;
+    out.tokens = ev.examples;
+    out.loss = ev.examples ? ev.loss : NAN;
+    out.metrics = ev.metrics;
+    return out;
+  }
   BatchStreamOptions o;
   o.batch_size = r.eval.batch_size;
   o.shuffle = false;
@@ -115,6 +132,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
 
   LoraSpec spec = lora_spec_from_recipe(r);
   model.lora_init(spec);
+  const bool classifier = model.config().head == HeadKind::classifier;  // loss per example, not per token
 
   const int64_t batches_per_epoch = (int64_t(s.train->size()) + r.train.batch_size - 1) / r.train.batch_size;
   const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / r.train.grad_accum);
@@ -202,6 +220,16 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   auto run_eval = [&](int64_t step) {
     if (!s.eval) return EvalResult{};
     EvalResult e = evaluate(model, s.eval, r, r.train.eval_batches);
+    if (classifier) {
+      nlohmann::json rec = {{"step", step}, {"eval_loss", e.loss}, {"eval_examples", e.tokens}};
+      std::string line = "eval at step " + std::to_string(step) + ": loss " + fmt("%.4f", e.loss);
+      for (const auto& [name, value] : e.metrics) {
+        rec["eval_" + name] = value;
+        line += ", " + name + " " + fmt("%.4f", value);
+      }
+      log.record(rec, line);
+      return e;
+    }
     log.record({{"step", step}, {"eval_loss", e.loss}, {"eval_token_accuracy", e.accuracy}, {"eval_tokens", e.tokens}},
                "eval at step " + std::to_string(step) + ": loss " + fmt("%.4f", e.loss) + ", token accuracy " +
                    fmt("%.3f", e.accuracy));
@@ -230,13 +258,14 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     int64_t n_loss = 0;
     for (auto& b : micro) {
       stream.next(b);
-      n_loss += b.n_loss_tokens;
+      n_loss += classifier ? b.B : b.n_loss_tokens;
     }
     model.zero_grads();
     const float dscale = scaler.value() / float(std::max<int64_t>(1, n_loss));
     for (auto& b : micro) {
       const uint64_t key = rng_mix(prog.seed ^ rng_mix(uint64_t(prog.micro_steps) + 1)) | 1;
-      LossStats st = model.step(b.tokens, b.targets, b.lengths, dscale, float(r.train.label_smoothing), key, true);
+      LossStats st = classifier ? model.classify_step(b.tokens, b.lengths, b.labels, dscale, key, true)
+                                : model.step(b.tokens, b.targets, b.lengths, dscale, float(r.train.label_smoothing), key, true);
       loss_since += st.loss_sum;
       loss_tokens_since += st.tokens;
       for (int i = 0; i < b.B; ++i) tokens_since += b.lengths.i32()[i];
@@ -299,7 +328,12 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   if (s.eval && prog.first_eval_loss >= 0)
     std::printf("held-out loss: %.4f before training, %.4f after (%.1f%% of the start)\n", prog.first_eval_loss,
                 final_eval.loss, 100.0 * final_eval.loss / prog.first_eval_loss);
-  if (s.eval && r.eval.num_samples > 0) {
+  if (s.eval && classifier && !final_eval.metrics.empty()) {
+    std::printf("held-out %s:", r.eval.glue_task == "auto" ? "metrics" : r.eval.glue_task.c_str());
+    for (const auto& [name, value] : final_eval.metrics) std::printf(" %s %.4f", name.c_str(), value);
+    std::printf(" (%lld examples)\n", (long long)final_eval.tokens);
+  }
+  if (s.eval && !classifier && r.eval.num_samples > 0) {
     std::printf("samples (greedy, held-out prompts):\n");
     // One sample per distinct prompt: E2E files list each meaning representation once per reference.
     int shown = 0;

@@ -55,6 +55,7 @@ model:
   path: models/gpt2-medium
   device: cuda
   dtype: bf16
+  num_labels: 3
 lora:
   mode: lora
   r: 4
@@ -71,6 +72,9 @@ data:
   tokenizer: tok
   max_length: 256
   cache_dir: cache
+  text_fields: [premise, hypothesis]
+  label_field: gold_label
+  label_names: [entailment, neutral, contradiction]
 train:
   lr: 2e-4
   beta1: 0.8
@@ -98,6 +102,7 @@ eval:
   length_penalty: 0.8
   no_repeat_ngram_size: 4
   num_samples: 5
+  glue_task: mnli
 output:
   dir: runs/e2e
   save_every: 200
@@ -186,7 +191,12 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.eval.length_penalty == 0.8);
   CHECK(r.output.overwrite);
   CHECK(r.log.every == 5);
-  CHECK(r.origin.at("log.progress") == "r.yaml:56");
+  CHECK(r.model.num_labels == 3);
+  CHECK(r.data.text_fields == std::vector<std::string>{"premise", "hypothesis"});
+  CHECK(r.data.label_field == "gold_label");
+  CHECK(r.data.label_names.size() == 3);
+  CHECK(r.eval.glue_task == "mnli");
+  CHECK(r.origin.at("log.progress") == "r.yaml:61");
 }
 
 TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer key rejects 1.5") {
