@@ -135,6 +135,7 @@ class CudaBackend final : public Backend {
   }
 
   void fill(Tensor& t, float value) override { cuda_ops::fill(ctx_, t, value); }
+  void mat_copy(const MatRef& dst, const MatRef& src) override { cuda_ops::mat_copy(ctx_, dst, src); }
 
   void matmul(const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b, float alpha,
               float beta) override {
@@ -166,6 +167,10 @@ class CudaBackend final : public Backend {
   }
   void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, GeluKind kind) override {
     cuda_ops::gelu_backward(ctx_, dinp, dout, inp, kind);
+  }
+  void tanh_forward(Tensor& out, const Tensor& inp) override { cuda_ops::tanh_forward(ctx_, out, inp); }
+  void tanh_backward(Tensor& dinp, const Tensor& dout, const Tensor& out) override {
+    cuda_ops::tanh_backward(ctx_, dinp, dout, out);
   }
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
     cuda_ops::swiglu_forward(ctx_, out, gate, up);
@@ -207,6 +212,9 @@ class CudaBackend final : public Backend {
     cuda_ops::cross_entropy(ctx_, logits, losses, argmax, targets, label_smoothing, dscale);
   }
 
+  void mse_loss(const MatRef& preds, Tensor& losses, const Tensor& targets, float dscale) override {
+    cuda_ops::mse_loss(ctx_, preds, losses, targets, dscale);
+  }
   void dropout_forward(Tensor& out, const Tensor& inp, float p, uint64_t seed, uint64_t offset) override {
     cuda_ops::dropout_forward(ctx_, out, inp, p, seed, offset);
   }

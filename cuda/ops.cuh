@@ -82,6 +82,12 @@ void dropout_backward(CudaContext& ctx, Tensor& dinp, const Tensor& dout, float 
 double sum_squares(CudaContext& ctx, const Tensor& t);
 bool all_finite(CudaContext& ctx, const Tensor& t);
 
+// head.cu (the classification head: tanh, squared error, strided row copies)
+void tanh_forward(CudaContext& ctx, Tensor& out, const Tensor& inp);
+void tanh_backward(CudaContext& ctx, Tensor& dinp, const Tensor& dout, const Tensor& out);
+void mse_loss(CudaContext& ctx, const MatRef& preds, Tensor& losses, const Tensor& targets, float dscale);
+void mat_copy(CudaContext& ctx, const MatRef& dst, const MatRef& src);
+
 // optimizer.cu
 void adamw_update(CudaContext& ctx, const std::vector<AdamWSlot>& slots, const AdamWParams& p);
 

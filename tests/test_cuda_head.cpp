@@ -1,0 +1,157 @@
+// The classification head's CUDA ops (cuda/head.cu: tanh forward and backward, mse_loss, mat_copy)
+// against the CPU oracle, for f32, bf16 and f16 activations, on fresh random inputs (seeded from
+// std::random_device; LORA_TEST_SEED replays). Inputs are rounded to the activation dtype on the device
+// and the CPU sees those rounded values; overwritten device outputs are poisoned with NaN first.
+// Tolerances as tests/test_cuda_ops.cpp: f32 1e-5, bf16 1e-2, f16 2e-3, relative with a floor of the
+// tensor's scale / 16.
+//
+// Its own main: with no usable CUDA device it prints "skipped: ..." and exits 77 (ctest: skipped). The
+// `emu` build of this file runs the same kernels on the CPU emulation of CUDA (tests/emu/).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "cuda/backend_cuda.h"
+
+using namespace lora;
+
+namespace {
+
+double tolerance(DType act) { return act == DType::bf16 ? 1e-2 : act == DType::f16 ? 2e-3 : 1e-5; }
+
+uint64_t test_seed() {
+  static const uint64_t seed = [] {
+    const char* s = std::getenv("LORA_TEST_SEED");
+    return s ? std::strtoull(s, nullptr, 10) : uint64_t(std::random_device{}()) << 32 | std::random_device{}();
+  }();
+  return seed;
+}
+
+void check_close(const std::string& what, const Tensor& got, const Tensor& want, double tol) {
+  REQUIRE(got.numel() == want.numel());
+  double scale = 0.0;
+  for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::fabs(double(want.f32()[i])));
+  int64_t bad = 0, first = -1;
+  double max_abs = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double g = got.f32()[i], w = want.f32()[i], err = std::fabs(g - w);
+    if (std::isfinite(err)) max_abs = std::max(max_abs, err);
+    if (!(std::isfinite(g) && err <= tol * (std::fabs(w) + scale / 16.0)) && bad++ == 0) first = i;
+  }
+  std::ostringstream os;
+  os << what << ": n=" << want.numel() << " max_abs=" << max_abs << " tol=" << tol;
+  if (bad) os << " | " << bad << " mismatches, first at " << first << ": got " << got.f32()[first] << ", want " << want.f32()[first];
+  CHECK_MESSAGE(bad == 0, os.str());
+}
+
+// The CPU oracle beside a CUDA backend with activations in `act`; tensors come in (cpu, gpu) pairs.
+struct Pair {
+  std::unique_ptr<Backend> cpu = backend_cpu_create(), gpu;
+  DType act;
+  std::mt19937_64 rng;
+  struct Both {
+    Tensor cpu, gpu;
+  };
+  Pair(DType a, uint64_t salt) : act(a), rng(test_seed() ^ salt) {
+    std::string why;
+    gpu = backend_cuda_create(&why, a);
+    REQUIRE_MESSAGE(gpu != nullptr, "CUDA backend: " << why);
+  }
+  Both random(const std::vector<int64_t>& shape, DType dtype, float lo = -1.0f, float hi = 1.0f) {
+    Tensor h = tensor_host(shape);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] = dist(rng);
+    Both b;
+    b.gpu = gpu->alloc(shape, dtype);
+    gpu->upload(b.gpu, h);
+    b.cpu = gpu->download(b.gpu);
+    return b;
+  }
+  Both poisoned(const std::vector<int64_t>& shape, DType dtype) {
+    Both b{tensor_host(shape), gpu->alloc(shape, dtype)};
+    gpu->fill(b.gpu, NAN);
+    return b;
+  }
+  void expect(const std::string& what, const Both& b, double tol = 0) {
+    check_close(what + " [" + dtype_name(act) + "]", gpu->download(b.gpu), b.cpu, tol ? tol : tolerance(act));
+  }
+};
+
+const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
+
+}  // namespace
+
+TEST_CASE("cuda tanh forward and backward (from the output, aliased)") {
+  for (DType act : kActivations) {
+    Pair P(act, 21);
+    INFO("activations " << dtype_name(act) << ", LORA_TEST_SEED=" << test_seed());
+    auto inp = P.random({13, 70}, act, -3.0f, 3.0f);
+    auto out = P.poisoned({13, 70}, act);
+    P.cpu->tanh_forward(out.cpu, inp.cpu);
+    P.gpu->tanh_forward(out.gpu, inp.gpu);
+    P.expect("tanh forward", out);
+    // The backward reads the forward's output: give both sides the device's rounded output.
+    Tensor y = P.gpu->download(out.gpu);
+    auto dout = P.random({13, 70}, act);
+    P.cpu->tanh_backward(dout.cpu, dout.cpu, y);
+    P.gpu->tanh_backward(dout.gpu, dout.gpu, out.gpu);
+    P.expect("tanh backward", dout);
+  }
+}
+
+TEST_CASE("cuda mse_loss on a column of a wider buffer: losses and the gradient in place") {
+  for (DType act : kActivations) {
+    Pair P(act, 22);
+    INFO("activations " << dtype_name(act) << ", LORA_TEST_SEED=" << test_seed());
+    const int64_t N = 37;
+    auto preds = P.random({N, 3}, act, -4.0f, 4.0f);  // predictions in column 1, ld 3
+    auto targets = P.random({N}, DType::f32, -4.0f, 4.0f);
+    auto losses = P.poisoned({N}, DType::f32);
+    P.cpu->mse_loss(mat_cols(preds.cpu, 1, 1), losses.cpu, targets.cpu, 0.25f);
+    P.gpu->mse_loss(mat_cols(preds.gpu, 1, 1), losses.gpu, targets.gpu, 0.25f);
+    P.expect("mse losses", losses, 1e-5);  // fp32 math on identical inputs
+    P.expect("mse dpreds (columns 0 and 2 untouched)", preds);
+  }
+}
+
+TEST_CASE("cuda mat_copy: the first token of each sequence, gathered and scattered back") {
+  for (DType act : kActivations) {
+    Pair P(act, 23);
+    INFO("activations " << dtype_name(act) << ", LORA_TEST_SEED=" << test_seed());
+    const int64_t B = 5, T = 7, C = 24;
+    auto hidden = P.random({B * T, C}, act);
+    auto first = P.poisoned({B, C}, act);
+    auto strided = [&](const Tensor& t) {
+      MatRef m = mat(t);
+      m.rows = B;
+      m.ld = T * C;
+      return m;
+    };
+    P.cpu->mat_copy(mat(first.cpu), strided(hidden.cpu));
+    P.gpu->mat_copy(mat(first.gpu), strided(hidden.gpu));
+    P.expect("mat_copy gather", first, 1e-30);  // a copy is exact
+    auto back = P.random({B * T, C}, act);
+    P.cpu->mat_copy(strided(back.cpu), mat(first.cpu));
+    P.gpu->mat_copy(strided(back.gpu), mat(first.gpu));
+    P.expect("mat_copy scatter (other rows untouched)", back, 1e-30);
+  }
+}
+
+int main(int argc, char** argv) {
+  std::string why;
+  if (!cuda_device_available(&why)) {
+    std::printf("skipped: no CUDA device (%s)\n", why.c_str());
+    return 77;
+  }
+  std::printf("test_cuda_head: LORA_TEST_SEED=%llu\n", static_cast<unsigned long long>(test_seed()));
+  doctest::Context context(argc, argv);
+  return context.run();
+}
