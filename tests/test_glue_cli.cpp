@@ -1,0 +1,239 @@
+// GLUE-style sequence classification end to end with the built binary: `lora init` writes a tiny random
+// RoBERTa (the quickstart's BPE vocabulary plus RoBERTa's <s> <pad> </s> <unk>), `lora train` fits LoRA
+// on q and v plus the classification head to a synthetic sentence-pair task made here (the label says
+// whether the second sentence contains the word "pub"), and `lora eval` reports GLUE's metrics. Checks:
+// held-out accuracy rises from chance to well above it, the adapter is in PEFT's layout with the head as
+// modules_to_save, eval.json and predictions.txt agree, TSV input works, and bad labels fail clearly.
+#include <doctest/doctest.h>
+
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "core/recipe.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kTokenizer = LORA_SOURCE_DIR "/data/quickstart/model-tokenizer";
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Sentence pairs from the quickstart's domain; label 1 when the second sentence contains "pub".
+struct Example {
+  std::string a, b;
+  int label;
+};
+
+std::vector<Example> make_examples(int n, uint64_t seed) {
+  static const char* words[] = {"the",    "restaurant", "serves", "food",   "near",    "river",  "city",
+                                "centre", "cheap",      "coffee", "shop",   "family",  "friendly", "Italian",
+                                "English", "price",     "range",  "area",   "children", "high"};
+  std::mt19937_64 rng(seed);
+  auto sentence = [&](bool pub) {
+    const int len = 4 + int(rng() % 4);
+    const int at = int(rng() % len);
+    std::string s;
+    for (int i = 0; i < len; ++i) s += (i ? " " : "") + std::string(pub && i == at ? "pub" : words[rng() % 20]);
+    return s;
+  };
+  std::vector<Example> out;
+  for (int i = 0; i < n; ++i) {
+    const int label = int(rng() % 2);
+    const bool decoy = rng() % 2;  // "pub" in the first sentence says nothing
+    out.push_back({sentence(decoy), sentence(label == 1), label});
+  }
+  return out;
+}
+
+std::string jsonl_of(const std::vector<Example>& ex) {
+  std::string s;
+  for (const auto& e : ex) s += json({{"sentence1", e.a}, {"sentence2", e.b}, {"label", e.label}}).dump() + "\n";
+  return s;
+}
+
+struct Setup {
+  fs::path dir, recipe, run;
+  std::string log;
+  bool ok = false;
+};
+
+const Setup& setup() {
+  static Setup s = [] {
+    Setup x;
+    x.dir = temp_dir();
+    // The quickstart vocabulary (879 tokens) after RoBERTa's special tokens at its ids: <s> 0, <pad> 1
+    // (positions are numbered from pad + 1), </s> 2, <unk> 3. Merges name tokens, not ids: unchanged.
+    fs::create_directories(x.dir / "tok");
+    json quick = json::parse(read_text(fs::path(kTokenizer) / "vocab.json"));
+    json vocab = {{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}};
+    for (auto it = quick.begin(); it != quick.end(); ++it) vocab[it.key()] = it.value().get<int>() + 4;
+    const int V = int(vocab.size());
+    write_text(x.dir / "tok" / "vocab.json", vocab.dump());
+    fs::copy_file(fs::path(kTokenizer) / "merges.txt", x.dir / "tok" / "merges.txt");
+    write_text(x.dir / "config.json",
+               json({{"model_type", "roberta"}, {"architectures", {"RobertaForSequenceClassification"}},
+                     {"vocab_size", V}, {"hidden_size", 64}, {"num_hidden_layers", 2},
+                     {"num_attention_heads", 4}, {"intermediate_size", 128}, {"max_position_embeddings", 66},
+                     {"type_vocab_size", 1}, {"layer_norm_eps", 1e-5}, {"hidden_act", "gelu"},
+                     {"bos_token_id", 0}, {"pad_token_id", 1}, {"eos_token_id", 2},
+                     {"hidden_dropout_prob", 0.1}, {"classifier_dropout", nullptr}})
+                   .dump());
+    CliResult init = lora_run("init --config " + (x.dir / "config.json").string() + " --out " +
+                              (x.dir / "base").string() + " --tokenizer " + (x.dir / "tok").string() + " --seed 5");
+    if (init.code != 0) {
+      x.log = init.out;
+      return x;
+    }
+    write_text(x.dir / "train.jsonl", jsonl_of(make_examples(768, 1)));
+    write_text(x.dir / "dev.jsonl", jsonl_of(make_examples(128, 2)));
+    // 768 examples / 16 = 48 steps an epoch, 10 epochs; the paper's GLUE shape otherwise (r 8, alpha 16,
+    // q and v, warm-up ratio 0.06, weight decay 0.1) with a learning rate for a model this small.
+    write_text(x.dir / "recipe.yaml",
+               "model:\n  path: base\n  device: cpu\n  num_labels: 2\nlora:\n  r: 8\n  alpha: 16\n  targets: [query, value]\n"
+               "data:\n  train: train.jsonl\n  eval: dev.jsonl\n  max_length: 64\n  cache_dir: " +
+                   (x.dir / "cache").string() +
+                   "\ntrain:\n  lr: 3e-3\n  weight_decay: 0.1\n  warmup_ratio: 0.06\n  batch_size: 16\n  epochs: 10\n"
+                   "  seed: 7\neval:\n  batch_size: 32\n  glue_task: mrpc\noutput:\n  dir: " +
+                   (x.dir / "run").string() + "\nlog:\n  progress: none\n  every: 48\n");
+    x.recipe = x.dir / "recipe.yaml";
+    x.run = x.dir / "run";
+    CliResult train = lora_run("train " + x.recipe.string());
+    x.log = train.out;
+    x.ok = train.code == 0;
+    return x;
+  }();
+  return s;
+}
+
+// The eval records of metrics.jsonl, in order.
+std::vector<json> eval_records(const fs::path& run) {
+  std::vector<json> out;
+  std::istringstream in(read_text(run / "metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line);
+    if (j.contains("eval_accuracy")) out.push_back(j);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("glue cli: LoRA + classification head learn a sentence-pair task far above chance") {
+  const Setup& s = setup();
+  INFO(s.log);
+  REQUIRE(s.ok);
+  CHECK(contains(s.log, "train: "));
+  CHECK(contains(s.log, "held-out mrpc: accuracy"));
+  std::vector<json> evals = eval_records(s.run);
+  REQUIRE(evals.size() == 2);  // before training and at the end
+  const double before = evals.front()["eval_accuracy"].get<double>(), after = evals.back()["eval_accuracy"].get<double>();
+  MESSAGE("held-out accuracy " << before << " before training, " << after << " after; F1 " << evals.back()["eval_f1"]);
+  CHECK(before < 0.7);
+  CHECK(after > 0.9);
+  CHECK(evals.back()["eval_loss"].get<double>() < evals.front()["eval_loss"].get<double>());
+}
+
+TEST_CASE("glue cli: the adapter is PEFT's layout with the head as modules_to_save") {
+  const Setup& s = setup();
+  REQUIRE(s.ok);
+  json cfg = json::parse(read_text(s.run / "adapter_config.json"));
+  CHECK(cfg["task_type"] == "SEQ_CLS");
+  CHECK(cfg["modules_to_save"] == json({"classifier"}));
+  CHECK(cfg["r"] == 8);
+  CHECK(cfg["lora_alpha"] == 16.0);
+  CHECK(cfg["target_modules"] == json({"query", "value"}));
+  lora::SafetensorsFile st = lora::SafetensorsFile::open((s.run / "adapter_model.safetensors").string());
+  CHECK(st.entries().size() == 2 * 2 * 2 + 4);
+  CHECK(st.find("base_model.model.roberta.encoder.layer.1.attention.self.value.lora_B.weight") != nullptr);
+  const lora::SafetensorsEntry* out_w = st.find("base_model.model.classifier.out_proj.weight");
+  REQUIRE(out_w != nullptr);
+  CHECK(out_w->shape == std::vector<int64_t>{2, 64});
+  CHECK(st.find("base_model.model.classifier.dense.bias") != nullptr);
+}
+
+TEST_CASE("glue cli: lora eval reports the task's metrics; predictions.txt matches them") {
+  const Setup& s = setup();
+  REQUIRE(s.ok);
+  CliResult r = lora_run("eval " + s.recipe.string() + " --adapter " + s.run.string());
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  for (const char* row : {"loss", "accuracy", "f1"}) CHECK(contains(r.out, row));
+  json j = json::parse(read_text(s.run / "eval-eval" / "eval.json"));
+  CHECK(j["examples"] == 128);
+  CHECK(j["glue_task"] == "mrpc");
+  const double acc = j["metrics"]["accuracy"].get<double>();
+  CHECK(acc > 0.9);
+  // The same accuracy from predictions.txt and the labels made here.
+  std::vector<Example> dev = make_examples(128, 2);
+  std::istringstream preds(read_text(s.run / "eval-eval" / "predictions.txt"));
+  int n = 0, hits = 0;
+  for (std::string line; std::getline(preds, line); ++n) hits += n < 128 && std::stoi(line) == dev[size_t(n)].label;
+  CHECK(n == 128);
+  CHECK(double(hits) / 128 == doctest::Approx(acc));
+  // --set eval.glue_task=cola reports Matthews correlation first.
+  CliResult cola = lora_run("eval " + s.recipe.string() + " --adapter " + s.run.string() +
+                            " --set eval.glue_task=cola --out " + (s.dir / "cola").string());
+  REQUIRE(cola.code == 0);
+  json jc = json::parse(read_text(s.dir / "cola" / "eval.json"));
+  CHECK(jc["metrics"].contains("matthews"));
+  CHECK(jc["metrics"]["matthews"].get<double>() > 0.8);
+}
+
+TEST_CASE("glue cli: GLUE's TSV files are read by their header; bad labels fail with the file and line") {
+  const Setup& s = setup();
+  REQUIRE(s.ok);
+  // A TSV in GLUE's RTE layout: index, sentence1, sentence2, label as a string.
+  std::vector<Example> dev = make_examples(40, 3);
+  std::string tsv = "index\tsentence1\tsentence2\tlabel\n";
+  for (size_t i = 0; i < dev.size(); ++i)
+    tsv += std::to_string(i) + "\t" + dev[i].a + "\t" + dev[i].b + "\t" + (dev[i].label ? "yes" : "no") + "\n";
+  write_text(s.dir / "dev.tsv", tsv);
+  CliResult r = lora_run("eval " + s.recipe.string() + " --adapter " + s.run.string() + " --set data.eval=" +
+                         (s.dir / "dev.tsv").string() + " --set data.label_names=[no,yes] --out " + (s.dir / "tsv").string());
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  json j = json::parse(read_text(s.dir / "tsv" / "eval.json"));
+  CHECK(j["examples"] == 40);
+  CHECK(j["metrics"]["accuracy"].get<double>() > 0.85);
+  // Without label_names the string labels cannot be read: the message names the file and the line.
+  CliResult bad = lora_run("eval " + s.recipe.string() + " --adapter " + s.run.string() + " --set data.eval=" +
+                           (s.dir / "dev.tsv").string());
+  check_clean_error(bad, 1, "dev.tsv:2: label '");
+  CHECK(contains(bad.out, "data.label_names"));
+  // A label outside the head's classes.
+  write_text(s.dir / "three.jsonl", R"({"sentence1": "the pub", "sentence2": "a pub", "label": 2})" "\n");
+  CliResult three = lora_run("eval " + s.recipe.string() + " --adapter " + s.run.string() + " --set data.eval=" +
+                             (s.dir / "three.jsonl").string());
+  check_clean_error(three, 2, "three.jsonl:1: label 2");
+  CHECK(contains(three.out, "model.num_labels"));
+}
+
+TEST_CASE("glue recipes: the paper's eight GLUE recipes parse and validate") {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(LORA_SOURCE_DIR "/configs")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("glue-roberta-base-", 0) != 0) continue;
+    INFO(name);
+    lora::Recipe r = lora::recipe_load(e.path().string());
+    CHECK_NOTHROW(lora::recipe_validate(r));
+    CHECK(r.lora.r == 8);
+    CHECK(r.lora.alpha == 16.0);
+    CHECK(r.train.warmup_ratio == 0.06);
+    CHECK(r.train.weight_decay == 0.1);
+    CHECK(r.data.format == "glue");
+    CHECK(r.model.num_labels == (name == "glue-roberta-base-stsb.yaml" ? 1 : name == "glue-roberta-base-mnli.yaml" ? 3 : 2));
+    CHECK(name == "glue-roberta-base-" + r.eval.glue_task + ".yaml");
+    ++n;
+  }
+  CHECK(n == 8);
+}
