@@ -4,7 +4,8 @@
 // whether the second sentence contains the word "pub"), and `lora eval` reports GLUE's metrics. Checks:
 // held-out accuracy rises from chance to well above it, the adapter is in PEFT's layout with the head as
 // modules_to_save, eval.json and predictions.txt agree, TSV input works, bad labels fail clearly, a
-// resumed run gives the same adapter bit for bit, and the eight GLUE recipes parse and validate.
+// resumed run gives the same adapter bit for bit, a regression head (num_labels 1) learns a score, and
+// the eight GLUE recipes parse and validate.
 #include <doctest/doctest.h>
 
 #include <random>
@@ -255,4 +256,59 @@ TEST_CASE("glue cli: a resumed classification run reproduces the uninterrupted o
   REQUIRE(resumed.code == 0);
   CHECK(contains(resumed.out, "at step 3"));
   CHECK(read_text(a / "adapter_model.safetensors") == read_text(b / "adapter_model.safetensors"));  // LoRA and head
+}
+
+TEST_CASE("glue cli: a regression head (num_labels 1, MSE) learns a score; Pearson and Spearman reported") {
+  const Setup& s = setup();
+  REQUIRE(s.ok);
+  // The score is the number of times "pub" occurs in the second sentence (0 to 3), as STS-B's 0-5 scores.
+  auto make = [](int n, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::string out;
+    for (int i = 0; i < n; ++i) {
+      std::vector<Example> ex = make_examples(4, rng());
+      int count = int(rng() % 4);
+      std::string b = ex[0].a;
+      for (int k = 0; k < count; ++k) b += " pub " + ex[k + 1].a.substr(0, ex[k + 1].a.find(' '));
+      out += json({{"sentence1", ex[1].b}, {"sentence2", b}, {"label", double(count) + 0.5}}).dump() + "\n";
+    }
+    return out;
+  };
+  // The base's head must have one output: lora init from the same config with num_labels 1 (a checkpoint
+  // whose head has another size is refused, as transformers refuses it without ignore_mismatched_sizes).
+  json config = json::parse(read_text(s.dir / "config.json"));
+  config["num_labels"] = 1;
+  write_text(s.dir / "config-reg.json", config.dump());
+  CliResult init = lora_run("init --config " + (s.dir / "config-reg.json").string() + " --out " +
+                            (s.dir / "base-reg").string() + " --tokenizer " + (s.dir / "tok").string() + " --seed 5");
+  REQUIRE(init.code == 0);
+  CliResult mismatch = lora_run("train " + s.recipe.string() + " --set model.num_labels=1 --set output.dir=" +
+                                (s.dir / "mismatch").string());
+  check_clean_error(mismatch, 2, "has shape (2, 64) but the model is set up for 1 labels");
+  write_text(s.dir / "reg-train.jsonl", make(768, 11));
+  write_text(s.dir / "reg-dev.jsonl", make(128, 12));
+  const fs::path run = s.dir / "reg";
+  CliResult r = lora_run("train " + s.recipe.string() + " --set model.path=" + (s.dir / "base-reg").string() +
+                         " --set model.num_labels=1 --set data.train=" +
+                         (s.dir / "reg-train.jsonl").string() + " --set data.eval=" + (s.dir / "reg-dev.jsonl").string() +
+                         " --set eval.glue_task=stsb --set output.dir=" + run.string());
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  std::vector<json> evals;
+  std::istringstream in(read_text(run / "metrics.jsonl"));
+  for (std::string line; std::getline(in, line);)
+    if (json j = json::parse(line); j.contains("eval_pearson")) evals.push_back(j);
+  REQUIRE(evals.size() == 2);
+  const double pearson = evals.back()["eval_pearson"].get<double>();
+  MESSAGE("regression: held-out MSE " << evals.front()["eval_loss"] << " -> " << evals.back()["eval_loss"] << ", Pearson "
+                                      << pearson << ", Spearman " << evals.back()["eval_spearman"]);
+  // Untrained, the scores barely correlate; after 10 epochs (measured: Pearson 0.84, MSE 4.4 -> 0.32)
+  // the count is learned, though not perfectly by a model this small.
+  CHECK(std::fabs(evals.front()["eval_pearson"].get<double>()) < 0.5);
+  CHECK(pearson > 0.8);
+  CHECK(evals.back()["eval_loss"].get<double>() < 0.1 * evals.front()["eval_loss"].get<double>());
+  json cfg = json::parse(read_text(run / "adapter_config.json"));
+  CHECK(cfg["task_type"] == "SEQ_CLS");
+  lora::SafetensorsFile st = lora::SafetensorsFile::open((run / "adapter_model.safetensors").string());
+  CHECK(st.find("base_model.model.classifier.out_proj.weight")->shape == std::vector<int64_t>{1, 64});
 }
