@@ -1,4 +1,5 @@
-// The transformer's forward and backward passes over the op set (see model.h for the contract).
+// The transformer's forward and backward passes over the op set (see model.h for the contract); the
+// classification head's step is in core/model_classify.cpp, incremental decoding in core/model_decode.cpp.
 // Activation shapes are written beside each buffer: N = B*T rows, C channels, F MLP width, V vocab.
 #include "core/model.h"
 
@@ -8,9 +9,13 @@
 
 #include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/model_internal.h"
 #include "core/rng.h"
 
 namespace lora {
+
+using model_internal::dropout_seed;
+using model_internal::rows_of;
 
 namespace {
 constexpr int64_t kLogitChunkBytes = 64ll << 20;  // bound on the (rows, V) logits block held at once
@@ -33,33 +38,6 @@ std::vector<int64_t> weight_shape(const Linear& lin) {
 int linear_key(int layer, int idx) { return idx < 4 ? layer * 4 + idx : (1 << 24) + layer * 4 + (idx - 4); }
 }  // namespace
 
-// Per-step activations. Each layer keeps what its backward pass reads.
-struct Model::Acts {
-  int64_t cap = 0;                      // rows allocated
-  int slots = 0;                        // per-layer sets: n_layer, or 1 with activation recomputation
-  std::vector<Tensor> res;              // L+1 residual streams (N,C): res[l] enters block l
-  std::vector<Tensor> x_mid;            // (N,C) residual after attention
-  std::vector<Tensor> ln1, ln2;         // (N,C)
-  std::vector<Tensor> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd;  // (N)
-  std::vector<Tensor> qkv;              // (N,3C)
-  std::vector<Tensor> att;              // (N,C) attention output before the projection
-  std::vector<Tensor> att_saved;        // backend-specific attention state
-  std::vector<Tensor> fc_pre, fc_act;   // (N,F)
-  std::vector<Tensor> gate_pre;         // (N,F) SwiGLU gate projection (empty without SwiGLU)
-  // With separate q, k, v projections, qkv[l] holds q (N,NH*HS), k and v (N,NKV*HS) one after another.
-  std::vector<std::vector<std::vector<Tensor>>> lora_u;  // [layer][linear][adapter] (N,r)
-  Tensor lnf, lnf_mean, lnf_rstd;       // (N,C), (N), (N)
-  Tensor emb, emb_mean, emb_rstd;       // (N,C), (N), (N) embeddings before their LayerNorm (post-norm)
-  // scratch
-  Tensor proj;                          // (N,C)
-  Tensor dres, dln, datt, dlnf;         // (N,C)
-  Tensor dqkv;                          // (N,3C)
-  Tensor dfc;                           // (N,F)
-  Tensor dgate, dup;                    // (N,F) SwiGLU gradients (empty without SwiGLU)
-  Tensor dln2;                          // (N,C) second input gradient of a norm's output, summed into dln
-  Tensor xd, dxd;                       // (N,max(C,F)) dropout input and its gradient
-  Tensor tokens, targets, lengths;      // device copies of the batch
-};
 
 Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(new Acts) {
   if (cfg.post_norm && cfg.causal)
@@ -216,17 +194,6 @@ void Model::load_base(const Checkpoint& ck) {
   }
 }
 
-void Model::classifier_set(const Tensor& dense_w, const Tensor& dense_b, const Tensor& out_w, const Tensor& out_b) {
-  if (cfg_.head != HeadKind::classifier) throw std::logic_error("classifier_set on a model without a classification head");
-  be_.upload(cls_.dense_w, dense_w);
-  be_.upload(cls_.dense_b, dense_b);
-  be_.upload(cls_.out_w, out_w);
-  be_.upload(cls_.out_b, out_b);
-  cls_.loaded = true;
-  for (auto [v, m] : {std::pair<Tensor*, Tensor*>{&cls_.dense_w_val, &cls_.dense_w}, {&cls_.dense_b_val, &cls_.dense_b},
-                      {&cls_.out_w_val, &cls_.out_w}, {&cls_.out_b_val, &cls_.out_b}})
-    if (v->data != m->data) be_.copy(*v, *m);
-}
 
 void Model::init_random(uint64_t seed) {
   // GPT-2's initialisation: N(0, 0.02) weights, N(0, 0.02/sqrt(2L)) residual projections (Radford et
@@ -260,14 +227,6 @@ void Model::init_random(uint64_t seed) {
   if (cfg_.head == HeadKind::classifier) classifier_init(seed);
 }
 
-void Model::classifier_init(uint64_t seed) {
-  // transformers' _init_weights for nn.Linear: N(0, initializer_range) weights, zero biases.
-  Rng rng(rng_mix(seed ^ 0x636c6173736966ull));
-  Tensor dw = tensor_host(cls_.dense_w.shape), ow = tensor_host(cls_.out_w.shape);
-  for (Tensor* t : {&dw, &ow})
-    for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] = rng.normal() * cfg_.init_std;
-  classifier_set(dw, tensor_host(cls_.dense_b.shape), ow, tensor_host(cls_.out_b.shape));
-}
 
 std::vector<TargetSlot> lora_target_slots(const std::string& target, const ModelConfig& cfg) {
   const int64_t C = cfg.d_model;
@@ -414,12 +373,6 @@ void Model::ensure_acts(int B, int T) {
   a.lora_u.assign(L, std::vector<std::vector<Tensor>>(Block::kSlots));
 }
 
-namespace {
-// The first n rows of a (cap, cols) activation buffer, viewed as (n, cols).
-Tensor rows_of(const Tensor& t, int64_t n, int64_t cols) { return t.view({t.numel() / cols, cols}).rows(0, n); }
-
-uint64_t dropout_seed(uint64_t key, int layer_key) { return rng_mix(key ^ rng_mix(uint64_t(layer_key) + 1)); }
-}  // namespace
 
 void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key,
                            bool train) {
@@ -484,14 +437,6 @@ void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tens
   }
 }
 
-// The shape and settings of one pass over a batch.
-struct Model::Pass {
-  int B = 0, T = 0;
-  int64_t N = 0;
-  AttentionShape shape;
-  uint64_t dropout_key = 0;  // 0: no dropout
-  bool train = false;
-};
 
 Model::Pass Model::pass_begin(const Tensor& tokens, const Tensor& lengths, uint64_t dropout_key, bool train) {
   Pass p;
@@ -783,99 +728,6 @@ LossStats Model::step(const Tensor& tokens, const Tensor& targets, const Tensor&
     }
   }
   if (backward) body_backward(p, dlnf);
-  return stats;
-}
-
-LossStats Model::classify_step(const Tensor& tokens, const Tensor& lengths, const Tensor& labels, float dscale,
-                               uint64_t dropout_key, bool train, Tensor* logits_out) {
-  if (cfg_.head != HeadKind::classifier)
-    fail_usage("this " + cfg_.family + " model has a language-model head, not a classification head",
-               "classification needs an encoder with a classification head (model_type roberta)");
-  Pass p = pass_begin(tokens, lengths, dropout_key, train);
-  const int B = p.B, T = p.T;
-  const int64_t C = cfg_.d_model, NL = cfg_.num_labels;
-  const bool regression = NL == 1, backward = dscale != 0.0f;
-  if (labels.numel() != B) throw std::logic_error("classify_step: labels must have one entry per sequence");
-  const DType dt = be_.activation_dtype();
-  ClassifierHead& h = cls_;
-  Acts& a = *acts_;
-
-  // Targets on the device: class ids (i32) for cross-entropy, values (f32) for the squared error.
-  Tensor targets;
-  if (regression) {
-    targets = be_.alloc({B}, DType::f32);
-    be_.upload(targets, labels);
-  } else {
-    Tensor ids = tensor_host({B}, DType::i32);
-    for (int b = 0; b < B; ++b) {
-      const float y = labels.f32()[b];
-      if (!(y >= 0 && y < float(NL) && y == std::floor(y)))
-        fail_usage("label " + std::to_string(y) + " of a batch example is not a class id in [0, " + std::to_string(NL) +
-                       ")",
-                   "labels of a " + std::to_string(NL) + "-class head are 0.." + std::to_string(NL - 1) +
-                       "; set model.num_labels or data.label_names to match the data");
-      ids.i32()[b] = int32_t(y);
-    }
-    targets = be_.alloc({B}, DType::i32);
-    be_.upload(targets, ids);
-  }
-
-  Tensor hidden = body_forward(p);  // (N,C)
-  // The first token of each sequence: rows b*T of the hidden states, a strided (B,C) view.
-  MatRef first = mat(hidden);
-  first.rows = B;
-  first.ld = int64_t(T) * C;
-  const float pdrop = p.dropout_key != 0 ? cfg_.head_dropout : 0.0f;
-  const uint64_t seed1 = dropout_seed(p.dropout_key, (1 << 25) + 0), seed2 = dropout_seed(p.dropout_key, (1 << 25) + 1);
-  Tensor x = be_.alloc({B, C}, dt);     // (B,C) first token
-  Tensor xd = be_.alloc({B, C}, dt);    // (B,C) after dropout
-  Tensor th = be_.alloc({B, C}, dt);    // (B,C) tanh(dense(xd))
-  Tensor thd = be_.alloc({B, C}, dt);   // (B,C) after dropout
-  Tensor logits = be_.alloc({B, NL}, dt);
-  be_.mat_copy(mat(x), first);
-  if (pdrop > 0) be_.dropout_forward(xd, x, pdrop, seed1, 0); else be_.copy(xd, x);
-  be_.matmul(mat(th), mat(xd), mat(h.dense_w_val), false, true, 1.0f, 0.0f);  // dense: xd W^T + b
-  be_.bias_add(mat(th), h.dense_b_val);
-  be_.tanh_forward(th, th);
-  if (pdrop > 0) be_.dropout_forward(thd, th, pdrop, seed2, 0); else be_.copy(thd, th);
-  be_.matmul(mat(logits), mat(thd), mat(h.out_w_val), false, true, 1.0f, 0.0f);  // out_proj
-  be_.bias_add(mat(logits), h.out_b_val);
-  if (logits_out) *logits_out = be_.download(logits);
-
-  LossStats stats;
-  Tensor losses = be_.alloc({B}, DType::f32);
-  if (regression) {
-    be_.mse_loss(mat(logits), losses, targets, dscale);
-  } else {
-    Tensor argmax = be_.alloc({B}, DType::i32);
-    be_.cross_entropy(mat(logits), losses, argmax, targets, 0.0f, dscale);
-    Tensor ha = be_.download(argmax);
-    for (int b = 0; b < B; ++b) stats.correct += ha.i32()[b] == int32_t(labels.f32()[b]);
-  }
-  Tensor hl = be_.download(losses);
-  for (int b = 0; b < B; ++b) stats.loss_sum += hl.f32()[b];
-  stats.tokens = B;
-  if (!backward) return stats;
-
-  // logits now holds dscale * dloss/dlogits (B,NL).
-  Tensor dthd = be_.alloc({B, C}, dt), dxd = be_.alloc({B, C}, dt);
-  be_.matmul(mat(h.dout_w), mat(logits), mat(thd), true, false, 1.0f, 1.0f);  // dWo += dlogits^T thd
-  be_.bias_backward(h.dout_b, mat(logits));
-  be_.matmul(mat(dthd), mat(logits), mat(h.out_w_val), false, false, 1.0f, 0.0f);  // (B,C)
-  if (pdrop > 0) be_.dropout_backward(dthd, dthd, pdrop, seed2, 0);
-  be_.tanh_backward(dthd, dthd, th);
-  be_.matmul(mat(h.ddense_w), mat(dthd), mat(xd), true, false, 1.0f, 1.0f);  // dWd += dh^T xd
-  be_.bias_backward(h.ddense_b, mat(dthd));
-  be_.matmul(mat(dxd), mat(dthd), mat(h.dense_w_val), false, false, 1.0f, 0.0f);
-  if (pdrop > 0) be_.dropout_backward(dxd, dxd, pdrop, seed1, 0);
-  // Only the first token of each sequence receives a gradient from the head.
-  Tensor dhidden = rows_of(a.dlnf, p.N, C);
-  be_.fill(dhidden, 0);
-  MatRef dfirst = mat(dhidden);
-  dfirst.rows = B;
-  dfirst.ld = int64_t(T) * C;
-  be_.mat_copy(dfirst, mat(dxd));
-  body_backward(p, dhidden);
   return stats;
 }
 
