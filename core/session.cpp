@@ -24,17 +24,36 @@ LoraSpec lora_spec_from_recipe(const Recipe& r) {
   return s;
 }
 
+std::string session_tokenizer_dir(const Recipe& r) { return r.data.tokenizer.empty() ? r.model.path : r.data.tokenizer; }
+
+std::unique_ptr<Tokenizer> session_tokenizer_load(const Recipe& r, const ModelConfig& cfg) {
+  const std::string dir = session_tokenizer_dir(r);
+  std::unique_ptr<Tokenizer> tok = tokenizer_load(dir);
+  if (tok->vocab_size() > cfg.vocab_size)
+    fail_usage("the tokenizer in '" + dir + "' has " + std::to_string(tok->vocab_size()) +
+                   " tokens but the model's vocab_size is " + std::to_string(cfg.vocab_size),
+               "use the tokenizer that belongs to the model (data.tokenizer)");
+  return tok;
+}
+
+DatasetPrepareResult session_split_prepare(const Recipe& r, const std::string& path, const Tokenizer& tok) {
+  return dataset_prepare(path, r.data.format, tok, r.data.max_length, r.data.cache_dir, classify_dataset_options(r));
+}
+
+std::string session_split_note(const std::string& what, const std::string& path, const DatasetPrepareResult& p) {
+  std::string line = what + ": " + path + " -> " + p.path + (p.reused ? " (reusing tokenized cache)" : " (tokenized)") +
+                     ", " + std::to_string(p.info.n_examples) + " examples, " + std::to_string(p.info.n_tokens) +
+                     " tokens";
+  if (p.info.n_truncated) line += ", " + std::to_string(p.info.n_truncated) + " truncated to data.max_length";
+  if (p.info.n_dropped) line += ", " + std::to_string(p.info.n_dropped) + " dropped (prompt longer than data.max_length)";
+  return line;
+}
+
 namespace {
 std::shared_ptr<const Dataset> open_split(const std::string& path, const Recipe& r, const Tokenizer& tok,
                                           int vocab, const char* what, std::vector<std::string>& notes) {
-  DatasetPrepareResult p =
-      dataset_prepare(path, r.data.format, tok, r.data.max_length, r.data.cache_dir, classify_dataset_options(r));
-  std::string line = std::string(what) + ": " + path + " -> " + p.path +
-                     (p.reused ? " (reusing tokenized cache)" : " (tokenized)") + ", " +
-                     std::to_string(p.info.n_examples) + " examples, " + std::to_string(p.info.n_tokens) + " tokens";
-  if (p.info.n_truncated) line += ", " + std::to_string(p.info.n_truncated) + " truncated to data.max_length";
-  if (p.info.n_dropped) line += ", " + std::to_string(p.info.n_dropped) + " dropped (prompt longer than data.max_length)";
-  notes.push_back(line);
+  DatasetPrepareResult p = session_split_prepare(r, path, tok);
+  notes.push_back(session_split_note(what, path, p));
   return std::make_shared<const Dataset>(Dataset::open(p.path, vocab));
 }
 }  // namespace
@@ -46,14 +65,10 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
   const DType act = prec == "fp16" ? DType::f16 : prec == "fp32" ? DType::f32 : DType::bf16;
   s.be = backend_create(r.model.device, quiet, act);
   Checkpoint ck = Checkpoint::open(r.model.path);
-  s.tokenizer_dir = r.data.tokenizer.empty() ? r.model.path : r.data.tokenizer;
-  s.tok = tokenizer_load(s.tokenizer_dir);
   ModelConfig cfg = ck.config();
   classify_config_apply(r, cfg);  // model.num_labels
-  if (s.tok->vocab_size() > cfg.vocab_size)
-    fail_usage("the tokenizer in '" + s.tokenizer_dir + "' has " + std::to_string(s.tok->vocab_size()) +
-                   " tokens but the model's vocab_size is " + std::to_string(cfg.vocab_size),
-               "use the tokenizer that belongs to the model (data.tokenizer)");
+  s.tokenizer_dir = session_tokenizer_dir(r);
+  s.tok = session_tokenizer_load(r, cfg);
   s.model = std::make_unique<Model>(*s.be, cfg);
   s.model->load_base(ck);
   s.model->set_recompute(r.train.recompute);

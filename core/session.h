@@ -24,6 +24,17 @@ struct Session {
 
 // need_train: data.train must be present. quiet: no notices on stderr.
 Session session_open(const Recipe& r, bool need_train, bool quiet);
+
+// The pieces of session_open that `lora prepare` and `lora validate` use without building a model, so
+// that they tokenize and check exactly as train and eval do.
+// The tokenizer directory a recipe names: data.tokenizer, else model.path.
+std::string session_tokenizer_dir(const Recipe& r);
+// Loads that tokenizer and checks it fits the model's vocabulary (lora::Error, exit 2, otherwise).
+std::unique_ptr<Tokenizer> session_tokenizer_load(const Recipe& r, const ModelConfig& cfg);
+// Tokenizes one split (data.train or data.eval) into data.cache_dir, or reuses the cached file.
+DatasetPrepareResult session_split_prepare(const Recipe& r, const std::string& path, const Tokenizer& tok);
+// The line train prints for a split: "train: SRC -> CACHE (tokenized), N examples, T tokens, ...".
+std::string session_split_note(const std::string& what, const std::string& path, const DatasetPrepareResult& p);
 // The LoRA spec a recipe asks for.
 LoraSpec lora_spec_from_recipe(const Recipe& r);
 // Copies the tokenizer files (vocab.json, merges.txt, tokenizer.json, tokenizer.model, ...) found in

@@ -116,6 +116,12 @@ EvalResult evaluate(Model& m, std::shared_ptr<const Dataset> data, const Recipe&
 }
 }  // namespace
 
+int64_t train_total_steps(const Recipe& r, int64_t n_examples) {
+  const int64_t batches_per_epoch = (n_examples + r.train.batch_size - 1) / r.train.batch_size;
+  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / r.train.grad_accum);
+  return r.train.max_steps > 0 ? r.train.max_steps : steps_per_epoch * r.train.epochs;
+}
+
 int train_run(const Recipe& recipe, const TrainOptions& options) {
   const Recipe& r = recipe;
   const bool resume = !options.resume.empty();
@@ -135,8 +141,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   const bool classifier = model.config().head == HeadKind::classifier;  // loss per example, not per token
 
   const int64_t batches_per_epoch = (int64_t(s.train->size()) + r.train.batch_size - 1) / r.train.batch_size;
-  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / r.train.grad_accum);
-  const int64_t total_steps = r.train.max_steps > 0 ? r.train.max_steps : steps_per_epoch * r.train.epochs;
+  const int64_t total_steps = train_total_steps(r, int64_t(s.train->size()));
   const int64_t warmup = r.train.warmup_steps > 0 ? r.train.warmup_steps
                                                   : int64_t(std::ceil(r.train.warmup_ratio * double(total_steps)));
   MemoryPlan plan = memory_plan(model, r);

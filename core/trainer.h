@@ -20,6 +20,10 @@ struct TrainOptions {
 // Runs training; returns the process exit code (0, or EXIT_CODE_INTERRUPTED after a signal).
 int train_run(const Recipe& recipe, const TrainOptions& options);
 
+// Optimizer steps a run takes over n_examples training examples: train.max_steps, or epochs times
+// max(1, ceil(n_examples / batch_size) / grad_accum).
+int64_t train_total_steps(const Recipe& recipe, int64_t n_examples);
+
 // Memory the run needs, in bytes, by kind (printed by --dry-run).
 struct MemoryPlan {
   int64_t weights = 0, trainable = 0, optimizer = 0, activations = 0, workspace = 0;
