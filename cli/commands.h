@@ -51,4 +51,27 @@ struct InitCliOptions {
 std::shared_ptr<InitCliOptions> setup_init(CLI::App& app);
 int run_init(const InitCliOptions& o);
 
+struct InfoCliOptions {
+  std::string path;
+  bool json = false;  // one JSON object instead of the human summary
+  bool all = false;   // every tensor and metadata value, not the first 20
+};
+std::shared_ptr<InfoCliOptions> setup_info(CLI::App& app);
+int run_info(const InfoCliOptions& o);
+
+struct PrepareCliOptions {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  std::string split = "all";  // train, eval or all
+};
+std::shared_ptr<PrepareCliOptions> setup_prepare(CLI::App& app);
+int run_prepare(const PrepareCliOptions& o);
+
+struct ValidateCliOptions {
+  std::string recipe;
+  std::vector<std::string> overrides;
+};
+std::shared_ptr<ValidateCliOptions> setup_validate(CLI::App& app);
+int run_validate(const ValidateCliOptions& o);
+
 }  // namespace lora

@@ -21,11 +21,17 @@ int main(int argc, char** argv) {
   CLI::App* merge = app.add_subcommand("merge", "Fold an adapter into its base model");
   CLI::App* exp = app.add_subcommand("export", "Write an adapter in another ecosystem's format");
   CLI::App* init = app.add_subcommand("init", "Write a randomly initialised model from a config.json");
+  CLI::App* info = app.add_subcommand("info", "Show what a run, adapter, model, dataset or weights file holds");
+  CLI::App* prepare = app.add_subcommand("prepare", "Tokenize a recipe's datasets into the cache ahead of training");
+  CLI::App* validate = app.add_subcommand("validate", "Check a recipe, its model, tokenizer and data without training");
   auto train_o = setup_train(*train);
   auto eval_o = setup_eval(*eval);
   auto merge_o = setup_merge(*merge);
   auto export_o = setup_export(*exp);
   auto init_o = setup_init(*init);
+  auto info_o = setup_info(*info);
+  auto prepare_o = setup_prepare(*prepare);
+  auto validate_o = setup_validate(*validate);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -40,6 +46,9 @@ int main(int argc, char** argv) {
     if (merge->parsed()) return run_merge(*merge_o);
     if (exp->parsed()) return run_export(*export_o);
     if (init->parsed()) return run_init(*init_o);
+    if (info->parsed()) return run_info(*info_o);
+    if (prepare->parsed()) return run_prepare(*prepare_o);
+    if (validate->parsed()) return run_validate(*validate_o);
   } catch (const Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
