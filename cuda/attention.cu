@@ -6,6 +6,8 @@
 // [h*HS, (h+1)*HS), each with its own ld (column blocks of a fused qkv are fine). Query head h reads
 // key/value head h / (NH/NKV). Key j is visible to query t when j < lengths[b] and (not causal or j <= t).
 //
+// These kernels serve every case the tensor-core ones (cuda/attention_tc.cu: 16-bit q, k, v with a head
+// size of 64 or 128, on sm_80 and later) do not, and all of them under LORA_ATTENTION=simple.
 // This first version favours clarity: fp32 CUDA-core arithmetic from shared-memory tiles, one warp per
 // query (or key) row, one lane per key (or query) of a 32-wide tile, each lane holding HS/32 output
 // dimensions in registers (HS <= 256). The backward runs two kernels so that nothing needs atomics and
@@ -13,7 +15,7 @@
 // query heads of a group).
 #include <cmath>
 
-#include "cuda/ops.cuh"
+#include "cuda/attention.cuh"
 
 namespace lora {
 namespace cuda_ops {
@@ -24,24 +26,6 @@ static constexpr int kRowTile = kWarps * kRowsPerWarp;  // rows a block owns: qu
 static constexpr int kColTile = 32;                     // keys (fwd, dq) or queries (dk/dv) per inner tile
 static constexpr int kMaxHS = 256;
 static constexpr int kDimsPerLane = kMaxHS / 32;
-
-struct AttnArgs {
-  const void* q; const void* k; const void* v;
-  DType tq, tk, tv;
-  int64_t ldq, ldk, ldv;
-  const int* lengths;  // (B) or null
-  int B, T, NH, NKV, HS;
-  bool causal;
-  float scale;  // 1/sqrt(HS)
-};
-
-static __device__ __forceinline__ int visible_len(const AttnArgs& a, int b) {
-  return a.lengths ? max(0, min(a.lengths[b], a.T)) : a.T;
-}
-
-static __device__ __forceinline__ bool visible(const AttnArgs& a, int len, int key, int query) {
-  return key < len && (!a.causal || key <= query);
-}
 
 // dst (rows, stride) <- scale * src[(b*T + t0 + r) * ld + col0 + d], zero outside [0, T).
 static __device__ void load_tile(float* dst, int stride, int rows, const void* src, DType t, int64_t ld, int b, int T,
@@ -335,6 +319,10 @@ void attention_forward(CudaContext& ctx, const MatRef& out, Tensor& lse, const M
   check_like("attention_forward", out, q, "out");
   cuda_require(lse.dtype == DType::f32 && lse.numel() == int64_t(s.B) * s.NH * s.T, "attention_forward",
                "lse must be f32 (B,NH,T)");
+  if (attention_tc_supported(a)) {
+    attention_tc_forward(ctx.stream, a, out.data, out.dtype, out.ld, lse.f32());
+    return;
+  }
   const size_t smem = forward_smem(s.HS);
   allow_smem(attention_forward_kernel, smem);
   dim3 grid(unsigned((s.T + kRowTile - 1) / kRowTile), unsigned(s.NH), unsigned(s.B));
@@ -359,6 +347,11 @@ void attention_backward(CudaContext& ctx, const MatRef& dq, const MatRef& dk, co
   LORA_LAUNCH(attention_dot_kernel, unsigned((stats + kWarps - 1) / kWarps), kWarps * 32, 0, ctx.stream)(
       D.f32(), dout.data, dout.dtype, dout.ld, out.data, out.dtype, out.ld, s.B, s.T, s.NH, s.HS);
   LAUNCH_CHECK();
+  if (attention_tc_supported(a) && dout.dtype == q.dtype) {
+    attention_tc_backward(ctx.stream, a, dout.data, dout.dtype, dout.ld, lse.f32(), D.f32(), dq.data, dq.dtype, dq.ld,
+                          dk.data, dk.dtype, dk.ld, dv.data, dv.dtype, dv.ld);
+    return;
+  }
 
   const size_t smem_dq = dq_smem(s.HS);
   allow_smem(attention_dq_kernel, smem_dq);

@@ -9,6 +9,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "core/backend.h"
 #include "cuda/backend_cuda.h"
@@ -289,6 +293,131 @@ TEST_CASE("cuda rope on a column block, forward and inverse") {
   }
 }
 
+// The tensor-core attention (cuda/attention_tc.cu: q, k, v of one 16-bit dtype, head size 64 or 128) rounds
+// the probabilities P and the score gradients dS to the operand dtype before multiplying them, as
+// FlashAttention does: its results differ from the fp32 oracle by more than the output's rounding. Its
+// same-precision reference computes the same algorithm in double, rounding where the kernels round (P per
+// 64-key tile against the running max; dS and P in the backward) and at the output; the GPU must equal
+// it to the dtype's tolerance, and be no worse than twice its normwise error against the fp32 oracle
+// (DESIGN.md section 6).
+bool attention_on_tensor_cores(DType act, int HS) {
+  const char* env = std::getenv("LORA_ATTENTION");
+  return act != DType::f32 && (HS == 64 || HS == 128) && !(env && std::string(env) == "simple");
+}
+
+float round_to(DType t, double x) {
+  if (t == DType::bf16) return __bfloat162float(__float2bfloat16_rn(float(x)));
+  if (t == DType::f16) return __half2float(__float2half_rn(float(x)));
+  return float(x);
+}
+
+struct AttentionLowp {
+  Tensor out, dqkv;  // f32 host: (N, CQ) and (N, CQ + 2 CKV) like the test's buffers
+};
+
+// q, k, v: column blocks (offsets 0, CQ, CQ + CKV) of qkv (N, CQ + 2 CKV); dout (N, CQ); D from out.
+AttentionLowp attention_lowp_reference(DType act, const AttentionShape& s, const std::vector<int32_t>& lengths,
+                                       const Tensor& qkv, const Tensor& dout, const Tensor& out) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, group = s.NH / s.NKV;
+  const int64_t CQ = int64_t(NH) * HS, CKV = int64_t(s.NKV) * HS, W = CQ + 2 * CKV;
+  const double scale = 1.0 / std::sqrt(double(HS));
+  AttentionLowp r{tensor_host({int64_t(B) * T, CQ}), tensor_host({int64_t(B) * T, W})};
+  std::fill(r.dqkv.f32(), r.dqkv.f32() + r.dqkv.numel(), 0.0f);
+  std::vector<double> dq(size_t(B) * T * CQ, 0.0), dkv(size_t(B) * T * 2 * CKV, 0.0);
+  const float* x = qkv.f32();
+  auto q = [&](int b, int t, int h, int d) { return double(x[(int64_t(b) * T + t) * W + int64_t(h) * HS + d]); };
+  auto k = [&](int b, int t, int g, int d) { return double(x[(int64_t(b) * T + t) * W + CQ + int64_t(g) * HS + d]); };
+  auto v = [&](int b, int t, int g, int d) {
+    return double(x[(int64_t(b) * T + t) * W + CQ + CKV + int64_t(g) * HS + d]);
+  };
+  for (int b = 0; b < B; ++b) {
+    const int len = lengths.empty() ? T : std::min(lengths[size_t(b)], T);
+    for (int h = 0; h < NH; ++h) {
+      const int g = h / group;
+      for (int t = 0; t < T; ++t) {
+        auto vis = [&](int j) { return j < len && (!s.causal || j <= t); };
+        auto score = [&](int j) {
+          double acc = 0;
+          for (int d = 0; d < HS; ++d) acc += q(b, t, h, d) * k(b, j, g, d);
+          return acc * scale;
+        };
+        // Forward, key tile by key tile as the kernel walks them.
+        const int q0 = t / 64 * 64, kend = s.causal ? std::min(len, q0 + 64) : len;
+        double m = -INFINITY, l = 0;
+        std::vector<double> o(size_t(HS), 0.0);
+        for (int k0 = 0; k0 < kend; k0 += 64) {
+          double m_new = m;
+          for (int j = k0; j < std::min(k0 + 64, T); ++j)
+            if (vis(j)) m_new = std::max(m_new, score(j));
+          if (m_new == -INFINITY) continue;
+          const double corr = std::exp(m - m_new);
+          l *= corr;
+          for (double& e : o) e *= corr;
+          for (int j = k0; j < std::min(k0 + 64, T); ++j) {
+            if (!vis(j)) continue;
+            const double p = std::exp(score(j) - m_new);
+            l += p;
+            const double pr = round_to(act, p);
+            for (int d = 0; d < HS; ++d) o[size_t(d)] += pr * v(b, j, g, d);
+          }
+          m = m_new;
+        }
+        const int64_t row = int64_t(b) * T + t;
+        for (int d = 0; d < HS; ++d) r.out.f32()[row * CQ + int64_t(h) * HS + d] = round_to(act, l > 0 ? o[size_t(d)] / l : 0.0);
+        if (l == 0) continue;
+        // Backward for this query row.
+        const double lse = m + std::log(l);
+        double D = 0;
+        for (int d = 0; d < HS; ++d)
+          D += double(dout.f32()[row * CQ + int64_t(h) * HS + d]) * double(out.f32()[row * CQ + int64_t(h) * HS + d]);
+        for (int j = 0; j < len; ++j) {
+          if (!vis(j)) continue;
+          const double p = std::exp(score(j) - lse);
+          double dp = 0;
+          for (int d = 0; d < HS; ++d) dp += double(dout.f32()[row * CQ + int64_t(h) * HS + d]) * v(b, j, g, d);
+          const double ds = round_to(act, p * (dp - D)), pr = round_to(act, p);
+          const int64_t rj = int64_t(b) * T + j;
+          for (int d = 0; d < HS; ++d) {
+            dq[size_t(row * CQ + int64_t(h) * HS + d)] += scale * ds * k(b, j, g, d);
+            dkv[size_t(rj * 2 * CKV + int64_t(g) * HS + d)] += scale * ds * q(b, t, h, d);
+            dkv[size_t(rj * 2 * CKV + CKV + int64_t(g) * HS + d)] +=
+                pr * double(dout.f32()[row * CQ + int64_t(h) * HS + d]);
+          }
+        }
+      }
+    }
+  }
+  for (int64_t row = 0; row < int64_t(B) * T; ++row) {
+    for (int64_t c = 0; c < CQ; ++c) r.dqkv.f32()[row * W + c] = round_to(act, dq[size_t(row * CQ + c)]);
+    for (int64_t c = 0; c < 2 * CKV; ++c) r.dqkv.f32()[row * W + CQ + c] = round_to(act, dkv[size_t(row * 2 * CKV + c)]);
+  }
+  return r;
+}
+
+double normwise_error(const Tensor& got, const Tensor& want) {
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    diff = std::max(diff, std::fabs(double(got.f32()[i]) - double(want.f32()[i])));
+    scale = std::max(scale, std::fabs(double(want.f32()[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+// The GPU against the same-precision reference, normwise within the dtype's tolerance (not elementwise:
+// the kernels' f32 scores differ from the reference's double ones in the last bits, so now and then a
+// probability rounds the other way, which moves its row by a unit of P's last place), and against the
+// fp32 oracle, no worse than twice the reference's error.
+void expect_lowp(const std::string& what, DType act, const Tensor& got, const Tensor& lowp, const Tensor& fp32) {
+  const double to_ref = normwise_error(got, lowp);
+  CHECK_MESSAGE(to_ref <= tolerance(act), what << " [" << std::string(dtype_name(act)) << "] normwise error against the "
+                                                  << "same-precision reference " << to_ref);
+  const double err = normwise_error(got, fp32), ref = normwise_error(lowp, fp32);
+  MESSAGE(what << " [" << std::string(dtype_name(act)) << "]: against the reference " << to_ref << "; against fp32 " << err
+               << ", the reference's " << ref);
+  CHECK_MESSAGE(err <= 2.0 * ref, what << " [" << std::string(dtype_name(act)) << "] normwise error against fp32 " << err
+                                       << ", the same-precision reference's " << ref);
+}
+
 TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forward and backward") {
   struct Case {
     int B, T, NH, NKV, HS;
@@ -316,7 +445,8 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
       auto vc = views(qkv.cpu), vg = views(qkv.gpu);
       Tensor saved_cpu = P.cpu->attention_forward(mat(out.cpu), vc[0], vc[1], vc[2], s, lengths.cpu);
       Tensor saved_gpu = P.gpu->attention_forward(mat(out.gpu), vg[0], vg[1], vg[2], s, lengths.gpu);
-      P.expect("attention out", out);
+      const bool tc = attention_on_tensor_cores(P.act, c.HS);
+      if (!tc) P.expect("attention out", out);
 
       auto dout = P.random({N, CQ});
       auto dqkv = P.poisoned({N, CQ + 2 * CKV}, P.act);
@@ -331,7 +461,14 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
                                 lengths.cpu);
       P.gpu->attention_backward(dg[0], dg[1], dg[2], mat(dout.gpu), vg[0], vg[1], vg[2], mat(out_exact), saved_gpu, s,
                                 lengths.gpu);
-      P.expect("attention dq|dk|dv", dqkv);
+      if (!tc) {
+        P.expect("attention dq|dk|dv", dqkv);
+        continue;
+      }
+      // The tensor-core path takes dout in q's dtype; give it the same rounded dout as the reference.
+      AttentionLowp lowp = attention_lowp_reference(P.act, s, c.lengths, qkv.cpu, dout.cpu, out.cpu);
+      expect_lowp("attention out (tensor cores)", P.act, P.gpu->download(out.gpu), lowp.out, out.cpu);
+      expect_lowp("attention dq|dk|dv (tensor cores)", P.act, P.gpu->download(dqkv.gpu), lowp.dqkv, dqkv.cpu);
     }
   }
 }

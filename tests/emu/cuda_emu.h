@@ -19,6 +19,8 @@
 // cuda/common.cuh includes this file when LORA_CUDA_EMU is defined; tests/emu/cuda_emu.cpp implements
 // the runtime functions and tests/emu/cublaslt_emu.cpp the cuBLASLt ones that cuda/ calls.
 #pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -142,3 +144,75 @@ template <typename... P>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, void (*kernel)(P...)) {
   return cudaFuncGetAttributes(attr, reinterpret_cast<const void*>(kernel));
 }
+
+// __syncwarp: the live lanes of the warp meet (a shuffle's barrier without the exchange).
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { ::lora_emu::warp_exchange(0, ::lora_emu::lane_id()); }
+
+// Warp matrix multiply-accumulate (mma.h's nvcuda::wmma), m16n16k16 only. A fragment's distribution over
+// the lanes is unspecified in CUDA, so code may only load, store, fill and multiply fragments; here every
+// lane holds the whole tile, which gives exactly those semantics (each lane computes the full product in
+// f32, the tensor cores' accumulation type, and every lane stores the same values). Code that reads what
+// other lanes stored needs __syncwarp between, as on the hardware.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulation has m16n16k16 only");
+  static constexpr int num_elements = 256;
+  T x[256];  // (16, 16): row-major for matrix_a and accumulator, (k, n) row-major for matrix_b
+};
+
+inline float wmma_float(float v) { return v; }
+inline float wmma_float(__half v) { return __half2float(v); }
+inline float wmma_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  static_assert(std::is_same<Layout, row_major>::value || std::is_same<Layout, col_major>::value, "a or b");
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j)
+      f.x[i * 16 + j] = std::is_same<Layout, row_major>::value ? p[size_t(i) * ldm + j] : p[size_t(j) * ldm + i];
+}
+
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm,
+                             layout_t layout) {
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j)
+      f.x[i * 16 + j] = layout == mem_row_major ? p[size_t(i) * ldm + j] : p[size_t(j) * ldm + i];
+}
+
+// A store is collective: no lane writes before every lane has loaded what it reads (each lane here reads
+// the whole tile, so an in-place update would otherwise be applied once per lane).
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
+                              layout_t layout) {
+  __syncwarp();
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) (layout == mem_row_major ? p[size_t(i) * ldm + j] : p[size_t(j) * ldm + i]) = f.x[i * 16 + j];
+}
+
+template <typename Use, typename T, typename Layout>
+void fill_fragment(fragment<Use, 16, 16, 16, T, Layout>& f, T v) {
+  for (auto& e : f.x) e = v;
+}
+
+template <typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[256];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float acc = c.x[i * 16 + j];
+      for (int k = 0; k < 16; ++k) acc += wmma_float(a.x[i * 16 + k]) * wmma_float(b.x[k * 16 + j]);
+      out[i * 16 + j] = acc;
+    }
+  for (int i = 0; i < 256; ++i) d.x[i] = out[i];
+}
+}  // namespace wmma
+}  // namespace nvcuda
