@@ -6,12 +6,14 @@
 // zero-fills; a tensor's owner frees with cudaFreeAsync and may outlive the backend. Activations are
 // bf16 by default (f16 or f32 by choice); the ops accept any float dtype per tensor. upload / download
 // convert f32 host data on the device. The ops themselves live in one file each (cuda/ops.cuh).
+// LORA_PROFILE=1 times every op on the GPU and prints the table when the backend goes (cuda/profile.cuh).
 #include <cstdint>
 #include <stdexcept>
 
 #include "core/error.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/ops.cuh"
+#include "cuda/profile.cuh"
 
 namespace lora {
 
@@ -95,6 +97,7 @@ class CudaBackend final : public Backend {
   }
 
   void upload(Tensor& dst, const Tensor& host) override {
+    OpProfiler::Scope scope(prof_, "upload");
     cuda_require(host.device == Device::cpu && dst.device == Device::cuda, "upload", "expects host -> GPU");
     cuda_require(host.numel() == dst.numel(), "upload",
                  "numel differs: dst " + dst.shape_str() + ", host " + host.shape_str());
@@ -112,6 +115,7 @@ class CudaBackend final : public Backend {
   }
 
   Tensor download(const Tensor& src) override {
+    OpProfiler::Scope scope(prof_, "download");
     cuda_require(src.device == Device::cuda, "download", "tensor is not on the GPU");
     Tensor host = tensor_host(src.shape, src.dtype == DType::i32 ? DType::i32 : DType::f32);
     const int64_t n = src.numel();
@@ -128,62 +132,96 @@ class CudaBackend final : public Backend {
   }
 
   void copy(Tensor& dst, const Tensor& src) override {
+    OpProfiler::Scope scope(prof_, "copy");
     cuda_require(dst.device == Device::cuda && src.device == Device::cuda, "copy", "both tensors must be on the GPU");
     cuda_require(dst.numel() == src.numel(), "copy", "numel differs: " + dst.shape_str() + " vs " + src.shape_str());
     cuda_require((dst.dtype == DType::i32) == (src.dtype == DType::i32), "copy", "cannot convert between i32 and float");
     cuda_ops::cast(ctx_, dst.data, dst.dtype, src.data, src.dtype, src.numel());
   }
 
-  void fill(Tensor& t, float value) override { cuda_ops::fill(ctx_, t, value); }
-  void mat_copy(const MatRef& dst, const MatRef& src) override { cuda_ops::mat_copy(ctx_, dst, src); }
+  void fill(Tensor& t, float value) override {
+    OpProfiler::Scope scope(prof_, "fill");
+    cuda_ops::fill(ctx_, t, value);
+  }
+  void mat_copy(const MatRef& dst, const MatRef& src) override {
+    OpProfiler::Scope scope(prof_, "mat_copy");
+    cuda_ops::mat_copy(ctx_, dst, src);
+  }
 
   void matmul(const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b, float alpha,
               float beta) override {
+    OpProfiler::Scope scope(prof_, prof_.enabled() ? matmul_name(out, a, trans_a, trans_b) : std::string());
     cuda_ops::matmul(ctx_, out, a, b, trans_a, trans_b, alpha, beta);
   }
-  void bias_add(const MatRef& out, const Tensor& bias) override { cuda_ops::bias_add(ctx_, out, bias); }
-  void bias_backward(Tensor& dbias, const MatRef& dout) override { cuda_ops::bias_backward(ctx_, dbias, dout); }
-  void add(Tensor& y, const Tensor& a, const Tensor& b, float alpha) override { cuda_ops::add(ctx_, y, a, b, alpha); }
-  void scale(Tensor& y, float alpha) override { cuda_ops::scale(ctx_, y, alpha); }
+  void bias_add(const MatRef& out, const Tensor& bias) override {
+    OpProfiler::Scope scope(prof_, "bias_add");
+    cuda_ops::bias_add(ctx_, out, bias);
+  }
+  void bias_backward(Tensor& dbias, const MatRef& dout) override {
+    OpProfiler::Scope scope(prof_, "bias_backward");
+    cuda_ops::bias_backward(ctx_, dbias, dout);
+  }
+  void add(Tensor& y, const Tensor& a, const Tensor& b, float alpha) override {
+    OpProfiler::Scope scope(prof_, "add");
+    cuda_ops::add(ctx_, y, a, b, alpha);
+  }
+  void scale(Tensor& y, float alpha) override {
+    OpProfiler::Scope scope(prof_, "scale");
+    cuda_ops::scale(ctx_, y, alpha);
+  }
 
   void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Tensor& weight,
                          const Tensor& bias, float eps) override {
+    OpProfiler::Scope scope(prof_, "layernorm_forward");
     cuda_ops::layernorm_forward(ctx_, out, mean, rstd, inp, weight, bias, eps);
   }
   void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout, const Tensor& inp,
                           const Tensor& weight, const Tensor& mean, const Tensor& rstd) override {
+    OpProfiler::Scope scope(prof_, "layernorm_backward");
     cuda_ops::layernorm_backward(ctx_, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
   }
   void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp, const Tensor& weight, float eps) override {
+    OpProfiler::Scope scope(prof_, "rmsnorm_forward");
     cuda_ops::rmsnorm_forward(ctx_, out, rstd, inp, weight, eps);
   }
   void rmsnorm_backward(Tensor& dinp, Tensor& dweight, const Tensor& dout, const Tensor& inp, const Tensor& weight,
                         const Tensor& rstd) override {
+    OpProfiler::Scope scope(prof_, "rmsnorm_backward");
     cuda_ops::rmsnorm_backward(ctx_, dinp, dweight, dout, inp, weight, rstd);
   }
 
   void gelu_forward(Tensor& out, const Tensor& inp, GeluKind kind) override {
+    OpProfiler::Scope scope(prof_, "gelu_forward");
     cuda_ops::gelu_forward(ctx_, out, inp, kind);
   }
   void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, GeluKind kind) override {
+    OpProfiler::Scope scope(prof_, "gelu_backward");
     cuda_ops::gelu_backward(ctx_, dinp, dout, inp, kind);
   }
-  void tanh_forward(Tensor& out, const Tensor& inp) override { cuda_ops::tanh_forward(ctx_, out, inp); }
+  void tanh_forward(Tensor& out, const Tensor& inp) override {
+    OpProfiler::Scope scope(prof_, "tanh_forward");
+    cuda_ops::tanh_forward(ctx_, out, inp);
+  }
   void tanh_backward(Tensor& dinp, const Tensor& dout, const Tensor& out) override {
+    OpProfiler::Scope scope(prof_, "tanh_backward");
     cuda_ops::tanh_backward(ctx_, dinp, dout, out);
   }
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
+    OpProfiler::Scope scope(prof_, "swiglu_forward");
     cuda_ops::swiglu_forward(ctx_, out, gate, up);
   }
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate, const Tensor& up) override {
+    OpProfiler::Scope scope(prof_, "swiglu_backward");
     cuda_ops::swiglu_backward(ctx_, dgate, dup, dout, gate, up);
   }
   void rope(const MatRef& x, int B, int T, int nheads, int HS, float theta, bool inverse) override {
+    OpProfiler::Scope scope(prof_, "rope");
     cuda_ops::rope(ctx_, x, B, T, nheads, HS, theta, inverse);
   }
 
   Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
                            const AttentionShape& s, const Tensor& lengths) override {
+    OpProfiler::Scope scope(prof_, "attention_forward");
     Tensor lse = alloc({s.B, s.NH, s.T}, DType::f32);  // (B,NH,T)
     cuda_ops::attention_forward(ctx_, out, lse, q, k, v, s, lengths);
     return lse;
@@ -191,47 +229,70 @@ class CudaBackend final : public Backend {
   void attention_backward(const MatRef& dq, const MatRef& dk, const MatRef& dv, const MatRef& dout, const MatRef& q,
                           const MatRef& k, const MatRef& v, const MatRef& out, const Tensor& saved,
                           const AttentionShape& s, const Tensor& lengths) override {
+    OpProfiler::Scope scope(prof_, "attention_backward");
     cuda_ops::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, saved, s, lengths);
   }
 
   void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v, Tensor& k_cache,
                         Tensor& v_cache, const Tensor& start, const Tensor& slot_rows, int slot0,
                         const AttentionShape& s) override {
+    OpProfiler::Scope scope(prof_, "attention_decode");
     cuda_ops::attention_decode(ctx_, out, q, k, v, k_cache, v_cache, start, slot_rows, slot0, s);
   }
 
   void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) override {
+    OpProfiler::Scope scope(prof_, "embedding_forward");
     cuda_ops::embedding_forward(ctx_, out, tokens, wte, wpe);
   }
   void embedding_backward(Tensor& dwte, Tensor& dwpe, const Tensor& dout, const Tensor& tokens) override {
+    OpProfiler::Scope scope(prof_, "embedding_backward");
     cuda_ops::embedding_backward(ctx_, dwte, dwpe, dout, tokens);
   }
 
   void cross_entropy(const MatRef& logits, Tensor& losses, Tensor& argmax, const Tensor& targets,
                      float label_smoothing, float dscale) override {
+    OpProfiler::Scope scope(prof_, "cross_entropy");
     cuda_ops::cross_entropy(ctx_, logits, losses, argmax, targets, label_smoothing, dscale);
   }
 
   void mse_loss(const MatRef& preds, Tensor& losses, const Tensor& targets, float dscale) override {
+    OpProfiler::Scope scope(prof_, "mse_loss");
     cuda_ops::mse_loss(ctx_, preds, losses, targets, dscale);
   }
   void dropout_forward(Tensor& out, const Tensor& inp, float p, uint64_t seed, uint64_t offset) override {
+    OpProfiler::Scope scope(prof_, "dropout_forward");
     cuda_ops::dropout_forward(ctx_, out, inp, p, seed, offset);
   }
   void dropout_backward(Tensor& dinp, const Tensor& dout, float p, uint64_t seed, uint64_t offset) override {
+    OpProfiler::Scope scope(prof_, "dropout_backward");
     cuda_ops::dropout_backward(ctx_, dinp, dout, p, seed, offset);
   }
 
-  double sum_squares(const Tensor& t) override { return cuda_ops::sum_squares(ctx_, t); }
-  bool all_finite(const Tensor& t) override { return cuda_ops::all_finite(ctx_, t); }
+  double sum_squares(const Tensor& t) override {
+    OpProfiler::Scope scope(prof_, "sum_squares");
+    return cuda_ops::sum_squares(ctx_, t);
+  }
+  bool all_finite(const Tensor& t) override {
+    OpProfiler::Scope scope(prof_, "all_finite");
+    return cuda_ops::all_finite(ctx_, t);
+  }
   void adamw_update(const std::vector<AdamWSlot>& slots, const AdamWParams& p) override {
+    OpProfiler::Scope scope(prof_, "adamw_update");
     cuda_ops::adamw_update(ctx_, slots, p);
   }
 
  private:
+  // "matmul MxNxK dtype" for the profile: which products take the time.
+  static std::string matmul_name(const MatRef& out, const MatRef& a, bool trans_a, bool trans_b) {
+    const int64_t K = trans_a ? a.rows : a.cols;
+    return "matmul " + std::to_string(out.rows) + "x" + std::to_string(out.cols) + "x" + std::to_string(K) + " " +
+           dtype_name(a.dtype) + (trans_a ? " Ta" : "") + (trans_b ? " Tb" : "");
+  }
+
   CudaContext ctx_;
   DType act_;
   std::string name_;
+  OpProfiler prof_{nullptr, OpProfiler::requested()};  // nullptr: ctx_.stream, the legacy default stream
 };
 
 std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType activations) {

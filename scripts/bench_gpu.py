@@ -409,9 +409,29 @@ def run_ours(args, work, model_dir):
         tokens += s["tokens_per_s"] * (s["elapsed_s"] - prev)
         prev = s["elapsed_s"]
     backend = next((l.strip() for l in open(log_path, errors="replace") if "training on" in l), "")
-    return {"tokens_per_s": tokens / seconds, "timed_steps": len(timed), "timed_seconds": seconds,
+    profile = run_profile(args, recipe, run_dir, env, device) if args.profile_steps > 0 and not args.dry_cpu else None
+    return {"profile": profile, "tokens_per_s": tokens / seconds, "timed_steps": len(timed), "timed_seconds": seconds,
             "timed_tokens": round(tokens), "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
             "backend_line": backend, "memory": mem, "wall_s": round(secs, 1)}
+
+
+def run_profile(args, recipe, run_dir, env, device):
+    """A second, short run of ours with LORA_PROFILE=1: GPU time per op (cuda/profile.cuh), the table's lines."""
+    cmd = [os.path.abspath(args.lora_bin), "train", recipe, "--device", device,
+           "--set", "train.max_steps=%d" % args.profile_steps, "--set", "output.dir=%s" % (run_dir + "-profile")]
+    log_path = os.path.join(os.path.dirname(run_dir), "ours-profile.log")
+    rc, _, _ = run_watched(cmd, dict(env, LORA_PROFILE="1"), args.stage_timeout, log_path)
+    lines = open(log_path, errors="replace").read().splitlines() if os.path.exists(log_path) else []
+    start = next((i for i, l in enumerate(lines) if l.startswith("CUDA op profile")), None)
+    if rc != 0 or start is None:
+        log("ours: the profile run failed (exit %s); the end of %s:\n%s" % (rc, log_path, tail(log_path)))
+        return None
+    table = lines[start:]
+    end = next((i for i, l in enumerate(table) if l.strip().startswith("total")), len(table) - 1)
+    table = table[:end + 1]
+    log("ours: GPU time per op over %d steps (%d warm-up steps included):\n%s"
+        % (args.profile_steps, min(args.warmup, args.profile_steps), "\n".join(table)))
+    return table
 
 
 # ---------------------------------------------------------------- driver
@@ -511,6 +531,8 @@ def main():
     ap.add_argument("--peak-tflops", type=float, help="override the dense bf16 peak")
     ap.add_argument("--stage-timeout", type=int, default=300, help="seconds for each side's run")
     ap.add_argument("--only", choices=["peft", "ours"], help="run one side only")
+    ap.add_argument("--profile-steps", type=int, default=0,
+                    help="then run ours again for this many steps with LORA_PROFILE=1 (GPU time per op)")
     ap.add_argument("--dry-cpu", action="store_true", help="tiny model, 2 steps, on the CPU: checks the code paths")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="summarise result files (with --out: combined)")
     ap.add_argument("--worker", choices=["peft"], help=argparse.SUPPRESS)
@@ -584,6 +606,11 @@ def main():
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
         log("results written to %s" % args.out)
+        if ours_res.get("profile"):
+            with open(os.path.splitext(args.out)[0] + ".profile.txt", "w") as f:
+                f.write("%s, %s lengths, batch %d x %d: ours, %d steps with LORA_PROFILE=1\n%s\n"
+                        % (args.shape, args.lengths, args.batch, args.max_length, args.profile_steps,
+                           "\n".join(ours_res["profile"])))
     failed = [r for r in (peft_res, ours_res) if "error" in r and r["error"] != "not run"]
     return 3 if failed else 0
 

@@ -74,10 +74,12 @@ for set in $sets; do
   echo "== bench $set ($(date -u +%T), limit ${limit}s)"
   name=bench_${shape}_${lengths}
   t0=$(date +%s)
+  profile=()
+  [[ $set == medium:fixed ]] && profile=(--profile-steps 10)  # where the time goes, once (cuda/profile.cuh)
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
   timeout --kill-after=10 "$limit" "$python" "$bench_py" --lora-bin "$bundle/bin/lora" --work "$work" \
     --shape "$shape" --lengths "$lengths" --stage-timeout $((limit / 2)) --out "$out/$name.json" \
-    ${BENCH_ARGS:-} 2>&1 | tee "$out/$name.log"
+    "${profile[@]}" ${BENCH_ARGS:-} 2>&1 | tee "$out/$name.log"
   rc=${PIPESTATUS[0]}
   took=$(($(date +%s) - t0))
   echo "== bench $set: exit $rc after ${took}s"

@@ -78,6 +78,9 @@ fi
   echo "-- benchmark (exit $bench_rc)"
   cat "$stage/bench/bench_skipped.txt" 2>/dev/null
   sed -n '/^== summary/,$p' "$stage/bench.log" 2>/dev/null
+  for prof in "$stage"/bench/*.profile.txt; do
+    [[ -f $prof ]] && { echo "-- GPU time per op, $(basename "$prof" .profile.txt)"; cat "$prof"; }
+  done
 } >"$stage/summary.txt"
 cp "$stage/summary.txt" "$final_out/summary.txt"
 [[ -f $stage/bench/bench_results.json ]] && cp "$stage/bench/bench_results.json" "$final_out/"

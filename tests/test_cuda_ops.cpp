@@ -23,6 +23,7 @@
 
 #include "core/backend.h"
 #include "cuda/backend_cuda.h"
+#include "cuda/profile.cuh"
 
 using namespace lora;
 
@@ -580,6 +581,43 @@ TEST_CASE("cuda adamw over several slots, with shadows") {
       P.expect("adamw shadow" + slot, shadow[i]);
     }
   }
+}
+
+TEST_CASE("cuda op profile (LORA_PROFILE): calls and times per op, sorted, with the total") {
+  Pair P(DType::f32, 10);
+  OpProfiler prof(nullptr, true);
+  auto x = P.random({64, 64});
+  auto y = P.random({64, 64});
+  for (int i = 0; i < 3; ++i) {
+    OpProfiler::Scope scope(prof, "matmul 64x64x64");
+    P.gpu->matmul(mat(y.gpu), mat(x.gpu), mat(x.gpu), false, false, 1.0f, 0.0f);
+  }
+  {
+    OpProfiler::Scope scope(prof, "fill");
+    P.gpu->fill(x.gpu, 0.5f);
+  }
+  const std::string r = prof.report();
+  INFO(r);
+  CHECK(r.find("CUDA op profile") != std::string::npos);
+  CHECK(r.find("2 kinds") != std::string::npos);
+  auto row = [&](const std::string& op) {
+    const size_t at = r.find("  " + op + " ");
+    REQUIRE(at != std::string::npos);
+    return r.substr(at, r.find('\n', at) - at);
+  };
+  std::istringstream m(row("matmul 64x64x64").substr(2 + std::string("matmul 64x64x64").size()));
+  int64_t calls = 0;
+  double total_ms = -1;
+  m >> calls >> total_ms;
+  CHECK(calls == 3);
+  CHECK(total_ms >= 0.0);
+  std::istringstream f(row("fill").substr(2 + 4));
+  f >> calls;
+  CHECK(calls == 1);
+  CHECK(r.find("  total") != std::string::npos);
+  OpProfiler off(nullptr, false);
+  { OpProfiler::Scope scope(off, "fill"); }
+  CHECK(off.report().find("0 kinds") != std::string::npos);
 }
 
 int main(int argc, char** argv) {

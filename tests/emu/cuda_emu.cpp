@@ -5,6 +5,8 @@
 
 #include <ucontext.h>
 
+#include <chrono>
+
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -273,6 +275,37 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
 }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+// Events: everything has run when a call returns, so an event records the host's clock.
+struct EmuEvent {
+  std::chrono::steady_clock::time_point at;
+  bool recorded = false;
+};
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  *event = reinterpret_cast<cudaEvent_t>(new EmuEvent);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete reinterpret_cast<EmuEvent*>(event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  auto* e = reinterpret_cast<EmuEvent*>(event);
+  e->at = std::chrono::steady_clock::now();
+  e->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return reinterpret_cast<EmuEvent*>(event)->recorded ? cudaSuccess
+                                                       : fail(cudaErrorInvalidResourceHandle, "event never recorded");
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  auto* a = reinterpret_cast<EmuEvent*>(start);
+  auto* b = reinterpret_cast<EmuEvent*>(end);
+  if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle, "event never recorded");
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetLastError(void) {
   cudaError_t e = g_last_error;
