@@ -77,6 +77,18 @@ __device__ void warp_gemm_to_smem(float* out, const T* a, int lda, int k_steps, 
   }
 }
 
+// The B operand of warp_gemm_to_smem for B = M^T, M (rows, HS) row-major in shared memory with ld L: M^T
+// is M read column-major. Multiplies the A step kk into output tile n.
+template <typename T, int L>
+struct TimesTransposed {
+  const T* m;
+  __device__ void operator()(FragC& fc, const FragA<T>& fa, int n, int kk) const {
+    FragBCol<T> fb;
+    wmma::load_matrix_sync(fb, m + n * 16 * L + kk * 16, L);
+    wmma::mma_sync(fc, fa, fb, fc);
+  }
+};
+
 // Forward: grid (ceil(T/64), NH, B), 128 threads.
 template <typename T, int HS>
 static __global__ void attention_tc_forward_kernel(AttnArgs a, void* out, DType tout, int64_t ldo, float* lse) {
@@ -113,11 +125,7 @@ static __global__ void attention_tc_forward_kernel(AttnArgs a, void* out, DType 
     tile_load<T>(sv, L, kTcCols, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
     __syncthreads();
     // S = Q K^T (16, 64): K (keys, HS) row-major is K^T column-major.
-    warp_gemm_to_smem<T>(ws, wq, L, HS / 16, kTcCols / 16, [&](FragC& fc, const FragA<T>& fa, int n, int kk) {
-      FragBCol<T> fb;
-      wmma::load_matrix_sync(fb, sk + n * 16 * L + kk * 16, L);
-      wmma::mma_sync(fc, fa, fb, fc);
-    });
+    warp_gemm_to_smem<T>(ws, wq, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sk});
     __syncwarp();
     #pragma unroll
     for (int r = 0; r < 16; ++r) {
@@ -230,15 +238,8 @@ static __global__ void attention_tc_dq_kernel(AttnArgs a, const void* dout, int6
     tile_load<T>(sk, L, kTcCols, a.k, a.ldk, b, a.T, k0, int64_t(g) * HS, HS);
     tile_load<T>(sv, L, kTcCols, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
     __syncthreads();
-    auto times_transposed = [&](const T* m) {  // B = M^T for M (keys, HS) row-major
-      return [m, L](FragC& fc, const FragA<T>& fa, int n, int kk) {
-        FragBCol<T> fb;
-        wmma::load_matrix_sync(fb, m + n * 16 * L + kk * 16, L);
-        wmma::mma_sync(fc, fa, fb, fc);
-      };
-    };
-    warp_gemm_to_smem<T>(ws, sq + warp * 16 * L, L, HS / 16, kTcCols / 16, times_transposed(sk));
-    warp_gemm_to_smem<T>(wdp, sdo + warp * 16 * L, L, HS / 16, kTcCols / 16, times_transposed(sv));
+    warp_gemm_to_smem<T>(ws, sq + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sk});
+    warp_gemm_to_smem<T>(wdp, sdo + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sv});
     __syncwarp();
     #pragma unroll
     for (int r = 0; r < 16; ++r) {
@@ -318,15 +319,8 @@ static __global__ void attention_tc_dkdv_kernel(AttnArgs a, const void* dout, in
         sD[i] = t < a.T ? D[stat] : 0.0f;
       }
       __syncthreads();
-      auto times_transposed = [&](const T* m) {  // B = M^T for M (queries, HS) row-major
-        return [m, L](FragC& fc, const FragA<T>& fa, int n, int kk) {
-          FragBCol<T> fb;
-          wmma::load_matrix_sync(fb, m + n * 16 * L + kk * 16, L);
-          wmma::mma_sync(fc, fa, fb, fc);
-        };
-      };
-      warp_gemm_to_smem<T>(ws, sk + warp * 16 * L, L, HS / 16, kTcCols / 16, times_transposed(sq));
-      warp_gemm_to_smem<T>(wdp, sv + warp * 16 * L, L, HS / 16, kTcCols / 16, times_transposed(sdo));
+      warp_gemm_to_smem<T>(ws, sk + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sq});
+      warp_gemm_to_smem<T>(wdp, sv + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sdo});
       __syncwarp();
       #pragma unroll
       for (int r = 0; r < 16; ++r) {

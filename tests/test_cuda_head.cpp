@@ -2,8 +2,7 @@
 // against the CPU oracle, for f32, bf16 and f16 activations, on fresh random inputs (seeded from
 // std::random_device; LORA_TEST_SEED replays). Inputs are rounded to the activation dtype on the device
 // and the CPU sees those rounded values; overwritten device outputs are poisoned with NaN first.
-// Tolerances as tests/test_cuda_ops.cpp: f32 1e-5, bf16 1e-2, f16 2e-3, relative with a floor of the
-// tensor's scale / 16.
+// Tolerances and the comparison: tests/cuda_test_util.h, shared with tests/test_cuda_ops.cpp.
 //
 // Its own main: with no usable CUDA device it prints "skipped: ..." and exits 77 (ctest: skipped). The
 // `emu` build of this file runs the same kernels on the CPU emulation of CUDA (tests/emu/).
@@ -24,37 +23,14 @@
 #include "core/fsutil.h"
 #include "core/model.h"
 #include "cuda/backend_cuda.h"
+#include "tests/cuda_test_util.h"
 
 using namespace lora;
+using lora_test::check_close;
+using lora_test::test_seed;
+using lora_test::tolerance;
 
 namespace {
-
-double tolerance(DType act) { return act == DType::bf16 ? 1e-2 : act == DType::f16 ? 2e-3 : 1e-5; }
-
-uint64_t test_seed() {
-  static const uint64_t seed = [] {
-    const char* s = std::getenv("LORA_TEST_SEED");
-    return s ? std::strtoull(s, nullptr, 10) : uint64_t(std::random_device{}()) << 32 | std::random_device{}();
-  }();
-  return seed;
-}
-
-void check_close(const std::string& what, const Tensor& got, const Tensor& want, double tol) {
-  REQUIRE(got.numel() == want.numel());
-  double scale = 0.0;
-  for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::fabs(double(want.f32()[i])));
-  int64_t bad = 0, first = -1;
-  double max_abs = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double g = got.f32()[i], w = want.f32()[i], err = std::fabs(g - w);
-    if (std::isfinite(err)) max_abs = std::max(max_abs, err);
-    if (!(std::isfinite(g) && err <= tol * (std::fabs(w) + scale / 16.0)) && bad++ == 0) first = i;
-  }
-  std::ostringstream os;
-  os << what << ": n=" << want.numel() << " max_abs=" << max_abs << " tol=" << tol;
-  if (bad) os << " | " << bad << " mismatches, first at " << first << ": got " << got.f32()[first] << ", want " << want.f32()[first];
-  CHECK_MESSAGE(bad == 0, os.str());
-}
 
 // The CPU oracle beside a CUDA backend with activations in `act`; tensors come in (cpu, gpu) pairs.
 struct Pair {
