@@ -30,6 +30,12 @@ die() {
 [[ -x $build/lora ]] || die "no lora binary in $build" "build first: cmake -S . -B build && cmake --build build -j"
 grep -q '^LORA_HAVE_CUDA:INTERNAL=ON\|CMAKE_CUDA_COMPILER:.*nvcc' "$build/CMakeCache.txt" 2>/dev/null ||
   echo "warning: $build does not look like a CUDA build (no nvcc in CMakeCache.txt)" >&2
+arch=$(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null)
+if [[ -n $arch && $arch != *90* ]]; then
+  echo "warning: $build compiles CUDA for sm_$arch only: no sm_90 code for H100/H200 (PTX JIT at best, no bf16" \
+    "tensor cores below sm_80)" >&2
+  echo "  hint: cmake -S . -B $build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build $build -j" >&2
+fi
 command -v ldd >/dev/null || die "ldd not found" "install libc-bin"
 
 rm -rf "$bundle"
@@ -103,5 +109,9 @@ echo "$without_cuda" >"$bundle/without_cuda_libs"
 size=$(du -sm "$bundle" | cut -f1)
 echo "gpu bundle: $bundle (${size} MiB; ${#binaries[@]} binaries, ${#copied[@]} libraries)"
 if ((size > 64)); then
-  echo "note: over 64 MiB; the device tool will not carry it. Rerun with --without-cuda-libs" >&2
+  if ((without_cuda)); then
+    echo "note: over 64 MiB unpacked; carry it packed: tar -czf $build/gpu-bundle.tar.gz -C $(dirname "$bundle") $(basename "$bundle") (docs/GPU.md)" >&2
+  else
+    echo "note: over 64 MiB; the device tool will not carry it. Rerun with --without-cuda-libs, then tar.gz it" >&2
+  fi
 fi
