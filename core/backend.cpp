@@ -4,6 +4,7 @@
 #include "core/backend.h"
 
 #include <cstdio>
+#include <stdexcept>
 
 #include "core/error.h"
 
@@ -18,6 +19,32 @@ static std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType)
   return nullptr;
 }
 #endif
+
+void Backend::matmul_epilogue(Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+                              Epilogue epilogue, const Tensor& bias, Tensor& aux) {
+  auto check = [](bool ok, const std::string& what) {
+    if (!ok) throw std::logic_error("matmul_epilogue: " + what);
+  };
+  check(epilogue == Epilogue::bias || aux.shape == out.shape,
+        "aux must have out's shape " + out.shape_str() + ", got " + aux.shape_str());
+  check(epilogue != Epilogue::bias || !bias.empty(), "the bias epilogue needs a bias");
+  check(epilogue != Epilogue::dgelu || bias.empty(), "dgelu takes no bias");
+  switch (epilogue) {
+    case Epilogue::bias:
+      matmul(mat(out), mat(a), mat(b), trans_a, trans_b, 1.0f, 0.0f);
+      bias_add(mat(out), bias);
+      return;
+    case Epilogue::bias_gelu:
+      matmul(mat(aux), mat(a), mat(b), trans_a, trans_b, 1.0f, 0.0f);
+      if (!bias.empty()) bias_add(mat(aux), bias);
+      gelu_forward(out, aux, GeluKind::tanh);
+      return;
+    case Epilogue::dgelu:
+      matmul(mat(out), mat(a), mat(b), trans_a, trans_b, 1.0f, 0.0f);
+      gelu_backward(out, out, aux, GeluKind::tanh);
+      return;
+  }
+}
 
 std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet, DType activations) {
   if (device == "cpu") return backend_cpu_create();

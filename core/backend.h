@@ -20,6 +20,13 @@ namespace lora {
 
 enum class GeluKind { tanh, erf };
 
+// What a fused GEMM does after the product (cuBLASLt's epilogues on CUDA). The GELU is the tanh form.
+enum class Epilogue {
+  bias,       // out = op(a) op(b) + bias                                  (matmul, bias_add)
+  bias_gelu,  // aux = op(a) op(b) (+ bias); out = gelu(aux)               (matmul, bias_add, gelu_forward)
+  dgelu,      // out = (op(a) op(b)) * gelu'(aux): a GELU's input gradient (matmul, gelu_backward)
+};
+
 struct AttentionShape {
   int B = 0, T = 0;   // batch, time (padded length of this batch)
   int NH = 0;         // query heads
@@ -72,6 +79,13 @@ class Backend {
   // out = alpha * op(a) op(b) + beta * out, op(x) = x or x^T. Shapes: op(a) (M,K), op(b) (K,N), out (M,N).
   virtual void matmul(const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
                       float alpha, float beta) = 0;
+  // out = epilogue(op(a) op(b)), overwriting out: one pass over out where the backend can fuse (CUDA:
+  // cuBLASLt's BIAS, GELU_AUX_BIAS and DGELU epilogues), otherwise the ops listed beside each Epilogue,
+  // which is what this default does (the CPU's reference). out and aux are whole (M,N) tensors of one
+  // dtype; aux is written by bias_gelu (the GELU's input, kept for the backward) and read by dgelu.
+  // bias (N) is required by `bias`, optional (empty) for bias_gelu, and must be empty for dgelu.
+  virtual void matmul_epilogue(Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+                               Epilogue epilogue, const Tensor& bias, Tensor& aux);
   // out[i, :] += bias[:]                                        out (N,C), bias (C)
   virtual void bias_add(const MatRef& out, const Tensor& bias) = 0;
   // dbias[:] += sum_i dout[i, :]

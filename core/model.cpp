@@ -375,11 +375,18 @@ void Model::ensure_acts(int B, int T) {
 
 
 void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key,
-                           bool train) {
+                           bool train, Tensor* gelu_out) {
   // y = x W (+ b) (+ LoRA).  x (N,in), y (N,out)
   const int layer_key = linear_key(layer, idx);
-  be_.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
-  if (!lin.b.empty()) be_.bias_add(mat(y), lin.b);
+  const bool trans_w = !lin.w_in_out;
+  if (gelu_out && lin.adapters.empty()) {  // the GELU follows the product directly: one fused pass
+    be_.matmul_epilogue(*gelu_out, x, lin.w, false, trans_w, Epilogue::bias_gelu, lin.b, y);
+    return;
+  }
+  if (lin.b.empty())
+    be_.matmul(mat(y), mat(x), mat(lin.w), false, trans_w, 1.0f, 0.0f);
+  else
+    be_.matmul_epilogue(y, x, lin.w, false, trans_w, Epilogue::bias, lin.b, y);
   if (lin.adapters.empty()) return;
   const int64_t N = x.dim(0);
   Tensor xd = x;
@@ -395,13 +402,17 @@ void Model::linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, i
     be_.matmul(mat_cols(y, ad.col0, ad.ncols), mat(u), mat(ad.b_val), false, true, ad.scale, 1.0f);
     us.push_back(u);
   }
+  if (gelu_out) be_.gelu_forward(*gelu_out, y, GeluKind::tanh);
 }
 
 void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
-                            uint64_t dropout_key) {
+                            uint64_t dropout_key, Tensor* gelu_in) {
   const int layer_key = linear_key(layer, idx);
   // dx = dy W^T (overwrite); full mode: dW += x^T dy, db += colsum(dy); LoRA: dA, dB += and dx +=.
-  be_.matmul(mat(dx), mat(dy), mat(lin.w), false, lin.w_in_out, 1.0f, 0.0f);
+  if (gelu_in && lin.adapters.empty())  // nothing is added to dx later: fuse the GELU's backward
+    be_.matmul_epilogue(dx, dy, lin.w, false, lin.w_in_out, Epilogue::dgelu, Tensor(), *gelu_in);
+  else
+    be_.matmul(mat(dx), mat(dy), mat(lin.w), false, lin.w_in_out, 1.0f, 0.0f);
   if (!lin.dw.empty()) {
     if (lin.w_in_out)
       be_.matmul(mat(lin.dw), mat(x), mat(dy), true, false, 1.0f, 1.0f);
@@ -435,6 +446,7 @@ void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tens
     be_.dropout_backward(dxd, dxd, lin.dropout, seed, 0);
     be_.add(dx, dx, dxd, 1.0f);
   }
+  if (gelu_in) be_.gelu_backward(dx, dx, *gelu_in, GeluKind::tanh);
 }
 
 
@@ -532,13 +544,16 @@ void Model::block_forward(const Pass& p, int l) {
     norm_forward(ln2, m2, r2, xm, blk.ln2);
   const Tensor& mlp_in = post ? ln1 : ln2;
   Tensor fc_pre = R(a.fc_pre[k], F), fc_act = R(a.fc_act[k], F);
-  linear_forward(blk.fc, mlp_in, fc_pre, l, 2, p.dropout_key, p.train);
   if (swiglu) {
+    linear_forward(blk.fc, mlp_in, fc_pre, l, 2, p.dropout_key, p.train);
     Tensor gate_pre = R(a.gate_pre[k], F);
     linear_forward(blk.gate, mlp_in, gate_pre, l, 7, p.dropout_key, p.train);
     be_.swiglu_forward(fc_act, gate_pre, fc_pre);
+  } else if (cfg_.act == ActKind::gelu_tanh) {
+    linear_forward(blk.fc, mlp_in, fc_pre, l, 2, p.dropout_key, p.train, &fc_act);  // GELU fused where it can be
   } else {
-    be_.gelu_forward(fc_act, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+    linear_forward(blk.fc, mlp_in, fc_pre, l, 2, p.dropout_key, p.train);
+    be_.gelu_forward(fc_act, fc_pre, GeluKind::erf);
   }
   linear_forward(blk.fc_out, fc_act, proj, l, 3, p.dropout_key, p.train);
   Tensor res_next = R(a.res[l + 1], C);
@@ -579,7 +594,8 @@ void Model::block_backward(const Pass& p, int l) {
     dmlp_out = dln;
   }
   Tensor dmlp_in = post ? dres : dln;
-  linear_backward(blk.fc_out, fc_act, dmlp_out, dfc, l, 3, key);
+  const bool gelu_tanh = cfg_.act == ActKind::gelu_tanh;
+  linear_backward(blk.fc_out, fc_act, dmlp_out, dfc, l, 3, key, gelu_tanh ? &fc_pre : nullptr);  // dfc: d fc_pre
   if (swiglu) {
     Tensor dgate = R(a.dgate, F), dup = R(a.dup, F), dln2 = R(a.dln2, C);
     be_.swiglu_backward(dgate, dup, dfc, R(a.gate_pre[k], F), fc_pre);
@@ -587,7 +603,7 @@ void Model::block_backward(const Pass& p, int l) {
     linear_backward(blk.gate, mlp_in, dgate, dln2, l, 7, key);
     be_.add(dmlp_in, dmlp_in, dln2, 1.0f);
   } else {
-    be_.gelu_backward(dfc, dfc, fc_pre, cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh);
+    if (!gelu_tanh) be_.gelu_backward(dfc, dfc, fc_pre, GeluKind::erf);
     linear_backward(blk.fc, mlp_in, dfc, dmlp_in, l, 2, key);
   }
   // Attention. Pre-norm: xm = res + o(attn(ln1(res))); dres is d xm, d ln1 goes into dln and ln1's

@@ -230,10 +230,13 @@ class Model {
   void norm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Norm& n);
   void norm_backward(Tensor& dinp, Norm& n, const Tensor& dout, const Tensor& inp, const Tensor& mean,
                      const Tensor& rstd);
-  // layer: block index; idx: the linear's Block::slot index.
-  void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key, bool train);
+  // layer: block index; idx: the linear's Block::slot index. gelu_out (the tanh GELU only): also
+  // gelu_out = gelu(y), fused into the product where no adapter comes between. gelu_in: dx is the input
+  // gradient of the GELU whose output was x, i.e. dx = (dy W^T + LoRA's term) * gelu'(gelu_in).
+  void linear_forward(Linear& lin, const Tensor& x, Tensor& y, int layer, int idx, uint64_t dropout_key, bool train,
+                      Tensor* gelu_out = nullptr);
   void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
-                       uint64_t dropout_key);
+                       uint64_t dropout_key, Tensor* gelu_in = nullptr);
   void ensure_acts(int B, int T);
 
   Backend& be_;

@@ -21,8 +21,10 @@ namespace {
 
 // y = x W (+ b) (+ LoRA), the eval-mode linear_forward of model.cpp.  x (N,in), y (N,out)
 void decode_linear(Backend& be, const Linear& lin, const Tensor& x, Tensor& y) {
-  be.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
-  if (!lin.b.empty()) be.bias_add(mat(y), lin.b);
+  if (lin.b.empty())
+    be.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
+  else
+    be.matmul_epilogue(y, x, lin.w, false, !lin.w_in_out, Epilogue::bias, lin.b, y);
   const int64_t N = x.dim(0);
   for (const auto& ad : lin.adapters) {
     Tensor u = be.alloc({N, ad.r}, be.activation_dtype());  // (N,r) = x A^T

@@ -153,6 +153,17 @@ class CudaBackend final : public Backend {
     OpProfiler::Scope scope(prof_, prof_.enabled() ? matmul_name(out, a, trans_a, trans_b) : std::string());
     cuda_ops::matmul(ctx_, out, a, b, trans_a, trans_b, alpha, beta);
   }
+  void matmul_epilogue(Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, Epilogue epilogue,
+                       const Tensor& bias, Tensor& aux) override {
+    {
+      static const char* const kSuffix[] = {"+bias", "+bias+gelu", "+dgelu"};
+      OpProfiler::Scope scope(prof_, prof_.enabled() ? matmul_name(mat(out), mat(a), trans_a, trans_b) +
+                                                           kSuffix[int(epilogue)]
+                                                     : std::string());
+      if (cuda_ops::matmul_epilogue(ctx_, out, a, b, trans_a, trans_b, epilogue, bias, aux)) return;
+    }
+    Backend::matmul_epilogue(out, a, b, trans_a, trans_b, epilogue, bias, aux);  // unfused, op by op
+  }
   void bias_add(const MatRef& out, const Tensor& bias) override {
     OpProfiler::Scope scope(prof_, "bias_add");
     cuda_ops::bias_add(ctx_, out, bias);

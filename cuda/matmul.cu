@@ -7,7 +7,14 @@
 // f16 -> f16 or f32. Column-block views (ld > cols) and unaligned block offsets are fine: the minimum
 // alignment of each pointer and leading dimension is passed to the heuristic. Heuristic results are
 // cached per problem in the context.
+//
+// matmul_epilogue fuses what follows a linear layer's product into the same call with cuBLASLt's
+// epilogues: BIAS (the bias add), GELU_AUX_BIAS (bias, then the tanh GELU, keeping its input in aux for
+// the backward) and DGELU (the product times gelu'(aux): the GELU's input gradient). Each saves one
+// read and one write of the (rows, cols) output.
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cuda/ops.cuh"
 
@@ -57,29 +64,50 @@ struct LtDescriptors {
   }
 };
 
-void matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
-            float alpha, float beta) {
+// What one cuBLASLt call does after the product: nothing (a plain matmul) or one of its epilogues.
+struct LtEpilogue {
+  cublasLtEpilogue_t kind = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;  // (out.cols) in out's dtype: cuBLASLt's bias runs along its rows, our columns
+  void* aux = nullptr;         // (out.rows, out.cols), ld aux_ld: the GELU's input, written or read
+  int64_t aux_ld = 0;
+};
+
+static void check_shapes(const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
+                         const char* op) {
   const int64_t M = out.rows, N = out.cols;
   const int64_t K = trans_a ? a.rows : a.cols;
   const int64_t a_m = trans_a ? a.cols : a.rows;
   const int64_t b_k = trans_b ? b.cols : b.rows, b_n = trans_b ? b.rows : b.cols;
   auto dims = [](const MatRef& m) { return "(" + std::to_string(m.rows) + ", " + std::to_string(m.cols) + ")"; };
-  cuda_require(a_m == M && b_k == K && b_n == N, "matmul",
+  cuda_require(a_m == M && b_k == K && b_n == N, op,
                "shapes do not match: out " + dims(out) + ", a " + dims(a) + (trans_a ? "^T" : "") + ", b " +
                    dims(b) + (trans_b ? "^T" : ""));
-  cuda_require(a.dtype == b.dtype, "matmul",
+  cuda_require(a.dtype == b.dtype, op,
                std::string("a is ") + dtype_name(a.dtype) + " but b is " + dtype_name(b.dtype) +
                    ": cast one first (operands must share a dtype)");
   bool ok = (a.dtype == DType::f32 && out.dtype == DType::f32) ||
             ((a.dtype == DType::bf16 || a.dtype == DType::f16) && (out.dtype == a.dtype || out.dtype == DType::f32));
-  cuda_require(ok, "matmul",
+  cuda_require(ok, op,
                std::string("unsupported dtypes: ") + dtype_name(a.dtype) + " operands into " + dtype_name(out.dtype));
-  cuda_require(a.ld >= a.cols && b.ld >= b.cols && out.ld >= out.cols, "matmul", "ld smaller than cols");
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    launch_scale_mat(ctx.stream, out, beta);
-    return;
-  }
+  cuda_require(a.ld >= a.cols && b.ld >= b.cols && out.ld >= out.cols, op, "ld smaller than cols");
+}
+
+// out = alpha op(a) op(b) + beta out, then the epilogue, in one cublasLtMatmul; M, N, K > 0, shapes checked.
+// Returns false, having run nothing, when cuBLASLt has no algorithm for an epilogue (remembered per
+// problem); for a plain product that is an error.
+static bool lt_matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a,
+                      bool trans_b, float alpha, float beta, const LtEpilogue& ep) {
+  const int64_t M = out.rows, N = out.cols, K = trans_a ? a.rows : a.cols;
+  const bool plain = ep.kind == CUBLASLT_EPILOGUE_DEFAULT;
+  const int64_t align_first = alignment_bytes(b), align_second = alignment_bytes(a), align_out = alignment_bytes(out);
+  // The heuristic depends on the epilogue pointers' alignment too.
+  const uint64_t ep_bits = reinterpret_cast<uintptr_t>(ep.bias) | reinterpret_cast<uintptr_t>(ep.aux) |
+                           uint64_t(ep.aux_ld * int64_t(dtype_size(out.dtype))) | 256u;
+  std::array<int64_t, 16> key = {int64_t(a.dtype), int64_t(out.dtype), trans_a, trans_b, M, N, K, a.ld, b.ld, out.ld,
+                                 align_first, align_second, align_out, beta != 0.0f, int64_t(ep.kind),
+                                 plain ? 0 : int64_t(ep_bits & (~ep_bits + 1))};
+  auto found = ctx.matmul_algos.find(key);
+  if (found != ctx.matmul_algos.end() && !found->second.found) return false;
 
   const cudaDataType_t ab_type = cuda_data_type(a.dtype), c_type = cuda_data_type(out.dtype);
   const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;   // cuBLASLt's A is our b
@@ -88,15 +116,22 @@ void matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& 
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
+  if (!plain) {
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep.kind, sizeof(ep.kind)));
+    if (ep.bias)
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ep.bias, sizeof(ep.bias)));
+    if (ep.aux) {
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ep.aux,
+                                                  sizeof(ep.aux)));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ep.aux_ld,
+                                                  sizeof(ep.aux_ld)));
+    }
+  }
   // Column-major views: a row-major (rows, cols, ld) matrix is a column-major (cols, rows, ld) one.
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, ab_type, uint64_t(b.cols), uint64_t(b.rows), b.ld));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, ab_type, uint64_t(a.cols), uint64_t(a.rows), a.ld));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, c_type, uint64_t(out.cols), uint64_t(out.rows), out.ld));
 
-  const int64_t align_first = alignment_bytes(b), align_second = alignment_bytes(a), align_out = alignment_bytes(out);
-  std::array<int64_t, 16> key = {int64_t(a.dtype), int64_t(out.dtype), trans_a, trans_b, M, N, K, a.ld, b.ld, out.ld,
-                                 align_first, align_second, align_out, beta != 0.0f, 0, 0};
-  auto found = ctx.matmul_algos.find(key);
   if (found == ctx.matmul_algos.end()) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
     uint64_t workspace = ctx.lt_workspace_bytes;
@@ -114,14 +149,71 @@ void matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& 
     cublasLtMatmulHeuristicResult_t result;
     std::memset(&result, 0, sizeof(result));
     int returned = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.lt, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &returned));
-    cuda_require(returned > 0, "matmul",
-                 "cuBLASLt has no algorithm for M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                     " K=" + std::to_string(K) + " (" + dtype_name(a.dtype) + " -> " + dtype_name(out.dtype) + ")");
-    found = ctx.matmul_algos.emplace(key, result.algo).first;
+    cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(ctx.lt, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &returned);
+    if (plain) {
+      CUBLAS_CHECK(status);
+      cuda_require(returned > 0, "matmul",
+                   "cuBLASLt has no algorithm for M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                       " K=" + std::to_string(K) + " (" + dtype_name(a.dtype) + " -> " + dtype_name(out.dtype) + ")");
+    }
+    CudaContext::LtAlgo algo;
+    algo.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
+    algo.algo = result.algo;
+    found = ctx.matmul_algos.emplace(key, algo).first;
+    if (!algo.found) return false;
   }
   CUBLAS_CHECK(cublasLtMatmul(ctx.lt, d.op, &alpha, b.data, d.a, a.data, d.b, &beta, out.data, d.c, out.data, d.c,
-                              &found->second, ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream));
+                              &found->second.algo, ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream));
+  return true;
+}
+
+void matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
+            float alpha, float beta) {
+  check_shapes(out, a, b, trans_a, trans_b, "matmul");
+  const int64_t K = trans_a ? a.rows : a.cols;
+  if (out.rows == 0 || out.cols == 0) return;
+  if (K == 0) {
+    launch_scale_mat(ctx.stream, out, beta);
+    return;
+  }
+  lt_matmul(ctx, out, a, b, trans_a, trans_b, alpha, beta, LtEpilogue{});
+}
+
+bool matmul_epilogue(CudaContext& ctx, Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+                     Epilogue epilogue, const Tensor& bias, Tensor& aux) {
+  const MatRef o = mat(out), ma = mat(a), mb = mat(b);
+  check_shapes(o, ma, mb, trans_a, trans_b, "matmul_epilogue");
+  const bool uses_aux = epilogue != Epilogue::bias;
+  cuda_require(!uses_aux || aux.shape == out.shape, "matmul_epilogue",
+               "aux must have out's shape " + out.shape_str() + ", got " + aux.shape_str());
+  cuda_require(bias.empty() || bias.numel() == o.cols, "matmul_epilogue",
+               "bias has " + std::to_string(bias.numel()) + " elements for " + std::to_string(o.cols) + " columns");
+  cuda_require(epilogue != Epilogue::bias || !bias.empty(), "matmul_epilogue", "the bias epilogue needs a bias");
+  cuda_require(epilogue != Epilogue::dgelu || bias.empty(), "matmul_epilogue", "dgelu takes no bias");
+  static const bool disabled = [] {
+    const char* v = std::getenv("LORA_EPILOGUES");
+    return v && std::string(v) == "off";
+  }();
+  if (disabled) return false;
+  const int64_t K = trans_a ? ma.rows : ma.cols;
+  // cuBLASLt takes the bias and the GELU input in the output's dtype, the latter with a leading dimension
+  // that is a multiple of 8 elements; it takes no empty product.
+  if (o.rows == 0 || o.cols == 0 || K == 0 || (!bias.empty() && bias.dtype != out.dtype) ||
+      (uses_aux && (aux.dtype != out.dtype || o.cols % 8 != 0)))
+    return false;
+  LtEpilogue ep;
+  ep.bias = bias.empty() ? nullptr : bias.data;
+  if (uses_aux) {
+    ep.aux = aux.data;
+    ep.aux_ld = o.cols;
+  }
+  switch (epilogue) {
+    case Epilogue::bias: ep.kind = CUBLASLT_EPILOGUE_BIAS; break;
+    case Epilogue::bias_gelu: ep.kind = bias.empty() ? CUBLASLT_EPILOGUE_GELU_AUX : CUBLASLT_EPILOGUE_GELU_AUX_BIAS; break;
+    case Epilogue::dgelu: ep.kind = CUBLASLT_EPILOGUE_DGELU; break;
+  }
+  return lt_matmul(ctx, o, ma, mb, trans_a, trans_b, 1.0f, 0.0f, ep);
 }
 
 }  // namespace cuda_ops

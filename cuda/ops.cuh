@@ -18,7 +18,12 @@ struct CudaContext {
   cublasLtHandle_t lt = nullptr;
   void* lt_workspace = nullptr;               // cuBLASLt workspace, lt_workspace_bytes
   size_t lt_workspace_bytes = 0;
-  std::map<std::array<int64_t, 16>, cublasLtMatmulAlgo_t> matmul_algos;  // heuristic results by problem
+  // cuBLASLt's heuristic answer per problem; found = false: no algorithm for that epilogue (run unfused).
+  struct LtAlgo {
+    bool found = false;
+    cublasLtMatmulAlgo_t algo;
+  };
+  std::map<std::array<int64_t, 16>, LtAlgo> matmul_algos;
 };
 
 namespace cuda_ops {
@@ -38,6 +43,11 @@ int column_chunks(int64_t rows);
 // matmul.cu
 void matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
             float alpha, float beta);
+// out = epilogue(op(a) op(b)) in one cuBLASLt call (core/backend.h, Backend::matmul_epilogue). Returns
+// false, having done nothing, where the fused call does not apply (bias or aux in another dtype than out,
+// aux rows not a multiple of 8 elements, or no cuBLASLt algorithm for it): the caller runs the ops unfused.
+bool matmul_epilogue(CudaContext& ctx, Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+                     Epilogue epilogue, const Tensor& bias, Tensor& aux);
 
 // norm.cu
 void layernorm_forward(CudaContext& ctx, Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,

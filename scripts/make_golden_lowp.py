@@ -10,6 +10,10 @@ PEFT user with torch_dtype=bfloat16 gets, and writes the normwise relative error
 result against float32 (max |x - x32| / max |x32|, over valid positions for the logits) into
 lowp_reference.json. tests/test_cuda_train.cpp reads it.
 
+It also writes adapter-attn/: the golden adapter restricted to c_attn (its c_attn tensors unchanged, the
+MLP's and c_proj's dropped), so the MLP runs without an adapter, as in the paper's E2E placement, and the
+CUDA backend fuses its bias and GELU into the GEMMs. Its errors go under "grads_attn".
+
 Run:  python3 scripts/make_golden_lowp.py --golden tests/fixtures/golden
 Needs torch, transformers and peft; deterministic on the CPU.
 """
@@ -22,13 +26,25 @@ import torch
 import torch.nn.functional as F
 import transformers
 from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel
 
 
-def run(golden, dtype, ids, mask, labels):
+def write_attn_adapter(golden):
+    """adapter-attn/: the golden adapter's c_attn tensors alone, with target_modules ["c_attn"]."""
+    src, dst = golden / "adapter", golden / "adapter-attn"
+    dst.mkdir(exist_ok=True)
+    config = json.loads((src / "adapter_config.json").read_text())
+    config["target_modules"] = ["c_attn"]
+    (dst / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tensors = load_file(src / "adapter_model.safetensors")
+    save_file({n: t for n, t in tensors.items() if ".attn.c_attn." in n}, dst / "adapter_model.safetensors")
+
+
+def run(golden, dtype, ids, mask, labels, adapter="adapter"):
     base = GPT2LMHeadModel.from_pretrained(golden / "gpt2-tiny", torch_dtype=torch.float32,
                                            attn_implementation="eager")
-    model = PeftModel.from_pretrained(base, golden / "adapter", is_trainable=True).to(dtype)
+    model = PeftModel.from_pretrained(base, golden / adapter, is_trainable=True).to(dtype)
     model.train()  # dropout is 0 in the fixture
     logits = model(input_ids=ids, attention_mask=mask).logits
     V = logits.shape[-1]
@@ -55,7 +71,9 @@ def main():
     labels = torch.tensor(batch["labels"])
     valid = mask.bool()
 
+    write_attn_adapter(args.golden)
     logits32, loss32, grads32 = run(args.golden, torch.float32, ids, mask, labels)
+    _, _, attn32 = run(args.golden, torch.float32, ids, mask, labels, "adapter-attn")
     out = {"version": 1,
            "what": "normwise relative error of PyTorch+PEFT in the dtype against float32 on the golden batch",
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -67,6 +85,8 @@ def main():
             "loss": abs(loss - loss32) / abs(loss32),
             "grads": {n: normwise(grads[n], g) for n, g in sorted(grads32.items())},
         }
+        _, _, attn = run(args.golden, dtype, ids, mask, labels, "adapter-attn")
+        out[name]["grads_attn"] = {n: normwise(attn[n], g) for n, g in sorted(attn32.items())}
         worst = max(out[name]["grads"].values())
         print(f"{name}: logits {out[name]['logits']:.3g}  loss {out[name]['loss']:.3g}  worst grad {worst:.3g}")
     (args.golden / "lowp_reference.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")

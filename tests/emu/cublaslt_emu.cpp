@@ -1,10 +1,15 @@
 // The cuBLASLt functions cuda/matmul.cu calls, emulated on the CPU for tests/emu (see cuda_emu.h):
 // D = alpha op(A) op(B) + beta C on column-major matrices, as cuBLASLt documents it, accumulated in
-// double and rounded once to D's type. It checks what cuBLASLt would refuse: shapes that do not chain,
-// leading dimensions smaller than a column, mixed A/B types, C and D differing in layout, and operands
-// that lie outside device allocations.
+// double and rounded once to D's type, then the epilogues matmul.cu uses, as cublasLt.h documents them:
+// BIAS (a bias vector in D's type along D's rows, added to every column), GELU_AUX / GELU_AUX_BIAS (the
+// GELU's input, bias included, stored in D's type in the aux matrix, GELU of the unrounded value in D)
+// and DGELU (the product times GELU'(aux)); the GELU is the tanh form. It checks what cuBLASLt would
+// refuse: shapes that do not chain, leading dimensions smaller than a column, mixed A/B types, C and D
+// differing in layout, an aux leading dimension that is not a multiple of 8 or is shorter than D's
+// rows, a missing bias or aux pointer, and operands that lie outside device allocations.
 #include <cublasLt.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -22,6 +27,10 @@ struct Desc {
   cublasComputeType_t compute;
   cudaDataType_t scale;
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+  void* aux = nullptr;
+  int64_t aux_ld = 0;
 };
 
 struct Layout {
@@ -54,6 +63,16 @@ cublasStatus_t refuse(const std::string& why) {
 }
 
 bool known_type(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF; }
+
+// The tanh form of GELU and its derivative.
+double gelu_tanh(double x) {
+  const double c = std::sqrt(2.0 / M_PI);
+  return 0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x)));
+}
+double gelu_tanh_grad(double x) {
+  const double c = std::sqrt(2.0 / M_PI), u = c * (x + 0.044715 * x * x * x), t = std::tanh(u);
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
+}
 
 // Bytes a column-major (rows, cols, ld) matrix spans.
 size_t span_bytes(const Layout& l) { return ((l.cols - 1) * uint64_t(l.ld) + l.rows) * type_size(l.type); }
@@ -91,7 +110,28 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
     (attr == CUBLASLT_MATMUL_DESC_TRANSA ? d->trans_a : d->trans_b) = op;
     return CUBLAS_STATUS_SUCCESS;
   }
-  return refuse("matmul descriptor attribute " + std::to_string(int(attr)) + " is not emulated");
+  auto take = [&](void* dst, size_t size) {
+    if (bytes != size) return refuse("attribute " + std::to_string(int(attr)) + " of the wrong size");
+    std::memcpy(dst, buf, size);
+    return CUBLAS_STATUS_SUCCESS;
+  };
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: {
+      uint32_t e = 0;
+      if (cublasStatus_t st = take(&e, sizeof(e)); st != CUBLAS_STATUS_SUCCESS) return st;
+      d->epilogue = cublasLtEpilogue_t(e);
+      switch (d->epilogue) {
+        case CUBLASLT_EPILOGUE_DEFAULT: case CUBLASLT_EPILOGUE_BIAS: case CUBLASLT_EPILOGUE_GELU_AUX:
+        case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: case CUBLASLT_EPILOGUE_DGELU:
+          return CUBLAS_STATUS_SUCCESS;
+        default: return refuse("epilogue " + std::to_string(e) + " is not emulated");
+      }
+    }
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return take(&d->bias, sizeof(d->bias));
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: return take(&d->aux, sizeof(d->aux));
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: return take(&d->aux_ld, sizeof(d->aux_ld));
+    default: return refuse("matmul descriptor attribute " + std::to_string(int(attr)) + " is not emulated");
+  }
 }
 
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType type, uint64_t rows,
@@ -155,6 +195,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t computeDesc
   if (!lora_emu::is_device(A, span_bytes(la)) || !lora_emu::is_device(B, span_bytes(lb)) ||
       !lora_emu::is_device(D, span_bytes(ld)))
     return refuse("an operand extends outside device allocations");
+  const bool has_bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS || d.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  const bool gelu = d.epilogue == CUBLASLT_EPILOGUE_GELU_AUX || d.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  const bool dgelu = d.epilogue == CUBLASLT_EPILOGUE_DGELU;
+  if (has_bias && (!d.bias || !lora_emu::is_device(d.bias, m * type_size(ld.type))))
+    return refuse("the bias epilogue's bias pointer is unset or outside device allocations");
+  if (gelu || dgelu) {
+    if (d.aux_ld % 8 != 0 || d.aux_ld < int64_t(m))
+      return refuse("aux ld " + std::to_string(d.aux_ld) + ": must be a multiple of 8 and at least D's rows " +
+                    std::to_string(m));
+    if (!d.aux || !lora_emu::is_device(d.aux, span_bytes(Layout{ld.type, m, n, d.aux_ld})))
+      return refuse("the aux pointer is unset or its matrix lies outside device allocations");
+  }
   const float a_scale = *static_cast<const float*>(alpha), b_scale = *static_cast<const float*>(beta);
   std::vector<double> col(m);
   for (uint64_t j = 0; j < n; ++j) {
@@ -167,6 +219,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t computeDesc
       const int64_t o = int64_t(j * ld.ld + i);
       double v = double(a_scale) * col[i];
       if (b_scale != 0.0f) v += double(b_scale) * load(C, lc.type, o);  // beta 0: C is not read (may be NaN)
+      if (has_bias) v += load(d.bias, ld.type, int64_t(i));
+      const int64_t x = int64_t(j * d.aux_ld + i);
+      if (gelu) {
+        store(d.aux, ld.type, x, v);
+        v = gelu_tanh(v);
+      } else if (dgelu) {
+        v *= gelu_tanh_grad(load(d.aux, ld.type, x));
+      }
       store(D, ld.type, o, v);
     }
   }
