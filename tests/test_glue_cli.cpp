@@ -183,6 +183,13 @@ TEST_CASE("glue recipes: the paper's eight GLUE recipes parse and validate") {
     ++n;
   }
   CHECK(n == 8);
+  // MRPC, RTE and STS-B start from the MNLI recipe's output directory, when run from the repository root.
+  const fs::path root = LORA_SOURCE_DIR;
+  const std::string mnli_out = lora::recipe_load((root / "configs/glue-roberta-base-mnli.yaml").string()).output.dir;
+  for (const char* task : {"mrpc", "rte", "stsb"}) {
+    lora::Recipe r = lora::recipe_load((root / "configs" / ("glue-roberta-base-" + std::string(task) + ".yaml")).string());
+    CHECK_MESSAGE(fs::absolute(r.lora.init_from).lexically_normal() == (root / mnli_out).lexically_normal(), task);
+  }
 }
 
 TEST_CASE("glue cli: a resumed classification run reproduces the uninterrupted one bit for bit") {
