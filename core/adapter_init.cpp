@@ -42,6 +42,9 @@ void check_is_adapter(const std::string& dir) {
   if (!fs::is_directory(p, ec)) fail_runtime("lora.init_from: '" + dir + "' is not a directory", kHint);
   for (const char* name : {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"})
     if (fs::exists(p / name, ec)) return;
+  if (fs::exists(p / "model" / "config.json", ec))
+    fail_usage("lora.init_from: '" + dir + "' is the output of a full fine-tune (lora.mode full), which has no adapter",
+               "use its model as model.path (" + (p / "model").string() + ") and leave lora.init_from unset");
   if (!train_state_latest(dir).empty())
     fail_runtime("lora.init_from: '" + dir + "' holds checkpoints of a run but no adapter: that run has not finished",
                  "finish it with `lora train RECIPE --resume " + dir + "`; the adapter is written at its end");

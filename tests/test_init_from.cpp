@@ -251,6 +251,10 @@ TEST_CASE("init_from: each bad source stops train with its message, before any s
   CliResult unfinished = lora_run(from(x.dir / "unfinished"));
   check_clean_error(unfinished, 1, "holds checkpoints of a run but no adapter: that run has not finished");
   CHECK(contains(unfinished.out, "--resume " + (x.dir / "unfinished").string()));
+  // A finished full fine-tune has a model, no adapter.
+  fs::create_directories(x.dir / "full-run" / "model");
+  fs::copy_file(x.dir / "base" / "config.json", x.dir / "full-run" / "model" / "config.json");
+  check_clean_error(lora_run(from(x.dir / "full-run")), 2, "is the output of a full fine-tune (lora.mode full), which has no adapter");
   // A pickle is refused, as everywhere.
   fs::create_directories(x.dir / "pickle");
   write_text(x.dir / "pickle" / "adapter_model.bin", "not read");
