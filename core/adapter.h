@@ -60,6 +60,15 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
 // Loads a PEFT-layout adapter (ours or PEFT's own, read by adapter_file_read) into a model that has no
 // adapters yet. Each module's adapter covers the whole layer. Errors name the tensor and list mismatches.
 void adapter_load(Model& model, const std::string& dir);
+// lora.init_from: sets the adapters that lora_init placed (A, B) from a trained adapter directory (ours or
+// PEFT's), bit for bit, and the classification head too when its four tensors have the model's shapes; a
+// head of another number of labels is left as lora_init made it. The adapter must adapt exactly the
+// layers the model's adapters sit on, with their rank and scale; several adapters on one layer (q, v in
+// GPT-2's c_attn) read the block-structured form adapter_save writes. Errors (lora::Error, prefixed
+// "lora.init_from: ") name the directory, the tensors, what was expected and found. Returns the notices
+// to show (what was taken, what the head does). The reference's --lora_path and how this differs from
+// it: core/adapter_init.cpp.
+std::vector<std::string> adapter_init_from(Model& model, const std::string& dir);
 // The base_model_name_or_path recorded in an adapter directory ("" if absent).
 std::string adapter_base_name(const std::string& dir);
 

@@ -38,6 +38,7 @@ ojson recipe_main_keys(const Recipe& r) {
     j["lora.targets"] = r.lora.targets;
     j["lora.layers"] = r.lora.layers;
     j["lora.dropout"] = r.lora.dropout;
+    if (!r.lora.init_from.empty()) j["lora.init_from"] = r.lora.init_from;
   }
   j["data.train"] = r.data.train;
   j["data.eval"] = r.data.eval;

@@ -155,7 +155,8 @@ std::string run_text(const ojson& j) {
       row(out, "lora", "r " + str(r["lora.r"]) + ", alpha " + str(r["lora.alpha"]) + (r["lora.rslora"].get<bool>() ? " (rsLoRA)" : "") +
                            " on " + join(r["lora.targets"]) +
                            (r["lora.layers"].empty() ? std::string(", every layer") : ", layers " + ranges(r["lora.layers"])) +
-                           ", dropout " + str(r["lora.dropout"]));
+                           ", dropout " + str(r["lora.dropout"]) +
+                           (r.contains("lora.init_from") ? ", started from " + str(r["lora.init_from"]) : ""));
     row(out, "data", "train " + str(r["data.train"]) + (str(r["data.eval"]).empty() ? "" : ", eval " + str(r["data.eval"])) +
                          ", max_length " + str(r["data.max_length"]));
     row(out, "train", "lr " + str(r["train.lr"]) + " " + str(r["train.schedule"]) + ", batch " + str(r["train.batch_size"]) +

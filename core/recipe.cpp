@@ -54,7 +54,7 @@ const std::map<std::string, std::string>& key_aliases() {
       {"torch_dtype", "dtype"}, {"mixed_precision", "precision"}, {"gradient_checkpointing", "recompute"},
       {"activation_checkpointing", "recompute"}, {"eval_steps", "eval_every"}, {"train_file", "train"},
       {"validation_file", "eval"}, {"eval_file", "eval"}, {"adam_beta1", "beta1"}, {"adam_beta2", "beta2"},
-      {"adam_epsilon", "eps"}};
+      {"adam_epsilon", "eps"}, {"lora_path", "init_from"}};
   return aliases;
 }
 

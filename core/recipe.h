@@ -7,12 +7,13 @@
 // (EXIT_CODE_USAGE), one problem per line, each naming the file, line and key. recipe_validate then
 // checks values (ranges, choices, required keys), again reporting every problem at once.
 //
-// Paths. Input paths (model.path, data.train, data.eval, data.tokenizer) written in a recipe file are
-// relative to the recipe file's directory; output paths (output.dir, data.cache_dir) and every path given
-// with --set are relative to the current directory. A leading "~/" means $HOME. The struct stores each
-// path joined to its base and lexically normalised; an absolute result below the current directory is
-// made relative to it ("/cwd/data/x" -> "data/x"), other results stay as they are, so a relative recipe
-// path and relative entries give paths relative to the current directory ("../shared/data/x").
+// Paths. Input paths (model.path, lora.init_from, data.train, data.eval, data.tokenizer) written in a
+// recipe file are relative to the recipe file's directory; output paths (output.dir, data.cache_dir) and
+// every path given with --set are relative to the current directory. A leading "~/" means $HOME. The
+// struct stores each path joined to its base and lexically normalised; an absolute result below the
+// current directory is made relative to it ("/cwd/data/x" -> "data/x"), other results stay as they are,
+// so a relative recipe path and relative entries give paths relative to the current directory
+// ("../shared/data/x").
 //
 // Strings with a fixed set of values (device, dtype, schedule, ...) stay strings here; recipe_validate
 // checks them against recipe_fields()' choices, so consumers may compare them directly.
@@ -39,6 +40,10 @@ struct LoraSection {
   std::vector<std::string> targets = {"q", "v"};  // adapted layers: roles (q k v o up down gate) or HF names
   std::vector<int> layers;      // 0-based transformer blocks that get adapters; empty = every block
   int init_seed = 0;            // seed of A's Kaiming-uniform initialisation; 0 = use train.seed
+  std::string init_from;        // start A, B (and a head of the same shape) from a trained adapter: a finished
+                                //   run's output.dir or a PEFT adapter directory, as the paper starts MRPC, RTE
+                                //   and STS-B from MNLI; r, targets, layers, alpha and shapes must match the
+                                //   recipe (core/adapter.h); not read by --resume; "" = fresh init
 };
 
 struct DataSection {

@@ -39,6 +39,7 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
       {"lora", "targets", K::text_list, &r.lora.targets, {}},
       {"lora", "layers", K::int_list, &r.lora.layers, {}},
       {"lora", "init_seed", K::integer, &r.lora.init_seed, {}},
+      {"lora", "init_from", K::path_in, &r.lora.init_from, {}},
 
       {"data", "train", K::path_in, &r.data.train, {}},
       {"data", "eval", K::path_in, &r.data.eval, {}},
@@ -283,6 +284,15 @@ void recipe_validate(const Recipe& recipe) {
       c.fail(key, "block " + std::to_string(r.lora.layers[i]) + " is listed twice");
   }
   c.at_least("lora.init_seed", r.lora.init_seed, 0);
+  if (!r.lora.init_from.empty() && r.lora.mode == "full")
+    c.fail("lora.init_from", "starts LoRA adapters from a trained adapter, but lora.mode is full (no adapters)");
+  auto dir_key = [](const std::string& p) {  // "runs/x/" and "runs/./x" name the same directory as "runs/x"
+    fs::path n = fs::path(p).lexically_normal();
+    return n.has_filename() ? n : n.parent_path();
+  };
+  if (!r.lora.init_from.empty() && dir_key(r.lora.init_from) == dir_key(r.output.dir))
+    c.fail("lora.init_from", "is this run's own output.dir '" + r.output.dir +
+                                 "'; to continue a run use `lora train RECIPE --resume DIR`");
 
   for (const auto& [key, path] :
        {std::pair<std::string, std::string>{"data.train", r.data.train}, {"data.eval", r.data.eval}}) {

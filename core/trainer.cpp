@@ -122,6 +122,13 @@ int64_t train_total_steps(const Recipe& r, int64_t n_examples) {
   return r.train.max_steps > 0 ? r.train.max_steps : steps_per_epoch * r.train.epochs;
 }
 
+std::vector<std::string> train_weights_init(Model& model, const Recipe& r, bool resume) {
+  model.lora_init(lora_spec_from_recipe(r));
+  if (r.lora.init_from.empty()) return {};
+  if (resume) return {"lora.init_from is not read when resuming: the checkpoint holds the weights"};
+  return adapter_init_from(model, r.lora.init_from);
+}
+
 int train_run(const Recipe& recipe, const TrainOptions& options) {
   const Recipe& r = recipe;
   const bool resume = !options.resume.empty();
@@ -136,8 +143,8 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   Session s = session_open(r, /*need_train=*/true, options.dry_run);
   Model& model = *s.model;
 
-  LoraSpec spec = lora_spec_from_recipe(r);
-  model.lora_init(spec);
+  const std::vector<std::string> init_notes = train_weights_init(model, r, resume);
+  const LoraSpec& spec = model.lora_spec();
   const bool classifier = model.config().head == HeadKind::classifier;  // loss per example, not per token
 
   const int64_t batches_per_epoch = (int64_t(s.train->size()) + r.train.batch_size - 1) / r.train.batch_size;
@@ -180,6 +187,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     if (device_free >= 0)
       std::printf("  device free  %s%s\n", mib(device_free).c_str(),
                   plan.total() > device_free ? "  (does not fit: lower train.batch_size or data.max_length)" : "");
+    for (const auto& line : init_notes) std::printf("%s\n", line.c_str());
     print_first_example(*s.train, *s.tok);
     return EXIT_CODE_OK;
   }
@@ -221,6 +229,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   log.message("training on " + model.backend().name() + ": " + std::to_string(s.train->size()) + " examples, " +
               std::to_string(total_steps) + " steps, memory plan " + mib(plan.total()));
   for (const auto& line : s.notes) log.message(line);
+  for (const auto& line : init_notes) log.message(line);
 
   auto run_eval = [&](int64_t step) {
     if (!s.eval) return EvalResult{};

@@ -7,7 +7,9 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "core/model.h"
 #include "core/recipe.h"
 
 namespace lora {
@@ -19,6 +21,12 @@ struct TrainOptions {
 
 // Runs training; returns the process exit code (0, or EXIT_CODE_INTERRUPTED after a signal).
 int train_run(const Recipe& recipe, const TrainOptions& options);
+
+// The trainable weights before the first step: the adapters (and a classification head) as lora_init
+// places them, then, for a fresh run with lora.init_from, the trained adapter's (adapter_init_from).
+// A resumed run (resume true) restores its checkpoint over them afterwards and never reads
+// lora.init_from, so a moved or changed source does not alter it. Returns the notices to show.
+std::vector<std::string> train_weights_init(Model& model, const Recipe& recipe, bool resume);
 
 // Optimizer steps a run takes over n_examples training examples: train.max_steps, or epochs times
 // max(1, ceil(n_examples / batch_size) / grad_accum).

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 
+#include "core/adapter.h"
 #include "core/backend.h"
 #include "core/checkpoint.h"
 #include "core/classify.h"
@@ -318,9 +319,26 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
     });
   }
 
+  bool lora_placed = false;
   if (!st.model) v.add("lora", ValidateStatus::skipped, "needs the model");
   else if (!lora_ok) v.add("lora", ValidateStatus::skipped, "fix the lora section of the recipe first");
-  else v.run("lora", [&] { return check_lora(st); });
+  else lora_placed = v.run("lora", [&] { return check_lora(st); });
+  if (!r.lora.init_from.empty()) {
+    // Read and set into the weightless model exactly as train does, so every mismatch train would stop at.
+    if (!lora_placed) v.add("init_from", ValidateStatus::skipped, "needs the model with the recipe's adapters (see lora)");
+    else v.run("init_from", [&] {
+      // The part's name says what "lora.init_from: " at the start of each line says.
+      auto bare = [](const std::string& line) { return line.substr(line.rfind("lora.init_from: ", 0) == 0 ? 16 : 0); };
+      try {
+        std::string out;
+        for (const std::string& line : adapter_init_from(*st.model, r.lora.init_from))
+          out += (out.empty() ? "" : "; ") + bare(line);
+        return out;
+      } catch (const Error& e) {
+        throw Error(e.code(), bare(e.what()), e.hint());
+      }
+    });
+  }
   const std::string& prec = r.train.precision != "auto" ? r.train.precision : r.model.dtype;
   if (r.lora.mode == "full" && r.model.device != "cpu" && prec != "fp32")
     v.add("lora", ValidateStatus::warning, "lora.mode full trains fp32 weights only; on a GPU this run would use " +

@@ -1,12 +1,13 @@
 // `lora validate`: everything about a recipe that can be checked without training, each part with the
 // code train itself runs (recipe_validate, Checkpoint::open, the Model constructor, Model::lora_init,
-// session_tokenizer_load, dataset_tokenize / Dataset validation), so a recipe that validates does not
-// fail at the start of a cluster job. Every problem is collected, not only the first.
+// adapter_init_from, session_tokenizer_load, dataset_tokenize / Dataset validation), so a recipe that
+// validates does not fail at the start of a cluster job. Every problem is collected, not only the first.
 //
 // Parts, in order: recipe (keys, types, values), model (config.json maps to a known family the trainer
 // supports, model.num_labels fits its head, every weight file opens, every block's tensors are present
 // with the shapes config.json gives them),
 // tokenizer (loads, fits the model's vocabulary), lora (targets and layers exist in this model),
+// init_from (lora.init_from, when set, is an adapter that fits those adapters and the model),
 // data.train / data.eval (exist, every line parses, tokenizes, fits the model's positions and its head;
 // the first bad line is reported with its number), eval (generation settings against the eval data and the model),
 // output (a directory that already holds a run, or one that cannot be created), device.

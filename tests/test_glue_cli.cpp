@@ -14,54 +14,17 @@
 
 #include "core/recipe.h"
 #include "core/safetensors.h"
+#include "tests/glue_test_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using glue_test::Example;
+using glue_test::jsonl_of;
+using glue_test::make_examples;
+using glue_test::read_text;
 
 namespace {
-
-const std::string kTokenizer = LORA_SOURCE_DIR "/data/quickstart/model-tokenizer";
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Sentence pairs from the quickstart's domain; label 1 when the second sentence contains "pub".
-struct Example {
-  std::string a, b;
-  int label;
-};
-
-std::vector<Example> make_examples(int n, uint64_t seed) {
-  static const char* words[] = {"the",    "restaurant", "serves", "food",   "near",    "river",  "city",
-                                "centre", "cheap",      "coffee", "shop",   "family",  "friendly", "Italian",
-                                "English", "price",     "range",  "area",   "children", "high"};
-  std::mt19937_64 rng(seed);
-  auto sentence = [&](bool pub) {
-    const int len = 4 + int(rng() % 4);
-    const int at = int(rng() % len);
-    std::string s;
-    for (int i = 0; i < len; ++i) s += (i ? " " : "") + std::string(pub && i == at ? "pub" : words[rng() % 20]);
-    return s;
-  };
-  std::vector<Example> out;
-  for (int i = 0; i < n; ++i) {
-    const int label = int(rng() % 2);
-    const bool decoy = rng() % 2;  // "pub" in the first sentence says nothing
-    out.push_back({sentence(decoy), sentence(label == 1), label});
-  }
-  return out;
-}
-
-std::string jsonl_of(const std::vector<Example>& ex) {
-  std::string s;
-  for (const auto& e : ex) s += json({{"sentence1", e.a}, {"sentence2", e.b}, {"label", e.label}}).dump() + "\n";
-  return s;
-}
 
 struct Setup {
   fs::path dir, recipe, run;
@@ -73,25 +36,7 @@ const Setup& setup() {
   static Setup s = [] {
     Setup x;
     x.dir = temp_dir();
-    // The quickstart vocabulary (879 tokens) after RoBERTa's special tokens at its ids: <s> 0, <pad> 1
-    // (positions are numbered from pad + 1), </s> 2, <unk> 3. Merges name tokens, not ids: unchanged.
-    fs::create_directories(x.dir / "tok");
-    json quick = json::parse(read_text(fs::path(kTokenizer) / "vocab.json"));
-    json vocab = {{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}};
-    for (auto it = quick.begin(); it != quick.end(); ++it) vocab[it.key()] = it.value().get<int>() + 4;
-    const int V = int(vocab.size());
-    write_text(x.dir / "tok" / "vocab.json", vocab.dump());
-    fs::copy_file(fs::path(kTokenizer) / "merges.txt", x.dir / "tok" / "merges.txt");
-    write_text(x.dir / "config.json",
-               json({{"model_type", "roberta"}, {"architectures", {"RobertaForSequenceClassification"}},
-                     {"vocab_size", V}, {"hidden_size", 64}, {"num_hidden_layers", 2},
-                     {"num_attention_heads", 4}, {"intermediate_size", 128}, {"max_position_embeddings", 66},
-                     {"type_vocab_size", 1}, {"layer_norm_eps", 1e-5}, {"hidden_act", "gelu"},
-                     {"bos_token_id", 0}, {"pad_token_id", 1}, {"eos_token_id", 2},
-                     {"hidden_dropout_prob", 0.1}, {"classifier_dropout", nullptr}})
-                   .dump());
-    CliResult init = lora_run("init --config " + (x.dir / "config.json").string() + " --out " +
-                              (x.dir / "base").string() + " --tokenizer " + (x.dir / "tok").string() + " --seed 5");
+    CliResult init = glue_test::tiny_roberta_write(x.dir);
     if (init.code != 0) {
       x.log = init.out;
       return x;
@@ -238,6 +183,13 @@ TEST_CASE("glue recipes: the paper's eight GLUE recipes parse and validate") {
     ++n;
   }
   CHECK(n == 8);
+  // MRPC, RTE and STS-B start from the MNLI recipe's output directory, when run from the repository root.
+  const fs::path root = LORA_SOURCE_DIR;
+  const std::string mnli_out = lora::recipe_load((root / "configs/glue-roberta-base-mnli.yaml").string()).output.dir;
+  for (const char* task : {"mrpc", "rte", "stsb"}) {
+    lora::Recipe r = lora::recipe_load((root / "configs" / ("glue-roberta-base-" + std::string(task) + ".yaml")).string());
+    CHECK_MESSAGE(fs::absolute(r.lora.init_from).lexically_normal() == (root / mnli_out).lexically_normal(), task);
+  }
 }
 
 TEST_CASE("glue cli: a resumed classification run reproduces the uninterrupted one bit for bit") {

@@ -65,6 +65,7 @@ lora:
   targets: [q, v, c_fc]
   layers: [0, 2, 4]
   init_seed: 7
+  init_from: runs/mnli
 data:
   train: data/e2e/train.txt
   eval: data/e2e/valid.txt
@@ -182,6 +183,7 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.lora.targets == std::vector<std::string>{"q", "v", "c_fc"});
   CHECK(r.lora.layers == std::vector<int>{0, 2, 4});
   CHECK(r.lora.init_seed == 7);
+  CHECK(r.lora.init_from == "runs/mnli");
   CHECK(r.data.eval == "data/e2e/valid.txt");
   CHECK(r.data.tokenizer == "tok");
   CHECK(r.train.eps == 1e-6);
@@ -196,7 +198,7 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.data.label_field == "gold_label");
   CHECK(r.data.label_names.size() == 3);
   CHECK(r.eval.glue_task == "mnli");
-  CHECK(r.origin.at("log.progress") == "r.yaml:61");
+  CHECK(r.origin.at("log.progress") == "r.yaml:62");
 }
 
 TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer key rejects 1.5") {
@@ -292,6 +294,9 @@ TEST_CASE("unknown keys name the key, its line and the closest valid key") {
 
   e = parse_error("lora:\n  target_modules: [q_proj]\n");
   CHECK(contains(e.what(), "did you mean 'targets'?"));
+
+  e = parse_error("lora:\n  lora_path: runs/mnli\n");  // the LoRA reference scripts' flag
+  CHECK(contains(e.what(), "did you mean 'init_from'?"));
 
   e = parse_error("train:\n  warmup: 100\n");
   CHECK(contains(e.what(), "did you mean 'warmup_steps'?"));
@@ -589,6 +594,15 @@ TEST_CASE("recipe_validate: value checks, all problems in one report") {
   full_ft.lora.mode = "full";
   full_ft.lora.targets.clear();
   recipe_validate(full_ft);  // a full fine-tune needs no targets
+  full_ft.lora.init_from = "runs/mnli";
+  CHECK(contains(validate_error(full_ft).what(),
+                 "r.yaml: lora.init_from: starts LoRA adapters from a trained adapter, but lora.mode is full"));
+
+  Recipe own = r;  // output.dir is runs/lora by default
+  own.lora.init_from = "runs/./lora/";
+  CHECK(contains(validate_error(own).what(), "lora.init_from: is this run's own output.dir 'runs/lora'"));
+  own.lora.init_from = "runs/mnli";
+  recipe_validate(own);
 }
 
 TEST_CASE("helpers: recipe_closest_name, recipe_format_number, recipe_data_format") {
