@@ -509,7 +509,7 @@ void Model::block_forward(const Pass& p, int l) {
     Tensor qkv = R(a.qkv[k], 3 * C);
     linear_forward(blk.qkv, attn_in, qkv, l, 0, p.dropout_key, p.train);
     a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                           mat_cols(qkv, 2 * C, C), p.shape, a.lengths);
+                                           mat_cols(qkv, 2 * C, C), p.shape, a.lengths, AttentionDropout{});
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
            v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
@@ -520,7 +520,8 @@ void Model::block_forward(const Pass& p, int l) {
       be_.rope(mat(q), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, false);
       be_.rope(mat(kk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, false);
     }
-    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), p.shape, a.lengths);
+    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), p.shape, a.lengths,
+                                           AttentionDropout{});
   }
   Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
   linear_forward(blk.attn_out, att, proj, l, 1, p.dropout_key, p.train);
@@ -608,7 +609,7 @@ void Model::block_backward(const Pass& p, int l) {
     Tensor qkv = R(a.qkv[k], 3 * C), dqkv = R(a.dqkv, 3 * C);
     be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
                            mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
-                           a.att_saved[k], p.shape, a.lengths);
+                           a.att_saved[k], p.shape, a.lengths, AttentionDropout{});
     linear_backward(blk.qkv, attn_in, dqkv, dattn_in, l, 0, key);
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
@@ -616,7 +617,7 @@ void Model::block_backward(const Pass& p, int l) {
     Tensor dq = qkv_part(a.dqkv, 0, N, C), dk = qkv_part(a.dqkv, N * C, N, CKV),
            dv = qkv_part(a.dqkv, N * C + N * CKV, N, CKV), dln2 = R(a.dln2, C);
     be_.attention_backward(mat(dq), mat(dk), mat(dv), mat(datt), mat(q), mat(kk), mat(v), mat(att),
-                           a.att_saved[k], p.shape, a.lengths);
+                           a.att_saved[k], p.shape, a.lengths, AttentionDropout{});
     if (rotary) {  // the gradient of a rotation is the inverse rotation of the gradient
       be_.rope(mat(dq), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, true);
       be_.rope(mat(dk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, true);
