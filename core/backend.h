@@ -35,6 +35,16 @@ struct AttentionShape {
   bool causal = true; // causal (decoder) or bidirectional (encoder)
 };
 
+// Dropout on the attention probabilities (HF's attention_probs_dropout_prob / attn_pdrop), applied as
+// FlashAttention does: probability (b, h, query i, key j) is kept when
+// rng_uniform(seed, offset + ((b*NH + h)*T + i)*T + j) >= p (attention_keep below) and kept ones are
+// scaled by 1/(1-p); the backward regenerates the same mask. p = 0: no dropout.
+struct AttentionDropout {
+  float p = 0;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
 // One trainable tensor for the fused AdamW update.
 struct AdamWSlot {
   Tensor* param = nullptr;       // fp32 master weights, updated in place
@@ -131,14 +141,16 @@ class Backend {
   // ---- attention ----
   // out = softmax(q k^T / sqrt(HS) + mask) v per head. q (N, NH*HS), k and v (N, NKV*HS), out (N, NH*HS),
   // rows ordered (b, t). lengths: i32 (B) on this device; keys at t >= lengths[b] are masked out; an
-  // empty tensor means no padding. Returns what the backward needs (backend-specific: the CPU keeps the
-  // probabilities, CUDA the log-sum-exp).
+  // empty tensor means no padding. drop: dropout on the probabilities (training only; p = 0 is none).
+  // Returns what the backward needs (backend-specific: the CPU keeps the probabilities before dropout,
+  // CUDA the log-sum-exp).
   virtual Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
-                                   const AttentionShape& s, const Tensor& lengths) = 0;
-  // dq, dk, dv overwritten.
+                                   const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) = 0;
+  // dq, dk, dv overwritten. drop: the forward's (the mask is regenerated, not stored).
   virtual void attention_backward(const MatRef& dq, const MatRef& dk, const MatRef& dv, const MatRef& dout,
                                   const MatRef& q, const MatRef& k, const MatRef& v, const MatRef& out,
-                                  const Tensor& saved, const AttentionShape& s, const Tensor& lengths) = 0;
+                                  const Tensor& saved, const AttentionShape& s, const Tensor& lengths,
+                                  const AttentionDropout& drop) = 0;
 
   // Attention of T new tokens per row against a key/value cache (incremental decoding; the shape of
   // FlashAttention's flash_attn_with_kvcache). First writes k and v into cache slots slot0..slot0+T-1,
@@ -199,6 +211,17 @@ inline float rng_uniform(uint64_t seed, uint64_t counter) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   z = z ^ (z >> 31);
   return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
+// Attention dropout's keep decision for probability (b, h, query i, key j) of a (B, NH, T, T) batch
+// (AttentionDropout), the same on every backend and in both directions.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline bool attention_keep(const AttentionDropout& d, int NH, int T, int b, int h, int i, int j) {
+  const uint64_t row = (uint64_t(b) * uint64_t(NH) + uint64_t(h)) * uint64_t(T) + uint64_t(i);
+  const uint64_t counter = row * uint64_t(T) + uint64_t(j);
+  return rng_uniform(d.seed, d.offset + counter) >= d.p;
 }
 
 }  // namespace lora

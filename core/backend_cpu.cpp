@@ -286,23 +286,29 @@ class CpuBackend final : public Backend {
     need_mat(op, "out", out, N, CQ);
   }
 
+  void check_attention_dropout(const char* op, const AttentionDropout& drop) {
+    if (!(drop.p >= 0.0f && drop.p < 1.0f)) bad(op, "dropout p = " + std::to_string(drop.p) + " is outside [0, 1)");
+  }
+
   Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
-                           const AttentionShape& s, const Tensor& lengths) override {
+                           const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) override {
     const char* op = "attention_forward";
     check_attention_operands(op, s, q, k, v, out);
+    check_attention_dropout(op, drop);
     Tensor probs = tensor_host({s.B, s.NH, s.T, s.T}, DType::f32);  // (B,NH,T,T)
     ref::attention_forward(out.f32(), out.ld, q.f32(), q.ld, k.f32(), k.ld, v.f32(), v.ld, probs.f32(), s,
-                           lengths_of(op, lengths, s.B));
+                           lengths_of(op, lengths, s.B), drop);
     return probs;
   }
 
-  // The CPU recomputes nothing: the saved probabilities already carry the mask, so `out` and `lengths`
-  // are only checked, not read.
+  // The saved probabilities already carry the padding and causal masks, so `out` and `lengths` are only
+  // checked, not read; the dropout mask is regenerated from drop.
   void attention_backward(const MatRef& dq, const MatRef& dk, const MatRef& dv, const MatRef& dout, const MatRef& q,
                           const MatRef& k, const MatRef& v, const MatRef& out, const Tensor& saved,
-                          const AttentionShape& s, const Tensor& lengths) override {
+                          const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) override {
     const char* op = "attention_backward";
     check_attention_operands(op, s, q, k, v, out);
+    check_attention_dropout(op, drop);
     const int64_t N = int64_t(s.B) * s.T, CQ = int64_t(s.NH) * s.HS, CKV = int64_t(s.NKV) * s.HS;
     need_mat(op, "dout", dout, N, CQ);
     need_mat(op, "dq", dq, N, CQ);
@@ -311,7 +317,7 @@ class CpuBackend final : public Backend {
     lengths_of(op, lengths, s.B);
     const float* probs = f32_of(op, "saved", saved, int64_t(s.B) * s.NH * s.T * s.T);
     ref::attention_backward(dq.f32(), dq.ld, dk.f32(), dk.ld, dv.f32(), dv.ld, dout.f32(), dout.ld, q.f32(), q.ld,
-                            k.f32(), k.ld, v.f32(), v.ld, probs, s);
+                            k.f32(), k.ld, v.f32(), v.ld, probs, s, drop);
   }
 
   void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v, Tensor& k_cache,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <stdexcept>
 
 #include "core/checkpoint.h"
 #include "core/error.h"
@@ -36,6 +37,13 @@ std::vector<int64_t> weight_shape(const Linear& lin) {
 // The dropout stream of linear `idx` (Block::slot) in block `layer`: GPT-2's four slots keep their keys
 // layer*4 + idx; the LLaMA-only slots (q, k, v, gate) get keys in a range of their own.
 int linear_key(int layer, int idx) { return idx < 4 ? layer * 4 + idx : (1 << 24) + layer * 4 + (idx - 4); }
+
+// The model's own dropout streams, in a range of their own (the classification head's is 1 << 25): block
+// `layer`'s attention output (site 0), MLP output (site 1) and attention probabilities (site 2); the
+// embeddings' output.
+enum class DropSite { attn_out = 0, mlp_out = 1, attn_probs = 2 };
+int block_drop_key(int layer, DropSite site) { return (1 << 26) + layer * 4 + int(site); }
+constexpr int kEmbeddingDropKey = (1 << 26) - 1;
 }  // namespace
 
 
@@ -450,6 +458,14 @@ void Model::linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tens
 }
 
 
+void Model::set_dropout(float hidden, float attention) {
+  for (float p : {hidden, attention})
+    if (!(p >= 0.0f && p < 1.0f))
+      throw std::invalid_argument("Model::set_dropout: p = " + std::to_string(p) + " is outside [0, 1)");
+  hidden_dropout_ = hidden;
+  attention_dropout_ = attention;
+}
+
 Model::Pass Model::pass_begin(const Tensor& tokens, const Tensor& lengths, uint64_t dropout_key, bool train) {
   Pass p;
   p.B = int(tokens.dim(0));
@@ -465,6 +481,8 @@ Model::Pass Model::pass_begin(const Tensor& tokens, const Tensor& lengths, uint6
                "lower data.max_length to at most " + std::to_string(cfg_.sliding_window));
   p.train = train;
   p.dropout_key = train ? dropout_key : 0;
+  p.hidden_p = p.dropout_key != 0 ? hidden_dropout_ : 0.0f;
+  p.attention_p = p.dropout_key != 0 ? attention_dropout_ : 0.0f;
   p.shape = AttentionShape{p.B, p.T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
                            int(cfg_.d_model / cfg_.n_head), cfg_.causal};
   ensure_acts(p.B, p.T);
@@ -513,6 +531,7 @@ void Model::block_forward(const Pass& p, int l) {
   Block& blk = blocks_[l];
   const int k = recompute_ ? 0 : l;
   const bool fused = !blk.qkv.hf_name.empty();
+  const AttentionDropout drop{p.attention_p, dropout_seed(p.dropout_key, block_drop_key(l, DropSite::attn_probs)), 0};
   Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
   Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
   if (!post) norm_forward(ln1, m1, r1, res, blk.ln1);
@@ -521,7 +540,7 @@ void Model::block_forward(const Pass& p, int l) {
     Tensor qkv = R(a.qkv[k], 3 * C);
     linear_forward(blk.qkv, attn_in, qkv, l, 0, p.dropout_key, p.train);
     a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                           mat_cols(qkv, 2 * C, C), p.shape, a.lengths);
+                                           mat_cols(qkv, 2 * C, C), p.shape, a.lengths, drop);
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
            v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
@@ -532,10 +551,12 @@ void Model::block_forward(const Pass& p, int l) {
       be_.rope(mat(q), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, false);
       be_.rope(mat(kk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, false);
     }
-    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), p.shape, a.lengths);
+    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), p.shape, a.lengths, drop);
   }
   Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
   linear_forward(blk.attn_out, att, proj, l, 1, p.dropout_key, p.train);
+  if (p.hidden_p > 0)
+    be_.dropout_forward(proj, proj, p.hidden_p, dropout_seed(p.dropout_key, block_drop_key(l, DropSite::attn_out)), 0);
   be_.add(xm, res, proj, 1.0f);
   Tensor ln2 = R(a.ln2[k], C), m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
   if (post)
@@ -556,6 +577,8 @@ void Model::block_forward(const Pass& p, int l) {
     be_.gelu_forward(fc_act, fc_pre, GeluKind::erf);
   }
   linear_forward(blk.fc_out, fc_act, proj, l, 3, p.dropout_key, p.train);
+  if (p.hidden_p > 0)
+    be_.dropout_forward(proj, proj, p.hidden_p, dropout_seed(p.dropout_key, block_drop_key(l, DropSite::mlp_out)), 0);
   Tensor res_next = R(a.res[l + 1], C);
   if (post) {
     be_.add(ln2, ln1, proj, 1.0f);
@@ -577,7 +600,15 @@ void Model::block_backward(const Pass& p, int l) {
   const int k = recompute_ ? 0 : l;
   const bool fused = !blk.qkv.hf_name.empty();
   const uint64_t key = p.dropout_key;
+  const AttentionDropout drop{p.attention_p, dropout_seed(key, block_drop_key(l, DropSite::attn_probs)), 0};
   Tensor dres = R(a.dres, C), dln = R(a.dln, C), datt = R(a.datt, C);
+  // The gradient of a projection's output before its hidden dropout, in the forward's scratch (free here).
+  Tensor dproj = R(a.proj, C);
+  auto hidden_dropout_backward = [&](const Tensor& dy, DropSite site) -> const Tensor& {
+    if (p.hidden_p == 0) return dy;
+    be_.dropout_backward(dproj, dy, p.hidden_p, dropout_seed(key, block_drop_key(l, site)), 0);
+    return dproj;
+  };
   Tensor res = R(a.res[l], C), xm = R(a.x_mid[k], C), ln1 = R(a.ln1[k], C), ln2 = R(a.ln2[k], C);
   Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
   Tensor m2 = a.ln2_mean[k].rows(0, N), r2 = a.ln2_rstd[k].rows(0, N);
@@ -594,8 +625,9 @@ void Model::block_backward(const Pass& p, int l) {
     dmlp_out = dln;
   }
   Tensor dmlp_in = post ? dres : dln;
-  const bool gelu_tanh = cfg_.act == ActKind::gelu_tanh;
-  linear_backward(blk.fc_out, fc_act, dmlp_out, dfc, l, 3, key, gelu_tanh ? &fc_pre : nullptr);  // dfc: d fc_pre
+  const bool gelu_tanh = cfg_.act == ActKind::gelu_tanh;  // dfc is then d fc_pre: the GELU's backward fused
+  linear_backward(blk.fc_out, fc_act, hidden_dropout_backward(dmlp_out, DropSite::mlp_out), dfc, l, 3, key,
+                  gelu_tanh ? &fc_pre : nullptr);
   if (swiglu) {
     Tensor dgate = R(a.dgate, F), dup = R(a.dup, F), dln2 = R(a.dln2, C);
     be_.swiglu_backward(dgate, dup, dfc, R(a.gate_pre[k], F), fc_pre);
@@ -619,12 +651,12 @@ void Model::block_backward(const Pass& p, int l) {
   const Tensor& dxm = post ? dln : dres;
   const Tensor& attn_in = post ? res : ln1;
   Tensor dattn_in = post ? dres : dln;
-  linear_backward(blk.attn_out, att, dxm, datt, l, 1, key);
+  linear_backward(blk.attn_out, att, hidden_dropout_backward(dxm, DropSite::attn_out), datt, l, 1, key);
   if (fused) {
     Tensor qkv = R(a.qkv[k], 3 * C), dqkv = R(a.dqkv, 3 * C);
     be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
                            mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
-                           a.att_saved[k], p.shape, a.lengths);
+                           a.att_saved[k], p.shape, a.lengths, drop);
     linear_backward(blk.qkv, attn_in, dqkv, dattn_in, l, 0, key);
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
@@ -632,7 +664,7 @@ void Model::block_backward(const Pass& p, int l) {
     Tensor dq = qkv_part(a.dqkv, 0, N, C), dk = qkv_part(a.dqkv, N * C, N, CKV),
            dv = qkv_part(a.dqkv, N * C + N * CKV, N, CKV), dln2 = R(a.dln2, C);
     be_.attention_backward(mat(dq), mat(dk), mat(dv), mat(datt), mat(q), mat(kk), mat(v), mat(att),
-                           a.att_saved[k], p.shape, a.lengths);
+                           a.att_saved[k], p.shape, a.lengths, drop);
     if (rotary) {  // the gradient of a rotation is the inverse rotation of the gradient
       be_.rope(mat(dq), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, true);
       be_.rope(mat(dk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, true);
@@ -666,6 +698,10 @@ Tensor Model::body_forward(const Pass& p) {
     Tensor x0 = rows_of(a.res[0], N, C).view({p.B, p.T, C});
     be_.embedding_forward(x0, a.tokens, wte_, wpe);
   }
+  if (p.hidden_p > 0) {  // HF: dropout on the embeddings' output (after RoBERTa's embedding LayerNorm)
+    Tensor x0 = rows_of(a.res[0], N, C);
+    be_.dropout_forward(x0, x0, p.hidden_p, dropout_seed(p.dropout_key, kEmbeddingDropKey), 0);
+  }
   for (int l = 0; l < cfg_.n_layer; ++l) block_forward(p, l);
   Tensor last = rows_of(a.res[cfg_.n_layer], N, C);
   if (cfg_.post_norm) return last;
@@ -691,6 +727,7 @@ void Model::body_backward(const Pass& p, const Tensor& dhidden) {
   }
   if (dwte_.empty() && dwpe_.empty()) return;  // frozen embeddings (LoRA): nothing below needs a gradient
   Tensor dwpe = dwpe_.empty() ? dwpe_ : dwpe_.rows(cfg_.position_offset, cfg_.max_positions);
+  if (p.hidden_p > 0) be_.dropout_backward(dres, dres, p.hidden_p, dropout_seed(p.dropout_key, kEmbeddingDropKey), 0);
   Tensor demb = dres;
   if (cfg_.post_norm) {
     be_.fill(dln, 0);

@@ -8,8 +8,11 @@
 // token-type embedding 0 added, an embedding LayerNorm, erf GELU, biases everywhere, and the
 // sequence-classification head of HF RobertaClassificationHead on the first token (<s>), trained in
 // full beside the adapters (PEFT's modules_to_save = ["classifier"]): classify_step, not step.
-// Dropout: only LoRA's input dropout and the classification head's two dropouts are applied; the
-// models' hidden and attention dropouts are not (GPT-2's and RoBERTa's 0.1 as well).
+// Dropout, in training only: LoRA's input dropout, the classification head's two dropouts, and, when
+// set_dropout asks for them, the model's own hidden dropout (after the embeddings, and on the attention
+// output projection and the MLP output before each residual add, where HF RoBERTa and GPT-2 put
+// hidden_dropout_prob / resid_pdrop / embd_pdrop) and attention-probability dropout
+// (attention_probs_dropout_prob / attn_pdrop). Every mask is a function of (dropout_key, site, element).
 //
 // Linear layers keep the checkpoint's own orientation: GPT-2's Conv1D stores W as (in, out) and computes
 // y = x W; nn.Linear stores (out, in) and computes y = x W^T. A linear layer may carry several LoRA
@@ -199,6 +202,9 @@ class Model {
   // activations in the backward pass (about a third more compute, activations of one block instead of L).
   void set_recompute(bool on) { recompute_ = on; }
   bool recompute() const { return recompute_; }
+  // The model's own dropout probabilities in training (0: off, the default; the recipe's
+  // model.hidden_dropout and model.attention_dropout), in [0, 1).
+  void set_dropout(float hidden, float attention);
 
   std::vector<TrainableParam> trainable();
   void zero_grads();
@@ -243,6 +249,7 @@ class Model {
   ModelConfig cfg_;
   LoraSpec spec_;
   bool recompute_ = false;
+  float hidden_dropout_ = 0, attention_dropout_ = 0;  // see set_dropout
   Tensor wte_, wpe_, dwte_, dwpe_;  // (V,C), (offset+P,C); wpe_ empty with rotary positions
   Tensor lm_head_, dlm_head_;       // (V,C) untied LM head (tied_head false); empty when tied
   Tensor tte_, dtte_;               // (types,C) token-type embeddings (RoBERTa; row 0 is added)

@@ -44,6 +44,8 @@ struct Model::Pass {
   AttentionShape shape;
   uint64_t dropout_key = 0;  // 0: no dropout
   bool train = false;
+  float hidden_p = 0;        // the model's hidden dropout in this pass (0 unless training)
+  float attention_p = 0;     // its attention-probability dropout in this pass
 };
 
 namespace model_internal {

@@ -275,16 +275,19 @@ inline void attention_check_lengths(const AttentionShape& s, const int32_t* leng
 
 // Scaled dot-product attention (Vaswani et al. 2017), grouped K/V heads as in GQA (Ainslie et al. 2023):
 // query head h reads kv head h / (NH / NKV). q (N, NH*HS), k and v (N, NKV*HS), out (N, NH*HS), rows
-// ordered (b, t); probs (B, NH, T, T) receives the softmax probabilities (0 for masked keys). A query
-// with no visible key (a padding row of a bidirectional batch with length 0) gets probabilities 0 and
-// output 0 rather than 0/0.
+// ordered (b, t); probs (B, NH, T, T) receives the softmax probabilities (0 for masked keys) before
+// dropout. A query with no visible key (a padding row of a bidirectional batch with length 0) gets
+// probabilities 0 and output 0 rather than 0/0. With drop.p > 0, out = dropout(P) v: each probability
+// is kept by attention_keep (backend.h) and scaled by 1/(1-p), or zeroed.
 template <class Real>
 void attention_forward(Real* out, int64_t ldo, const Real* q, int64_t ldq, const Real* k, int64_t ldk,
                        const Real* v, int64_t ldv, Real* probs, const AttentionShape& s,
-                       const int32_t* lengths) {
+                       const int32_t* lengths, const AttentionDropout& drop) {
   attention_check_lengths(s, lengths);
   const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, group = s.NH / s.NKV;
   const double scale = 1.0 / std::sqrt(double(HS));
+  const bool dropout = drop.p > 0.0f;
+  const double keep_scale = dropout ? 1.0 / (1.0 - double(drop.p)) : 1.0;
   for (int64_t bh = 0; bh < int64_t(B) * NH; ++bh) {
     const int b = int(bh / NH), h = int(bh % NH), g = h / group;
     std::vector<double> row(T);  // one query's scores, then its probabilities, kept in double
@@ -310,6 +313,8 @@ void attention_forward(Real* out, int64_t ldo, const Real* q, int64_t ldq, const
         row[t2] = sum > 0 ? row[t2] / sum : 0.0;
         p[t2] = Real(row[t2]);
       }
+      if (dropout)
+        for (int t2 = 0; t2 < T; ++t2) row[t2] = attention_keep(drop, NH, T, b, h, t, t2) ? row[t2] * keep_scale : 0.0;
       Real* ot = out + (int64_t(b) * T + t) * ldo + int64_t(h) * HS;
       for (int d = 0; d < HS; ++d) {
         double acc = 0;
@@ -323,12 +328,21 @@ void attention_forward(Real* out, int64_t ldo, const Real* q, int64_t ldq, const
 // Backward from the saved probabilities P: dP = dout v^T, dS = P * (dP - sum_t2 P dP) (softmax
 // backward), dq = scale dS k, dk = scale dS^T q, dv = P^T dout. dq, dk, dv are overwritten; the heads of
 // one kv group accumulate into the same dk, dv columns, so the loop runs over (b, kv head) pairs.
+// With dropout (Pd = P * keep / (1-p), out = Pd v), the forward's mask is regenerated: dv = Pd^T dout,
+// and dP = keep / (1-p) * dout v^T enters the softmax backward in place of dout v^T.
 template <class Real>
 void attention_backward(Real* dq, int64_t lddq, Real* dk, int64_t lddk, Real* dv, int64_t lddv,
                         const Real* dout, int64_t lddo, const Real* q, int64_t ldq, const Real* k, int64_t ldk,
-                        const Real* v, int64_t ldv, const Real* probs, const AttentionShape& s) {
+                        const Real* v, int64_t ldv, const Real* probs, const AttentionShape& s,
+                        const AttentionDropout& drop) {
   const int B = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, group = s.NH / s.NKV;
   const double scale = 1.0 / std::sqrt(double(HS));
+  const bool dropout = drop.p > 0.0f;
+  const double keep_scale = dropout ? 1.0 / (1.0 - double(drop.p)) : 1.0;
+  // The factor dropout puts on probability (t, t2) of head h: keep / (1-p).
+  auto keep = [&](int b, int h, int t, int t2) {
+    return attention_keep(drop, NH, T, b, h, t, t2) ? keep_scale : 0.0;
+  };
   for (int64_t bg = 0; bg < int64_t(B) * NKV; ++bg) {
     const int b = int(bg / NKV), g = int(bg % NKV);
     for (int t = 0; t < T; ++t)
@@ -346,6 +360,7 @@ void attention_backward(Real* dq, int64_t lddq, Real* dk, int64_t lddk, Real* dv
           const Real* vt = v + (int64_t(b) * T + t2) * ldv + int64_t(g) * HS;
           double dp = 0;
           for (int d = 0; d < HS; ++d) dp += double(dot[d]) * vt[d];
+          if (dropout) dp *= keep(b, h, t, t2);
           pdp += double(p[t2]) * dp;
         }
         Real* dqt = dq + (int64_t(b) * T + t) * lddq + int64_t(h) * HS;
@@ -357,13 +372,16 @@ void attention_backward(Real* dq, int64_t lddq, Real* dk, int64_t lddk, Real* dv
           const Real* kt = k + r2 * ldk + int64_t(g) * HS;
           double dp = 0;
           for (int d = 0; d < HS; ++d) dp += double(dot[d]) * vt[d];
+          const double factor = dropout ? keep(b, h, t, t2) : 1.0;
+          if (dropout) dp *= factor;
           double ds = double(p[t2]) * (dp - pdp) * scale;
+          const double pd = dropout ? double(p[t2]) * factor : double(p[t2]);  // the probability after dropout
           Real* dkt = dk + r2 * lddk + int64_t(g) * HS;
           Real* dvt = dv + r2 * lddv + int64_t(g) * HS;
           for (int d = 0; d < HS; ++d) {
             dqt[d] += Real(ds * kt[d]);
             dkt[d] += Real(ds * qt[d]);
-            dvt[d] += Real(double(p[t2]) * dot[d]);
+            dvt[d] += Real(pd * dot[d]);
           }
         }
       }

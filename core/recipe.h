@@ -29,6 +29,12 @@ struct ModelSection {
   std::string device = "auto";  // "auto" (cuda when a GPU is present), "cpu" or "cuda"
   std::string dtype = "auto";   // GPU activations, frozen weights: "auto", "bf16", "fp16", "fp32"; CPU: fp32
   int num_labels = 0;           // classification head outputs (1 = regression); 0 = config.json's
+  // The model's own dropout in training (never in eval or generation), in [0, 1). Default 0, not
+  // config.json's hidden_dropout_prob / attention_probs_dropout_prob (resid_pdrop, attn_pdrop): runs stay
+  // as before and as the paper's E2E code (no dropout in GPT-2 but LoRA's); transformers + PEFT in train
+  // mode apply config.json's values (0.1 for RoBERTa and GPT-2), as the paper's GLUE runs do: set 0.1.
+  double hidden_dropout = 0.0;     // after the embeddings, on the attention and MLP outputs before the residual add
+  double attention_dropout = 0.0;  // on the attention probabilities
 };
 
 struct LoraSection {

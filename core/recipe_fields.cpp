@@ -30,6 +30,8 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
       {"model", "device", K::choice, &r.model.device, {"auto", "cpu", "cuda"}},
       {"model", "dtype", K::choice, &r.model.dtype, precisions},
       {"model", "num_labels", K::integer, &r.model.num_labels, {}},
+      {"model", "hidden_dropout", K::number, &r.model.hidden_dropout, {}},
+      {"model", "attention_dropout", K::number, &r.model.attention_dropout, {}},
 
       {"lora", "mode", K::choice, &r.lora.mode, {"lora", "full"}},
       {"lora", "r", K::integer, &r.lora.r, {}},
@@ -259,6 +261,8 @@ void recipe_validate(const Recipe& recipe) {
   c.at_least("lora.r", r.lora.r, 1);
   c.range("lora.alpha", r.lora.alpha, 0, true, INFINITY, false);
   c.range("lora.dropout", r.lora.dropout, 0, false, 1, true);
+  c.range("model.hidden_dropout", r.model.hidden_dropout, 0, false, 1, true);
+  c.range("model.attention_dropout", r.model.attention_dropout, 0, false, 1, true);
   if (r.lora.mode == "lora" && r.lora.targets.empty())
     c.fail("lora.targets", "is empty: name at least one layer to adapt, e.g. [q, v]");
   std::set<std::string> seen_targets;

@@ -72,6 +72,7 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
   s.model = std::make_unique<Model>(*s.be, cfg);
   s.model->load_base(ck);
   s.model->set_recompute(r.train.recompute);
+  s.model->set_dropout(float(r.model.hidden_dropout), float(r.model.attention_dropout));
   if (need_train) {
     if (r.data.train.empty()) fail_usage("data.train is not set", "name the training file in the recipe or with --set data.train=PATH");
     s.train = open_split(r.data.train, r, *s.tok, cfg.vocab_size, "train", s.notes);

@@ -1,6 +1,9 @@
 // Attention, flash style (Dao et al. 2022, FlashAttention-2 2023): tiled online softmax, no (T,T) matrix
 // in memory. The forward saves the log-sum-exp lse (B,NH,T) f32 (+inf for a row with no visible key, so
 // that its probabilities recompute to 0); the backward recomputes the probabilities from q, k and lse.
+// Dropout on the probabilities (AttentionDropout, backend.h) as in FlashAttention: the softmax's sum l
+// and lse are those of P, the output is dropout(P) v, and the backward regenerates the mask from the
+// coordinates (drop_factor): dv = dropout(P)^T dout, dS = P * (factor * dout.v - D), D = rowsum(dout * out).
 //
 // Layout: q, out, dq (B*T, NH*HS); k, v, dk, dv (B*T, NKV*HS); rows (b, t), head h in columns
 // [h*HS, (h+1)*HS), each with its own ld (column blocks of a fused qkv are fine). Query head h reads
@@ -80,12 +83,13 @@ static __global__ void attention_forward_kernel(AttnArgs a, void* out, DType tou
       if (m_new == -INFINITY) continue;  // nothing visible yet: warp-uniform
       const float corr = expf(m[r] - m_new);  // 0 when m[r] is -inf
       const float p = ok ? expf(s - m_new) : 0.0f;
+      const float pd = ok ? p * drop_factor(a, b, h, t, key) : 0.0f;  // after dropout
       l[r] = l[r] * corr + warp_sum(p);
       m[r] = m_new;
 #pragma unroll
       for (int e = 0; e < kDimsPerLane; ++e) o[r][e] *= corr;
       for (int jj = 0; jj < kColTile; ++jj) {
-        const float pj = __shfl_sync(0xffffffffu, p, jj);
+        const float pj = __shfl_sync(0xffffffffu, pd, jj);
         if (pj == 0.0f) continue;  // warp-uniform
 #pragma unroll
         for (int e = 0; e < kDimsPerLane; ++e) {
@@ -126,7 +130,7 @@ static __global__ void attention_dot_kernel(float* D, const void* dout, DType td
   if (lane == 0) D[(int64_t(b) * NH + h) * T + t] = s;
 }
 
-// dq = scale * sum_j ds_j k_j, ds_j = p_j (dout.v_j - D), p_j = exp(s_j - lse). grid as the forward.
+// dq = scale * sum_j ds_j k_j, ds_j = p_j (factor_j dout.v_j - D), p_j = exp(s_j - lse). grid as the forward.
 // Shared: sq (kRowTile,HS) pre-scaled q, sdo (kRowTile,HS), sk, sv (kColTile,HS+1).
 static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType tdo, int64_t lddo, const float* lse,
                                            const float* D, void* dq, DType tdq, int64_t lddq) {
@@ -166,7 +170,7 @@ static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType t
       float ds = 0.0f;
       if (visible(a, len, key, t)) {
         const float p = expf(dot_rows(sq + qi * HS, sk + lane * KS, HS) - row_lse[r]);
-        ds = p * (dot_rows(sdo + qi * HS, sv + lane * KS, HS) - row_D[r]);
+        ds = p * (dot_rows(sdo + qi * HS, sv + lane * KS, HS) * drop_factor(a, b, h, t, key) - row_D[r]);
       }
       for (int jj = 0; jj < kColTile; ++jj) {
         const float dsj = __shfl_sync(0xffffffffu, ds, jj);
@@ -192,8 +196,9 @@ static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType t
   }
 }
 
-// dv_j = sum_i p_ij dout_i, dk_j = scale * sum_i ds_ij q_i over the queries i of every query head of KV
-// group g. grid (ceil(T/kRowTile), NKV, B): one warp per key row, one lane per query of a kColTile tile.
+// dv_j = sum_i pd_ij dout_i (pd: p after dropout), dk_j = scale * sum_i ds_ij q_i over the queries i of every
+// query head of KV group g. grid (ceil(T/kRowTile), NKV, B): one warp per key row, one lane per query of a
+// kColTile tile.
 // Shared: sk, sv (kRowTile,HS); sq (kColTile,HS+1) pre-scaled q, sdo (kColTile,HS+1); slse, sD (kColTile).
 static __global__ void attention_dkdv_kernel(AttnArgs a, const void* dout, DType tdo, int64_t lddo, const float* lse,
                                              const float* D, void* dk, DType tdk, int64_t lddk, void* dv, DType tdv,
@@ -240,8 +245,10 @@ static __global__ void attention_dkdv_kernel(AttnArgs a, const void* dout, DType
         const int query = i0 + lane;
         float p = 0.0f, ds = 0.0f;
         if (query < a.T && visible(a, len, key, query)) {
+          const float factor = drop_factor(a, b, h, query, key);
           p = expf(dot_rows(sq + lane * KS, sk + kr * HS, HS) - slse[lane]);
-          ds = p * (dot_rows(sdo + lane * KS, sv + kr * HS, HS) - sD[lane]);
+          ds = p * (dot_rows(sdo + lane * KS, sv + kr * HS, HS) * factor - sD[lane]);
+          p *= factor;
         }
         for (int ii = 0; ii < kColTile; ++ii) {
           const float pi = __shfl_sync(0xffffffffu, p, ii), dsi = __shfl_sync(0xffffffffu, ds, ii);
@@ -285,7 +292,7 @@ static void allow_smem(Kernel kernel, size_t bytes) {
 }
 
 static AttnArgs attention_args(const char* op, const MatRef& q, const MatRef& k, const MatRef& v,
-                               const AttentionShape& s, const Tensor& lengths) {
+                               const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) {
   cuda_require(s.B > 0 && s.T > 0 && s.NH > 0 && s.NKV > 0 && s.HS > 0, op, "empty attention shape");
   cuda_require(s.NH % s.NKV == 0, op, "NH must be a multiple of NKV");
   cuda_require(s.HS <= kMaxHS, op, "head size above " + std::to_string(kMaxHS) + " is not supported");
@@ -294,6 +301,7 @@ static AttnArgs attention_args(const char* op, const MatRef& q, const MatRef& k,
   cuda_require(k.rows == N && k.cols == int64_t(s.NKV) * s.HS, op, "k must be (B*T, NKV*HS)");
   cuda_require(v.rows == N && v.cols == int64_t(s.NKV) * s.HS, op, "v must be (B*T, NKV*HS)");
   cuda_require(cuda_is_float(q.dtype) && cuda_is_float(k.dtype) && cuda_is_float(v.dtype), op, "q, k, v must be float");
+  cuda_require(drop.p >= 0.0f && drop.p < 1.0f, op, "attention dropout p must be in [0, 1)");
   cuda_require(lengths.empty() || (lengths.dtype == DType::i32 && lengths.numel() == s.B &&
                                    lengths.device == Device::cuda),
                op, "lengths must be an i32 (B) tensor on the GPU");
@@ -305,6 +313,8 @@ static AttnArgs attention_args(const char* op, const MatRef& q, const MatRef& k,
   a.B = s.B; a.T = s.T; a.NH = s.NH; a.NKV = s.NKV; a.HS = s.HS;
   a.causal = s.causal;
   a.scale = 1.0f / std::sqrt(float(s.HS));
+  a.drop = drop;
+  a.drop_scale = drop.p > 0.0f ? 1.0f / (1.0f - drop.p) : 1.0f;
   return a;
 }
 
@@ -314,8 +324,8 @@ static void check_like(const char* op, const MatRef& m, const MatRef& like, cons
 }
 
 void attention_forward(CudaContext& ctx, const MatRef& out, Tensor& lse, const MatRef& q, const MatRef& k,
-                       const MatRef& v, const AttentionShape& s, const Tensor& lengths) {
-  AttnArgs a = attention_args("attention_forward", q, k, v, s, lengths);
+                       const MatRef& v, const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) {
+  AttnArgs a = attention_args("attention_forward", q, k, v, s, lengths, drop);
   check_like("attention_forward", out, q, "out");
   cuda_require(lse.dtype == DType::f32 && lse.numel() == int64_t(s.B) * s.NH * s.T, "attention_forward",
                "lse must be f32 (B,NH,T)");
@@ -332,9 +342,9 @@ void attention_forward(CudaContext& ctx, const MatRef& out, Tensor& lse, const M
 
 void attention_backward(CudaContext& ctx, const MatRef& dq, const MatRef& dk, const MatRef& dv, const MatRef& dout,
                         const MatRef& q, const MatRef& k, const MatRef& v, const MatRef& out, const Tensor& lse,
-                        const AttentionShape& s, const Tensor& lengths) {
+                        const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) {
   const char* op = "attention_backward";
-  AttnArgs a = attention_args(op, q, k, v, s, lengths);
+  AttnArgs a = attention_args(op, q, k, v, s, lengths, drop);
   check_like(op, dq, q, "dq");
   check_like(op, dk, k, "dk");
   check_like(op, dv, v, "dv");

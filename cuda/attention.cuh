@@ -14,6 +14,8 @@ struct AttnArgs {
   int B, T, NH, NKV, HS;
   bool causal;
   float scale;  // 1/sqrt(HS)
+  AttentionDropout drop;  // on the probabilities (backend.h); drop.p = 0: none
+  float drop_scale;       // 1/(1 - drop.p), the factor on kept probabilities
 };
 
 __device__ __forceinline__ int visible_len(const AttnArgs& a, int b) {
@@ -22,6 +24,13 @@ __device__ __forceinline__ int visible_len(const AttnArgs& a, int b) {
 
 __device__ __forceinline__ bool visible(const AttnArgs& a, int len, int key, int query) {
   return key < len && (!a.causal || key <= query);
+}
+
+// The dropout factor on probability (b, h, query, key): drop_scale when kept, 0 when dropped; 1 without
+// dropout (every kernel regenerates the same mask from its coordinates, FlashAttention's way).
+__device__ __forceinline__ float drop_factor(const AttnArgs& a, int b, int h, int query, int key) {
+  if (a.drop.p == 0.0f) return 1.0f;
+  return attention_keep(a.drop, a.NH, a.T, b, h, query, key) ? a.drop_scale : 0.0f;
 }
 
 // The tensor-core kernels take q, k, v of one 16-bit dtype with a head size of 64 or 128; LORA_ATTENTION=simple in the environment turns them off (to compare, or to work around).

@@ -9,7 +9,9 @@
 // layout over the lanes is unspecified: the online softmax, the masks and the rescaling of the output
 // work there, row by row, with one lane per column. As in FlashAttention, the probabilities P and the
 // score gradients dS are rounded to the operand dtype before their products; row statistics (max, sum,
-// lse, D) stay f32.
+// lse, D) stay f32. Dropout on the probabilities works there too, per element from its coordinates
+// (drop_factor, cuda/attention.cuh): P after dropout feeds the products with V and dout, the sum l stays
+// that of P, and dS = P * (factor * dP - D).
 //
 // Shared memory per block, HS = 128: forward 110 KiB, dq 111 KiB, dk/dv 120.5 KiB; HS = 64: 70, 79, 88.5
 // (one or two blocks an SM on Hopper). Untuned: a first tensor-core version, checked on the CPU emulation
@@ -142,7 +144,7 @@ static __global__ void attention_tc_forward_kernel(AttnArgs a, void* out, DType 
       for (int c = 0; c < 2; ++c) {
         const float p = ok[c] ? expf(s[c] - m_new) : 0.0f;
         psum += p;
-        wp[r * PL + lane + 32 * c] = to_t<T>(p);
+        wp[r * PL + lane + 32 * c] = to_t<T>(ok[c] ? p * drop_factor(a, b, h, t, k0 + lane + 32 * c) : 0.0f);
       }
       l[r] = l[r] * corr + warp_sum(psum);
       m[r] = m_new;
@@ -196,7 +198,7 @@ static __device__ void store_rows(float* scratch, const FragC* acc, float scale,
   }
 }
 
-// dq = scale * dS K with dS = P * (dP - D), P = exp(scale q.k - lse), dP = dout V^T. grid as the forward.
+// dq = scale * dS K with dS = P * (factor * dP - D), P = exp(scale q.k - lse), dP = dout V^T. grid as the forward.
 template <typename T, int HS>
 static __global__ void attention_tc_dq_kernel(AttnArgs a, const void* dout, int64_t lddo, const float* lse,
                                               const float* D, void* dq, DType tdq, int64_t lddq) {
@@ -248,7 +250,7 @@ static __global__ void attention_tc_dq_kernel(AttnArgs a, const void* dout, int6
         float ds = 0.0f;
         if (t < a.T && visible(a, len, k0 + c, t)) {
           const float p = expf(ws[r * kSL + c] * a.scale - row_lse[r]);
-          ds = p * (wdp[r * kSL + c] - row_D[r]);
+          ds = p * (wdp[r * kSL + c] * drop_factor(a, b, h, t, k0 + c) - row_D[r]);
         }
         wds[r * PL + c] = to_t<T>(ds);
       }
@@ -269,8 +271,8 @@ static __global__ void attention_tc_dq_kernel(AttnArgs a, const void* dout, int6
 #endif
 }
 
-// dv_j = sum_i P_ij dout_i, dk_j = scale * sum_i dS_ij q_i over the queries of every query head of kv
-// group g, computed transposed: S^T = K Q^T, dP^T = V dout^T. grid (ceil(T/64), NKV, B).
+// dv_j = sum_i Pd_ij dout_i (Pd: P after dropout), dk_j = scale * sum_i dS_ij q_i over the queries of every
+// query head of kv group g, computed transposed: S^T = K Q^T, dP^T = V dout^T. grid (ceil(T/64), NKV, B).
 template <typename T, int HS>
 static __global__ void attention_tc_dkdv_kernel(AttnArgs a, const void* dout, int64_t lddo, const float* lse,
                                                 const float* D, void* dk, DType tdk, int64_t lddk, void* dv,
@@ -329,8 +331,10 @@ static __global__ void attention_tc_dkdv_kernel(AttnArgs a, const void* dout, in
           const int query = i0 + c;
           float p = 0.0f, ds = 0.0f;
           if (query < a.T && visible(a, len, key, query)) {
+            const float factor = drop_factor(a, b, h, query, key);
             p = expf(ws[r * kSL + c] * a.scale - slse[c]);
-            ds = p * (wdp[r * kSL + c] - sD[c]);
+            ds = p * (wdp[r * kSL + c] * factor - sD[c]);
+            p *= factor;
           }
           wp[r * PL + c] = to_t<T>(p);
           wds[r * PL + c] = to_t<T>(ds);

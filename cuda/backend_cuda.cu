@@ -231,17 +231,17 @@ class CudaBackend final : public Backend {
   }
 
   Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
-                           const AttentionShape& s, const Tensor& lengths) override {
+                           const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) override {
     OpProfiler::Scope scope(prof_, "attention_forward");
     Tensor lse = alloc({s.B, s.NH, s.T}, DType::f32);  // (B,NH,T)
-    cuda_ops::attention_forward(ctx_, out, lse, q, k, v, s, lengths);
+    cuda_ops::attention_forward(ctx_, out, lse, q, k, v, s, lengths, drop);
     return lse;
   }
   void attention_backward(const MatRef& dq, const MatRef& dk, const MatRef& dv, const MatRef& dout, const MatRef& q,
                           const MatRef& k, const MatRef& v, const MatRef& out, const Tensor& saved,
-                          const AttentionShape& s, const Tensor& lengths) override {
+                          const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) override {
     OpProfiler::Scope scope(prof_, "attention_backward");
-    cuda_ops::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, saved, s, lengths);
+    cuda_ops::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, saved, s, lengths, drop);
   }
 
   void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v, Tensor& k_cache,

@@ -71,10 +71,11 @@ void rope(CudaContext& ctx, const MatRef& x, int B, int T, int nheads, int HS, f
 
 // attention.cu: lse (B,NH,T) f32 is the `saved` tensor.
 void attention_forward(CudaContext& ctx, const MatRef& out, Tensor& lse, const MatRef& q, const MatRef& k,
-                       const MatRef& v, const AttentionShape& s, const Tensor& lengths);
+                       const MatRef& v, const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop);
 void attention_backward(CudaContext& ctx, const MatRef& dq, const MatRef& dk, const MatRef& dv,
                         const MatRef& dout, const MatRef& q, const MatRef& k, const MatRef& v,
-                        const MatRef& out, const Tensor& lse, const AttentionShape& s, const Tensor& lengths);
+                        const MatRef& out, const Tensor& lse, const AttentionShape& s, const Tensor& lengths,
+                        const AttentionDropout& drop);
 
 // embedding.cu
 void embedding_forward(CudaContext& ctx, Tensor& out, const Tensor& tokens, const Tensor& wte, const Tensor& wpe);

@@ -133,13 +133,16 @@ TEST_CASE("cuda mat_copy: the first token of each sequence, gathered and scatter
 // function; there is no same-precision reference here (the op tests hold each op to its dtype), and the
 // check is only a guard against gross errors (a wrong op or layout gives O(1) differences): 0.1 normwise.
 // Measured on the emulation: bf16 logits 2.5e-2, gradients 7e-2; f16 logits 6e-3, gradients 7e-3.
-TEST_CASE("cuda roberta classify_step: logits, loss and gradients equal the CPU model's") {
+// With the encoder's hidden and attention dropout on (0.1 each, one dropout key), both backends draw the
+// same masks, so the same comparison holds.
+TEST_CASE("cuda roberta classify_step: logits, loss and gradients equal the CPU model's, with and without dropout") {
   const std::string dir = std::string(LORA_FIXTURES) + "/golden-roberta";
   auto j = json_read_file(dir + "/batch.json");
   const int B = int(j["input_ids"].size()), T = int(j["input_ids"][0].size());
   for (std::string head : {"cls", "reg"})
-    for (DType act : kActivations) {
-      INFO(head << ", activations " << dtype_name(act));
+    for (DType act : kActivations)
+    for (bool dropout : {false, true}) {
+      INFO(head << ", activations " << dtype_name(act) << (dropout ? ", dropout 0.1" : ""));
       Tensor tokens = tensor_host({B, T}, DType::i32), lengths = tensor_host({B}, DType::i32), labels = tensor_host({B});
       for (int b = 0; b < B; ++b) {
         lengths.i32()[b] = j["lengths"][b].get<int>();
@@ -159,8 +162,10 @@ TEST_CASE("cuda roberta classify_step: logits, loss and gradients equal the CPU 
       for (int k = 0; k < 2; ++k) {
         models[k]->load_base(ck);
         adapter_load(*models[k], dir + "/adapter-" + head);
+        if (dropout) models[k]->set_dropout(0.1f, 0.1f);
         models[k]->zero_grads();
-        LossStats s = models[k]->classify_step(tokens, lengths, labels, 1.0f / float(B), 0, true, &logits[k]);
+        const uint64_t key = dropout ? 99 : 0;
+        LossStats s = models[k]->classify_step(tokens, lengths, labels, 1.0f / float(B), key, true, &logits[k]);
         loss[k] = s.loss_sum / B;
         for (auto& p : models[k]->trainable()) grads[k].push_back(models[k]->backend().download(*p.grad));
       }
@@ -179,7 +184,8 @@ TEST_CASE("cuda roberta classify_step: logits, loss and gradients equal the CPU 
       REQUIRE(grads[0].size() == grads[1].size());
       double worst = 0;
       for (size_t i = 0; i < grads[0].size(); ++i) worst = std::max(worst, normwise(grads[1][i], grads[0][i]));
-      MESSAGE(head << " " << dtype_name(act) << ": logits " << normwise(logits[1], logits[0]) << ", worst gradient " << worst);
+      MESSAGE(head << " " << std::string(dtype_name(act)) << std::string(dropout ? " dropout" : "") << ": logits "
+                   << normwise(logits[1], logits[0]) << ", worst gradient " << worst);
       CHECK(worst < tol);
     }
 }

@@ -311,8 +311,10 @@ struct AttentionLowp {
 };
 
 // q, k, v: column blocks (offsets 0, CQ, CQ + CKV) of qkv (N, CQ + 2 CKV); dout (N, CQ); D from out.
+// Dropout as the kernels apply it: P after dropout (P * factor) rounded before its products.
 AttentionLowp attention_lowp_reference(DType act, const AttentionShape& s, const std::vector<int32_t>& lengths,
-                                       const Tensor& qkv, const Tensor& dout, const Tensor& out) {
+                                       const Tensor& qkv, const Tensor& dout, const Tensor& out,
+                                       const AttentionDropout& drop) {
   const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, group = s.NH / s.NKV;
   const int64_t CQ = int64_t(NH) * HS, CKV = int64_t(s.NKV) * HS, W = CQ + 2 * CKV;
   const double scale = 1.0 / std::sqrt(double(HS));
@@ -331,6 +333,9 @@ AttentionLowp attention_lowp_reference(DType act, const AttentionShape& s, const
       const int g = h / group;
       for (int t = 0; t < T; ++t) {
         auto vis = [&](int j) { return j < len && (!s.causal || j <= t); };
+        auto factor = [&](int j) {
+          return drop.p == 0 ? 1.0 : attention_keep(drop, NH, T, b, h, t, j) ? 1.0 / (1.0 - double(drop.p)) : 0.0;
+        };
         auto score = [&](int j) {
           double acc = 0;
           for (int d = 0; d < HS; ++d) acc += q(b, t, h, d) * k(b, j, g, d);
@@ -352,7 +357,7 @@ AttentionLowp attention_lowp_reference(DType act, const AttentionShape& s, const
             if (!vis(j)) continue;
             const double p = std::exp(score(j) - m_new);
             l += p;
-            const double pr = round_to(act, p);
+            const double pr = round_to(act, p * factor(j));
             for (int d = 0; d < HS; ++d) o[size_t(d)] += pr * v(b, j, g, d);
           }
           m = m_new;
@@ -370,7 +375,7 @@ AttentionLowp attention_lowp_reference(DType act, const AttentionShape& s, const
           const double p = std::exp(score(j) - lse);
           double dp = 0;
           for (int d = 0; d < HS; ++d) dp += double(dout.f32()[row * CQ + int64_t(h) * HS + d]) * v(b, j, g, d);
-          const double ds = round_to(act, p * (dp - D)), pr = round_to(act, p);
+          const double ds = round_to(act, p * (dp * factor(j) - D)), pr = round_to(act, p * factor(j));
           const int64_t rj = int64_t(b) * T + j;
           for (int d = 0; d < HS; ++d) {
             dq[size_t(row * CQ + int64_t(h) * HS + d)] += scale * ds * k(b, j, g, d);
@@ -413,7 +418,7 @@ void expect_lowp(const std::string& what, DType act, const Tensor& got, const Te
                                        << ", the same-precision reference's " << ref);
 }
 
-TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forward and backward") {
+TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forward and backward, dropout") {
   struct Case {
     int B, T, NH, NKV, HS;
     bool causal;
@@ -423,10 +428,14 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
       {2, 37, 4, 2, 16, true, {37, 20}},  {2, 33, 2, 2, 64, false, {25, 33}}, {1, 70, 3, 1, 48, true, {}},
       {1, 40, 2, 1, 128, true, {}},       {1, 20, 1, 1, 256, false, {13}},
   };
+  // Without dropout, and with dropout on the probabilities: the GPU regenerates the CPU's mask from the
+  // same (seed, offset, b, h, i, j), so the comparison and its tolerance are the same.
+  const AttentionDropout drops[] = {{}, {0.2f, 31, 1000}};
   FOR_EACH_ACTIVATION(6) {
-    for (const Case& c : cases) {
+    for (const Case& c : cases)
+    for (const AttentionDropout& drop : drops) {
       INFO("B=" << c.B << " T=" << c.T << " NH=" << c.NH << " NKV=" << c.NKV << " HS=" << c.HS
-                << " causal=" << c.causal);
+                << " causal=" << c.causal << " dropout=" << drop.p);
       AttentionShape s;
       s.B = c.B; s.T = c.T; s.NH = c.NH; s.NKV = c.NKV; s.HS = c.HS; s.causal = c.causal;
       const int64_t N = int64_t(c.B) * c.T, CQ = int64_t(c.NH) * c.HS, CKV = int64_t(c.NKV) * c.HS;
@@ -438,8 +447,8 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
         return std::vector<MatRef>{mat_cols(t, 0, CQ), mat_cols(t, CQ, CKV), mat_cols(t, CQ + CKV, CKV)};
       };
       auto vc = views(qkv.cpu), vg = views(qkv.gpu);
-      Tensor saved_cpu = P.cpu->attention_forward(mat(out.cpu), vc[0], vc[1], vc[2], s, lengths.cpu);
-      Tensor saved_gpu = P.gpu->attention_forward(mat(out.gpu), vg[0], vg[1], vg[2], s, lengths.gpu);
+      Tensor saved_cpu = P.cpu->attention_forward(mat(out.cpu), vc[0], vc[1], vc[2], s, lengths.cpu, drop);
+      Tensor saved_gpu = P.gpu->attention_forward(mat(out.gpu), vg[0], vg[1], vg[2], s, lengths.gpu, drop);
       const bool tc = attention_on_tensor_cores(P.act, c.HS);
       // In f32 the comparison is normwise: each output element is a sum of terms of either sign (p v in
       // the forward, dS k and dS q in the backward), and where they cancel, an element far below the
@@ -464,15 +473,15 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
       // test_cuda_train measures end to end.
       Tensor out_exact = P.to_gpu(out.cpu, DType::f32);
       P.cpu->attention_backward(dc[0], dc[1], dc[2], mat(dout.cpu), vc[0], vc[1], vc[2], mat(out.cpu), saved_cpu, s,
-                                lengths.cpu);
+                                lengths.cpu, drop);
       P.gpu->attention_backward(dg[0], dg[1], dg[2], mat(dout.gpu), vg[0], vg[1], vg[2], mat(out_exact), saved_gpu, s,
-                                lengths.gpu);
+                                lengths.gpu, drop);
       if (!tc) {
         expect_attention("attention dq|dk|dv", dqkv);
         continue;
       }
       // The tensor-core path takes dout in q's dtype; give it the same rounded dout as the reference.
-      AttentionLowp lowp = attention_lowp_reference(P.act, s, c.lengths, qkv.cpu, dout.cpu, out.cpu);
+      AttentionLowp lowp = attention_lowp_reference(P.act, s, c.lengths, qkv.cpu, dout.cpu, out.cpu, drop);
       expect_lowp("attention out (tensor cores)", P.act, P.gpu->download(out.gpu), lowp.out, out.cpu);
       expect_lowp("attention dq|dk|dv (tensor cores)", P.act, P.gpu->download(dqkv.gpu), lowp.dqkv, dqkv.cpu);
     }

@@ -3,8 +3,9 @@
 // (tests/fixtures/golden: gpt2-tiny, the PEFT adapter, batch.json, trajectory.json) the same Model runs on
 // backend_cpu_create() and on backend_cuda_create() with f32, bf16 and f16 activations, and we compare
 // logits, loss, label-smoothed loss, every LoRA gradient after one backward pass, the loss over the
-// golden test's 10 AdamW steps, and a LoRA run with dropout (the counter-based RNG of core/backend.h makes
-// the masks equal on both backends, so the losses agree to the dtype's tolerance, not just statistically).
+// golden test's 10 AdamW steps, a LoRA run with dropout, and one with the model's hidden and attention
+// dropout (the counter-based RNG of core/backend.h makes the masks equal on both backends, so the losses
+// agree to the dtype's tolerance, not just statistically).
 //
 // Errors are normwise, as in test_golden.cpp: max |gpu - cpu| / max |cpu| over the compared entries, so
 // that entries near zero do not dominate. Every comparison prints its error (MESSAGE) so that a passing
@@ -432,6 +433,48 @@ TEST_CASE("cuda train: LoRA dropout draws the same masks on both backends") {
       }
       check_scalar(P.tag("dropout trajectory step " + std::to_string(i + 1)), losses[1], losses[0],
                    P.tol.trajectory);
+    }
+  }
+}
+
+TEST_CASE("cuda train: the model's hidden and attention dropout draw the same masks on both backends") {
+  LoraSpec spec;
+  spec.r = 4;
+  spec.alpha = 8;
+  spec.targets = {"q", "v", "o", "down"};  // o and down: adapters right before a hidden dropout
+  spec.init_seed = 13;
+  for (DType act : kActivations) {
+    Pair P(act);
+    for (Side* s : {&P.cpu, &P.gpu}) {
+      s->model->lora_init(spec);
+      perturb_trainables(*s);
+      s->model->set_dropout(0.1f, 0.1f);
+    }
+    const uint64_t key = 0xd20d20ull;
+    const double cpu_drop = P.cpu.loss(P.g, 0.0f, key);
+    check_scalar(P.tag("model dropout loss"), P.gpu.loss(P.g, 0.0f, key), cpu_drop, P.tol.logits);
+    LossStats eval = P.cpu.model->step(P.g.tokens, P.g.targets, P.g.lengths, 0.0f, 0.0f, key, false);
+    CHECK(std::fabs(cpu_drop - eval.loss_sum / double(eval.tokens)) > 1e-3 * cpu_drop);
+
+    // Gradients with the same masks agree; another key's masks move them by far more than the tolerance.
+    const float dscale = 1.0f / float(P.g.n_targets);
+    auto grads_for = [&](Side& side, uint64_t k) {
+      side.model->zero_grads();
+      side.step(P.g, dscale, 0.0f, k);
+      return side.lora_grads();
+    };
+    auto other = grads_for(P.cpu, key + 2);
+    auto want = grads_for(P.cpu, key);
+    auto got = grads_for(P.gpu, key);
+    REQUIRE(got.size() == want.size());
+    for (auto& [name, w] : want) {
+      check_normwise(P.tag("model dropout grad " + name), got.at(name), w, P.tol.grads);
+      double max_diff = 0, max_ref = 0;
+      for (int64_t i = 0; i < w.numel(); ++i) {
+        max_diff = std::max(max_diff, double(std::fabs(other.at(name).f32()[i] - w.f32()[i])));
+        max_ref = std::max(max_ref, double(std::fabs(w.f32()[i])));
+      }
+      CHECK(max_diff > 4 * P.tol.grads * max_ref);
     }
   }
 }

@@ -162,7 +162,8 @@ TEST_CASE("attention_decode equals attention_forward on each row's unpadded sequ
       const int i = seq[r], len = S - start[i];
       Tensor qr = q[i].rows(start[i], len), kr = k[i].rows(start[i], len), vr = v[i].rows(start[i], len);
       Tensor ref = tensor_host({len, C});
-      be->attention_forward(mat(ref), mat(qr), mat(kr), mat(vr), AttentionShape{1, len, NH, NH, HS, true}, Tensor());
+      be->attention_forward(mat(ref), mat(qr), mat(kr), mat(vr), AttentionShape{1, len, NH, NH, HS, true}, Tensor(),
+                            AttentionDropout{});
       for (int t = 0; t < T; ++t) {
         CAPTURE(chunk);
         CAPTURE(r);

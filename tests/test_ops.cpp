@@ -507,7 +507,7 @@ struct AttentionCase {
 };
 }  // namespace
 
-TEST_CASE("attention: backward matches finite differences; float on a fused qkv matches double; masks") {
+TEST_CASE("attention: backward matches finite differences; float on a fused qkv matches double; masks; dropout") {
   auto be = backend_cpu_create();
   const AttentionCase cases[] = {
       {"causal", {2, 5, 2, 2, 4, true}, {}},
@@ -515,22 +515,26 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
       {"causal, grouped kv, padding incl. an empty sequence", {3, 6, 4, 2, 4, true}, {6, 4, 0}},
       {"bidirectional, one kv head, padding", {2, 5, 3, 1, 4, false}, {2, 5}},
   };
+  // Without dropout, and with a fixed dropout mask on the probabilities (a function of the seed).
+  const AttentionDropout drops[] = {{}, {0.3f, 99, 7}};
   Rng rng(10);
-  for (const AttentionCase& c : cases) {
+  for (const AttentionCase& c : cases)
+  for (const AttentionDropout& drop : drops) {
     CAPTURE(c.name);
+    CAPTURE(drop.p);
     const AttentionShape& s = c.s;
     const int N = s.B * s.T, CQ = s.NH * s.HS, CKV = s.NKV * s.HS, ld = CQ + 2 * CKV;
     const int32_t* len = c.lengths.empty() ? nullptr : c.lengths.data();
     vec qkv = rng.normal(N * ld), W = rng.normal(N * CQ), out(N * CQ), probs(s.B * s.NH * s.T * s.T);
     auto loss = [&] {
       ref::attention_forward(out.data(), CQ, qkv.data(), ld, qkv.data() + CQ, ld, qkv.data() + CQ + CKV, ld,
-                             probs.data(), s, len);
+                             probs.data(), s, len, drop);
       return dot(out, W);
     };
     loss();
     vec dqkv(N * ld);
     ref::attention_backward(dqkv.data(), ld, dqkv.data() + CQ, ld, dqkv.data() + CQ + CKV, ld, W.data(), CQ,
-                            qkv.data(), ld, qkv.data() + CQ, ld, qkv.data() + CQ + CKV, ld, probs.data(), s);
+                            qkv.data(), ld, qkv.data() + CQ, ld, qkv.data() + CQ + CKV, ld, probs.data(), s, drop);
     expect_close("attention dqkv", dqkv, numeric_grad(qkv, loss), fd_rtol);
     loss();
 
@@ -543,7 +547,7 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
       for (int j = 0; j < CQ; ++j) dout_wide[i * (CQ + 2) + 1 + j] = W[i * CQ + j];
     Tensor tout = to_backend(*be, out_wide, {N, CQ + 2}), tdout = to_backend(*be, dout_wide, {N, CQ + 2});
     MatRef q = mat_cols(tqkv, 0, CQ), k = mat_cols(tqkv, CQ, CKV), v = mat_cols(tqkv, CQ + CKV, CKV);
-    Tensor saved = be->attention_forward(mat_cols(tout, 1, CQ), q, k, v, s, tlen);
+    Tensor saved = be->attention_forward(mat_cols(tout, 1, CQ), q, k, v, s, tlen, drop);
     vec got_out = from_backend(*be, tout), want_out = out_wide;
     for (int i = 0; i < N; ++i)
       for (int j = 0; j < CQ; ++j) want_out[i * (CQ + 2) + 1 + j] = out[i * CQ + j];
@@ -551,7 +555,7 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
     expect_close("backend attention probs", from_backend(*be, saved), probs, f32_rtol);
     Tensor tdqkv = to_backend(*be, rng.normal(N * ld), {N, ld});  // garbage: dq, dk, dv are overwritten
     be->attention_backward(mat_cols(tdqkv, 0, CQ), mat_cols(tdqkv, CQ, CKV), mat_cols(tdqkv, CQ + CKV, CKV),
-                           mat_cols(tdout, 1, CQ), q, k, v, mat_cols(tout, 1, CQ), saved, s, tlen);
+                           mat_cols(tdout, 1, CQ), q, k, v, mat_cols(tout, 1, CQ), saved, s, tlen, drop);
     expect_close("backend attention dqkv", from_backend(*be, tdqkv), dqkv, f32_rtol);
     CHECK(be->all_finite(tout));
     CHECK(be->all_finite(tdqkv));
@@ -569,10 +573,10 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
     Tensor tout2 = be->alloc({N, CQ}, DType::f32), tdq2 = be->alloc({N, CQ + 2}, DType::f32);
     Tensor tdk2 = be->alloc({N, CKV + 3}, DType::f32), tdv2 = be->alloc({N, CKV + 5}, DType::f32);
     MatRef q2 = mat_cols(tq, 1, CQ), v2 = mat_cols(tv, 2, CKV);
-    Tensor saved2 = be->attention_forward(mat(tout2), q2, mat(tk), v2, s, tlen);
+    Tensor saved2 = be->attention_forward(mat(tout2), q2, mat(tk), v2, s, tlen, drop);
     expect_close("backend attention out, separate q k v", from_backend(*be, tout2), out, f32_rtol);
     be->attention_backward(mat_cols(tdq2, 0, CQ), mat_cols(tdk2, 3, CKV), mat_cols(tdv2, 0, CKV), mat_cols(tdo, 0, CQ),
-                           q2, mat(tk), v2, mat(tout2), saved2, s, tlen);
+                           q2, mat(tk), v2, mat(tout2), saved2, s, tlen, drop);
     const char* names[3] = {"dq", "dk", "dv"};
     const Tensor* grads[3] = {&tdq2, &tdk2, &tdv2};
     const int cols[3] = {CQ, CKV, CKV}, col0[3] = {0, 3, 0}, want0[3] = {0, CQ, CQ + CKV};
@@ -596,8 +600,19 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
             sum += pv;
           }
           CHECK(sum == doctest::Approx(visible > 0 ? 1.0 : 0.0).epsilon(1e-6));
+          // The output is (dropout(P) v): probability (b, h, t, t2) kept by attention_keep, scaled by 1/(1-p).
+          for (int d = 0; d < s.HS; ++d) {
+            double want = 0;
+            for (int t2 = 0; t2 < s.T; ++t2) {
+              const bool kept = drop.p == 0 || attention_keep(drop, s.NH, s.T, b, h, t, t2);
+              want += kept ? p[((b * s.NH + h) * s.T + t) * s.T + t2] / (1.0 - drop.p) *
+                                 qkv[(b * s.T + t2) * ld + CQ + CKV + (h / group) * s.HS + d]
+                           : 0.0;
+            }
+            CHECK(got_out[(b * s.T + t) * (CQ + 2) + 1 + h * s.HS + d] == doctest::Approx(want).epsilon(1e-5));
+          }
           // Causal: query 0 sees only key 0, so its output is v's row 0 of its kv head.
-          if (s.causal && t == 0 && L > 0)
+          if (drop.p == 0 && s.causal && t == 0 && L > 0)
             for (int d = 0; d < s.HS; ++d)
               CHECK(got_out[(b * s.T) * (CQ + 2) + 1 + h * s.HS + d] ==
                     float(qkv[(b * s.T) * ld + CQ + CKV + (h / group) * s.HS + d]));
@@ -605,6 +620,49 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
             for (int d = 0; d < s.HS; ++d) CHECK(got_out[(b * s.T + t) * (CQ + 2) + 1 + h * s.HS + d] == 0.0);
         }
   }
+}
+
+TEST_CASE("attention dropout keeps about 1-p of the probabilities; p = 0 is none, whatever the seed") {
+  auto be = backend_cpu_create();
+  // q = k = 0: every probability is 1/T, so with v = 1 each output is (kept keys) / (T (1-p)).
+  const AttentionShape s{2, 64, 4, 4, 2, false};
+  const int N = s.B * s.T, C = s.NH * s.HS;
+  const float p = 0.3f;
+  Tensor zeros = be->alloc({N, C}, DType::f32), ones = to_backend(*be, vec(N * C, 1.0), {N, C});
+  Tensor out = be->alloc({N, C}, DType::f32);
+  be->attention_forward(mat(out), mat(zeros), mat(zeros), mat(ones), s, Tensor(), AttentionDropout{p, 5, 0});
+  vec o = from_backend(*be, out);
+  double kept = 0;
+  for (int row = 0; row < N; ++row)
+    for (int h = 0; h < s.NH; ++h) {
+      const double count = o[row * C + h * s.HS] * s.T * (1.0 - p);
+      CHECK(count == doctest::Approx(std::round(count)).epsilon(1e-5));
+      kept += count;
+    }
+  // Binomial(B*NH*T*T = 32768, 0.7): sd of the kept fraction is 2.5e-3; 5 sd.
+  CHECK(std::abs(kept / (double(N) * s.NH * s.T) - (1.0 - p)) < 1.3e-2);
+
+  // p = 0 with a seed and an offset is exactly no dropout; p = 1 is refused.
+  Rng rng(11);
+  const AttentionShape s2{2, 6, 2, 1, 4, true};
+  const int N2 = s2.B * s2.T, CQ = s2.NH * s2.HS, CKV = s2.NKV * s2.HS;
+  Tensor q = to_backend(*be, rng.normal(N2 * CQ), {N2, CQ}), k = to_backend(*be, rng.normal(N2 * CKV), {N2, CKV});
+  Tensor v = to_backend(*be, rng.normal(N2 * CKV), {N2, CKV}), dout = to_backend(*be, rng.normal(N2 * CQ), {N2, CQ});
+  vec got[2];
+  const AttentionDropout none{}, zero{0.0f, 123, 456};
+  for (int i = 0; i < 2; ++i) {
+    const AttentionDropout& d = i == 0 ? none : zero;
+    Tensor o2 = be->alloc({N2, CQ}, DType::f32), dq = be->alloc({N2, CQ}, DType::f32);
+    Tensor dk = be->alloc({N2, CKV}, DType::f32), dv = be->alloc({N2, CKV}, DType::f32);
+    Tensor saved = be->attention_forward(mat(o2), mat(q), mat(k), mat(v), s2, Tensor(), d);
+    be->attention_backward(mat(dq), mat(dk), mat(dv), mat(dout), mat(q), mat(k), mat(v), mat(o2), saved, s2, Tensor(),
+                           d);
+    for (const Tensor* t : {&o2, &dq, &dk, &dv})
+      for (double x : from_backend(*be, *t)) got[i].push_back(x);
+  }
+  CHECK(got[0] == got[1]);
+  Tensor o3 = be->alloc({N2, CQ}, DType::f32);
+  CHECK_THROWS(be->attention_forward(mat(o3), mat(q), mat(k), mat(v), s2, Tensor(), AttentionDropout{1.0f, 5, 0}));
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ model:
   device: cuda
   dtype: bf16
   num_labels: 3
+  hidden_dropout: 0.1
+  attention_dropout: 0.05
 lora:
   mode: lora
   r: 4
@@ -178,6 +180,8 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.model.dtype == "bf16");
   CHECK(r.lora.r == 4);
   CHECK(r.lora.alpha == 32.0);
+  CHECK(r.model.hidden_dropout == 0.1);
+  CHECK(r.model.attention_dropout == 0.05);
   CHECK(r.lora.dropout == 0.1);
   CHECK(r.lora.rslora);
   CHECK(r.lora.targets == std::vector<std::string>{"q", "v", "c_fc"});
@@ -198,7 +202,7 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.data.label_field == "gold_label");
   CHECK(r.data.label_names.size() == 3);
   CHECK(r.eval.glue_task == "mnli");
-  CHECK(r.origin.at("log.progress") == "r.yaml:62");
+  CHECK(r.origin.at("log.progress") == "r.yaml:64");
 }
 
 TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer key rejects 1.5") {
@@ -576,6 +580,11 @@ TEST_CASE("recipe_validate: value checks, all problems in one report") {
   CHECK(contains(
       msg, "log.progress: expected one of auto, bar, plain, none, found 'false'; did you mean 'none'?"));
   CHECK(count_lines(msg) == 15);
+
+  e = validate_error(recipe_parse(
+      "model:\n  path: m\n  hidden_dropout: -0.1\n  attention_dropout: 1.0\ndata:\n  train: t.txt\n", "r.yaml"));
+  CHECK(contains(e.what(), "\n  r.yaml:3: model.hidden_dropout: must be in [0.0, 1.0), found -0.1"));
+  CHECK(contains(e.what(), "\n  r.yaml:4: model.attention_dropout: must be in [0.0, 1.0), found 1.0"));
 
   Recipe empty;
   e = validate_error(empty);
