@@ -32,11 +32,14 @@ int run_merge(const MergeCliOptions& o) {
   m.overwrite = o.overwrite;
   MergeReport r = merge_run(m);
   for (const auto& n : r.notes) std::printf("note: %s\n", n.c_str());
-  std::printf("merged %d LoRA module(s) into %zu tensors, %s -> %s\n", r.modules_merged, r.tensors_written,
-              dtype_name(m.dtype), o.out.c_str());
+  const std::string head =
+      r.head_labels ? " and the " + std::to_string(r.head_labels) + "-label classification head" : std::string();
+  std::printf("merged %d LoRA module(s)%s into %zu tensors, %s -> %s\n", r.modules_merged, head.c_str(),
+              r.tensors_written, dtype_name(m.dtype), o.out.c_str());
   if (r.verified)
-    std::printf("verify: max abs logit error %.3g, max rel %.3g (threshold %.3g for %s): ok\n", r.verify.max_abs,
-                r.verify.max_rel, r.verify.threshold, dtype_name(m.dtype));
+    std::printf("verify: max abs %slogit error %.3g, max rel %.3g (threshold %.3g for %s): ok\n",
+                r.head_labels ? "classification " : "", r.verify.max_abs, r.verify.max_rel, r.verify.threshold,
+                dtype_name(m.dtype));
   return EXIT_CODE_OK;
 }
 
