@@ -32,6 +32,7 @@ int run_eval(const EvalCliOptions& o);
 
 struct MergeCliOptions {
   std::string base, adapter, out, dtype = "fp32";
+  std::vector<std::string> labels;
   bool verify = false, force = false, overwrite = false;
 };
 std::shared_ptr<MergeCliOptions> setup_merge(CLI::App& app);

@@ -241,7 +241,8 @@ AdapterFile adapter_file_read(const std::string& dir) {
   if (!unknown.empty())
     fail_usage("'" + ad.weights_path + "' has " + std::to_string(unknown.size()) +
                    " tensors that are not LoRA A/B weights:" + error_list(unknown),
-               "lora merges and exports plain LoRA adapters (no DoRA magnitudes, embedding LoRA or saved modules)");
+               "lora merges and exports LoRA adapters with at most a saved classification head (no DoRA magnitudes, "
+               "embedding LoRA or other saved modules)");
   for (const auto& module : order) {
     const Pair& p = pairs[module];
     if (!p.a || !p.b)

@@ -285,17 +285,19 @@ DType merge_dtype_parse(const std::string& name) {
 
 namespace {
 // config.json keys of a RobertaForSequenceClassification with num_labels outputs, as transformers
-// writes them: id2label {"0": "LABEL_0", ...} (the base's own names when it has as many) and label2id
-// its inverse, problem_type; num_labels itself is not a saved key (transformers derives it from
-// id2label), so a stale one is removed.
-void classifier_config_set(json& cfg, int num_labels) {
+// writes them: id2label {"0": "LABEL_0", ...} (names given, else the base's own when it has as many)
+// and label2id its inverse, problem_type; num_labels itself is not a saved key (transformers derives
+// it from id2label), so a stale one is removed.
+void classifier_config_set(json& cfg, int num_labels, const std::vector<std::string>& names_given) {
   cfg["architectures"] = {"RobertaForSequenceClassification"};
   const json* names = cfg.contains("id2label") && cfg["id2label"].is_object() ? &cfg["id2label"] : nullptr;
   json id2label = json::object(), label2id = json::object();
   for (int i = 0; i < num_labels; ++i) {
     const std::string id = std::to_string(i);
     const bool own = names && int(names->size()) == num_labels && names->contains(id) && (*names)[id].is_string();
-    const std::string label = own ? (*names)[id].get<std::string>() : "LABEL_" + id;
+    const std::string label = !names_given.empty() ? names_given[i]
+                              : own                ? (*names)[id].get<std::string>()
+                                                   : "LABEL_" + id;
     id2label[id] = label;
     label2id[label] = i;
   }
@@ -303,6 +305,22 @@ void classifier_config_set(json& cfg, int num_labels) {
   cfg["label2id"] = label2id;
   cfg.erase("num_labels");
   cfg["problem_type"] = num_labels == 1 ? "regression" : "single_label_classification";
+}
+
+// --labels: one distinct, non-empty name per output of the adapter's classification head.
+void labels_check(const std::vector<std::string>& labels, int head_labels, const std::string& adapter_dir) {
+  if (labels.empty()) return;
+  if (!head_labels)
+    fail_usage("--labels names the labels of a classification head, but adapter '" + adapter_dir + "' saves none",
+               "leave out --labels");
+  if (int(labels.size()) != head_labels)
+    fail_usage("--labels gives " + std::to_string(labels.size()) + " name(s), but the adapter's classification head has " +
+                   std::to_string(head_labels) + " output(s)",
+               "name every label in id order, e.g. --labels entailment,neutral,contradiction");
+  std::set<std::string> seen;
+  for (const auto& l : labels)
+    if (l.empty() || !seen.insert(l).second)
+      fail_usage("--labels has an empty or repeated name ('" + l + "')", "give each label its own name");
 }
 }  // namespace
 
@@ -323,11 +341,13 @@ MergeReport merge_run(const MergeOptions& o) {
                    "' nor the adapter '" + o.adapter_dir + "' has a classification head",
                "merge without --verify, or merge the adapter that saved the head (modules_to_save)");
 
+  const std::vector<Tensor> head = adapter_classifier_head(ad);
+  rep.head_labels = head.empty() ? 0 : int(head[2].dim(0));  // out_proj.weight (NL, C)
+  labels_check(o.labels, rep.head_labels, o.adapter_dir);
+
   auto tensors = merge_weights(base, ad, &rep.notes);
   rep.modules_merged = int(ad.modules.size());
   rep.tensors_written = tensors.size();
-  const std::vector<Tensor> head = adapter_classifier_head(ad);
-  rep.head_labels = head.empty() ? 0 : int(head[2].dim(0));  // out_proj.weight (NL, C)
 
   const std::string tmp = output_tmp_dir(o.out_dir);
   std::error_code ec;
@@ -339,7 +359,7 @@ MergeReport merge_run(const MergeOptions& o) {
   const char* dt = o.dtype == DType::f32 ? "float32" : o.dtype == DType::bf16 ? "bfloat16" : "float16";
   if (cfg.contains("dtype")) cfg["dtype"] = dt;
   if (cfg.contains("torch_dtype") || !cfg.contains("dtype")) cfg["torch_dtype"] = dt;
-  if (rep.head_labels) classifier_config_set(cfg, rep.head_labels);
+  if (rep.head_labels) classifier_config_set(cfg, rep.head_labels, o.labels);
   file_write_atomic((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
   const fs::path gen = fs::path(o.base_dir) / "generation_config.json";
   if (fs::exists(gen)) fs::copy_file(gen, fs::path(tmp) / "generation_config.json", fs::copy_options::overwrite_existing);

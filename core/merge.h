@@ -20,8 +20,10 @@
 // classifier.out_proj.* from the adapter, replacing any head of the base; the base's masked-LM head
 // (lm_head.*) and pooler (roberta.pooler.*), which that class does not have, are left out. config.json
 // then names architectures ["RobertaForSequenceClassification"], id2label / label2id for the head's
-// num_labels as transformers writes them (the base's own names when it has as many, else "LABEL_i"),
-// and problem_type (regression for one label, single_label_classification otherwise).
+// num_labels as transformers writes them (names from --labels, else the base's own when it has as
+// many, else "LABEL_i"), and problem_type (regression for one label, single_label_classification
+// otherwise). Real names matter beyond display: llama.cpp's convert_hf_to_gguf.py takes two labels
+// named LABEL_0 / LABEL_1 for transformers' placeholder and gives the model one output.
 //
 // Contract: every check (adapter against base, names recorded in the adapter, output path) runs before
 // anything is written; the output is built in a sibling temporary directory and renamed into place
@@ -58,6 +60,8 @@ std::string module_name_canonical(const std::string& module, const std::string& 
 struct MergeOptions {
   std::string base_dir, adapter_dir, out_dir;
   DType dtype = DType::f32;          // output dtype: f32, bf16 or f16
+  std::vector<std::string> labels;   // id2label names of a saved classification head, in id order
+                                     // (empty: the base's when it has as many, else "LABEL_i")
   bool verify = false;               // compare logits of base + adapter and merged on a probe batch
   bool force = false;                // merge although the adapter names another base model
   bool overwrite = false;            // replace an existing output directory

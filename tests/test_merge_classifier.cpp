@@ -199,6 +199,29 @@ TEST_CASE("merge of a classifier adapter into an encoder without a head or with 
   }
 }
 
+TEST_CASE("merge --labels names the head's labels; a wrong count or a repeated name is refused") {
+  MergeOptions o = options("cls");
+  o.labels = {"entailment", "neutral", "contradiction"};
+  merge_run(o);
+  json cfg = json_read_file(o.out_dir + "/config.json");
+  CHECK(cfg["id2label"] == json({{"0", "entailment"}, {"1", "neutral"}, {"2", "contradiction"}}));
+  CHECK(cfg["label2id"] == json({{"entailment", 0}, {"neutral", 1}, {"contradiction", 2}}));
+  MergeOptions bad = options("cls");
+  bad.labels = {"negative", "positive"};
+  Error e = error_of([&] { merge_run(bad); });
+  CHECK(e.code() == EXIT_CODE_USAGE);
+  CHECK(contains(e.what(), "--labels gives 2 name(s), but the adapter's classification head has 3 output(s)"));
+  CHECK_FALSE(fs::exists(bad.out_dir));
+  bad.labels = {"a", "b", "a"};
+  CHECK(contains(error_of([&] { merge_run(bad); }).what(), "repeated name ('a')"));
+  MergeOptions gpt2;
+  gpt2.base_dir = std::string(LORA_FIXTURES) + "/golden/gpt2-tiny";
+  gpt2.adapter_dir = std::string(LORA_FIXTURES) + "/golden/adapter";
+  gpt2.out_dir = temp_dir() + "/merged";
+  gpt2.labels = {"x"};
+  CHECK(contains(error_of([&] { merge_run(gpt2); }).what(), "saves none"));
+}
+
 TEST_CASE("merge refuses classifier adapters it cannot honour") {
   SUBCASE("an incomplete head") {
     const std::string dir = temp_dir() + "/adapter";

@@ -119,6 +119,9 @@ TEST_CASE("lora merge and export of a RoBERTa adapter with a saved classificatio
   CHECK(contains(merge.out, "verify: max abs classification logit error"));
   json cfg = json::parse(lora::file_read(dir + "/merged/config.json"));
   CHECK(cfg["architectures"][0] == "RobertaForSequenceClassification");
+  Run named = run_lora("merge --base " + roberta + "/roberta-cls" + args + " --out " + dir + "/named --labels yes,maybe,no");
+  CHECK(named.code == 0);
+  CHECK(json::parse(lora::file_read(dir + "/named/config.json"))["id2label"]["2"] == "no");
   Run peft = run_lora("export" + args + " --to peft --out " + dir + "/peft");
   CHECK(peft.code == 0);
   CHECK(contains(peft.out, "(peft), 12 tensors"));
