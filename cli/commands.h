@@ -40,6 +40,7 @@ int run_merge(const MergeCliOptions& o);
 
 struct ExportCliOptions {
   std::string adapter, to, out, base, dtype = "fp32";
+  std::vector<std::string> labels;
   bool overwrite = false;
 };
 std::shared_ptr<ExportCliOptions> setup_export(CLI::App& app);

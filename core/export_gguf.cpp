@@ -235,12 +235,17 @@ int peft_export(const AdapterFile& ad, const std::string& family, const std::str
 
 ExportReport export_run(const ExportOptions& o) {
   ExportReport rep;
+  if (!o.labels.empty() && o.format != ExportFormat::merged)
+    fail_usage("--labels names a classification head's labels in a merged model; --to " +
+                   std::string(o.format == ExportFormat::gguf ? "gguf" : "peft") + " writes an adapter",
+               "use --to merged, or leave out --labels");
   if (o.format == ExportFormat::merged) {
     MergeOptions m;
     m.adapter_dir = o.adapter_dir;
     m.base_dir = o.base_dir;
     m.out_dir = o.out;
     m.dtype = o.dtype;
+    m.labels = o.labels;
     m.overwrite = o.overwrite;
     if (m.base_dir.empty()) {
       AdapterFile ad = adapter_file_read(o.adapter_dir);
@@ -272,7 +277,8 @@ ExportReport export_run(const ExportOptions& o) {
                  "reads only .lora_a/.lora_b pairs added to the base model's tensors, and a base without that head "
                  "(roberta-base) has nothing to add them to",
                  "merge it (lora merge, or --to merged) and convert the merged RobertaForSequenceClassification with "
-                 "llama.cpp's convert_hf_to_gguf.py (its bert arch with a classification head); or use --to peft");
+                 "llama.cpp's convert_hf_to_gguf.py (its bert arch with a classification head; name a 2-label head's "
+                 "labels with --labels, which that converter needs); or use --to peft");
     if (fs::is_directory(o.out)) fail_usage("--out '" + o.out + "' is a directory; GGUF export writes one file",
                                             "give a file path such as adapter.gguf");
     std::string arch;

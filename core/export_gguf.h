@@ -44,6 +44,7 @@ struct ExportOptions {
   std::string adapter_dir, out, base_dir;  // base_dir: optional (merged, and the arch for gguf)
   ExportFormat format = ExportFormat::gguf;
   DType dtype = DType::f32;                // merged only
+  std::vector<std::string> labels;         // merged only: MergeOptions::labels
   bool overwrite = false;
 };
 

@@ -307,7 +307,12 @@ TEST_CASE("export of a classifier adapter: peft carries the head, gguf refuses i
     e.adapter_dir = adapter;
     e.base_dir = kDir + "/roberta-cls";
     e.out = temp_dir() + "/merged";
+    e.labels = {"entailment", "neutral", "contradiction"};
     export_run(e);
     CHECK(rel_error(classify_logits(e.out), reference("cls/logits")) < 1e-5);
+    CHECK(json_read_file(e.out + "/config.json")["id2label"]["2"] == "contradiction");
+    e.format = ExportFormat::peft;
+    e.out = temp_dir() + "/peft";
+    CHECK(contains(error_of([&] { export_run(e); }).what(), "--to peft writes an adapter"));
   }
 }
