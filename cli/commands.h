@@ -32,6 +32,7 @@ int run_eval(const EvalCliOptions& o);
 
 struct MergeCliOptions {
   std::string base, adapter, out, dtype = "fp32";
+  std::vector<std::string> labels;
   bool verify = false, force = false, overwrite = false;
 };
 std::shared_ptr<MergeCliOptions> setup_merge(CLI::App& app);
@@ -39,6 +40,7 @@ int run_merge(const MergeCliOptions& o);
 
 struct ExportCliOptions {
   std::string adapter, to, out, base, dtype = "fp32";
+  std::vector<std::string> labels;
   bool overwrite = false;
 };
 std::shared_ptr<ExportCliOptions> setup_export(CLI::App& app);

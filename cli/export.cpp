@@ -1,4 +1,5 @@
-// `lora export --adapter DIR --to gguf|peft|merged --out PATH [--base DIR] [--dtype D] [--overwrite]`:
+// `lora export --adapter DIR --to gguf|peft|merged --out PATH [--base DIR] [--dtype D] [--labels A,B,...]
+// [--overwrite]`:
 // an adapter in another ecosystem's format (core/export_gguf.h).
 #include <cstdio>
 
@@ -17,6 +18,8 @@ std::shared_ptr<ExportCliOptions> setup_export(CLI::App& app) {
                  "Base model directory: needed for merged and for LLaMA-family gguf when the adapter's "
                  "base_model_name_or_path is not a local directory");
   app.add_option("--dtype", o->dtype, "Output dtype for merged: fp32 (default), bf16 or fp16");
+  app.add_option("--labels", o->labels, "For merged: names of a saved classification head's labels, as lora merge")
+      ->delimiter(',');
   app.add_flag("--overwrite", o->overwrite, "Replace an existing output");
   return o;
 }
@@ -28,6 +31,7 @@ int run_export(const ExportCliOptions& o) {
   e.out = o.out;
   e.base_dir = o.base;
   e.dtype = merge_dtype_parse(o.dtype);
+  e.labels = o.labels;
   e.overwrite = o.overwrite;
   ExportReport r = export_run(e);
   for (const auto& n : r.notes) std::printf("note: %s\n", n.c_str());

@@ -20,6 +20,9 @@ namespace lora {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+const char* const kClassifierNames[4] = {"classifier.dense.weight", "classifier.dense.bias",
+                                         "classifier.out_proj.weight", "classifier.out_proj.bias"};
+
 namespace {
 // PEFT's key prefix: "base_model.model." + the family's checkpoint prefix ("transformer.", "model.").
 std::string peft_prefix(const Model& m) { return "base_model.model." + checkpoint_prefix(m.config().family); }
@@ -40,9 +43,6 @@ std::string module_suffix(const Model& m, const std::string& hf_name) {
   if (last == "dense") return checkpoint_prefix(m.config().family) + hf_name;
   return last;
 }
-
-const char* kClassifierNames[4] = {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
-                                   "classifier.out_proj.bias"};
 
 float peft_scale(float alpha, int r, bool rslora) { return rslora ? alpha / std::sqrt(float(r)) : alpha / float(r); }
 }  // namespace
@@ -153,7 +153,7 @@ T pattern_lookup(const json& pattern, const std::string& module, T fallback) {
 }
 }  // namespace
 
-AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules) {
+AdapterFile adapter_file_read(const std::string& dir) {
   AdapterFile ad;
   ad.dir = dir;
   ad.config_path = (fs::path(dir) / "adapter_config.json").string();
@@ -193,7 +193,7 @@ AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules) 
   if (flag("lora_bias"))
     fail_usage("'" + ad.config_path + "' trains LoRA biases (lora_bias: true), which lora cannot merge or export");
   bool saves_classifier = false;
-  if (allow_saved_modules && c.contains("modules_to_save") && c["modules_to_save"].is_array()) {
+  if (c.contains("modules_to_save") && c["modules_to_save"].is_array()) {
     std::vector<std::string> others;
     for (const json& m : c["modules_to_save"]) {
       if (m == "classifier") saves_classifier = true;
@@ -201,12 +201,9 @@ AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules) 
     }
     if (!others.empty())
       fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
-                     ": lora restores only a classification head ('classifier')",
-                 "save the adapter with modules_to_save=[\"classifier\"]");
-  } else if (c.contains("modules_to_save") && c["modules_to_save"].is_array() && !c["modules_to_save"].empty())
-    fail_usage("'" + ad.config_path + "' lists modules_to_save " + c["modules_to_save"].dump() +
-                   ": fully trained modules that lora cannot merge or export",
-               "save the adapter without modules_to_save");
+                     ": lora restores, merges and exports only a classification head ('classifier')",
+                 "save the adapter with modules_to_save=[\"classifier\"] or without modules_to_save");
+  }
   ad.r = int(num("r", 8));
   ad.alpha = float(num("lora_alpha", 8));
   ad.rslora = flag("use_rslora");
@@ -244,7 +241,8 @@ AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules) 
   if (!unknown.empty())
     fail_usage("'" + ad.weights_path + "' has " + std::to_string(unknown.size()) +
                    " tensors that are not LoRA A/B weights:" + error_list(unknown),
-               "lora merges and exports plain LoRA adapters (no DoRA magnitudes, embedding LoRA or saved modules)");
+               "lora merges and exports LoRA adapters with at most a saved classification head (no DoRA magnitudes, "
+               "embedding LoRA or other saved modules)");
   for (const auto& module : order) {
     const Pair& p = pairs[module];
     if (!p.a || !p.b)
@@ -278,40 +276,60 @@ AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules) 
   return ad;
 }
 
+std::vector<Tensor> adapter_classifier_head(const AdapterFile& ad) {
+  std::vector<Tensor> got(4);
+  std::vector<std::string> missing;
+  for (int i = 0; i < 4; ++i) {
+    for (const auto& [name, t] : ad.saved)
+      if (name == kClassifierNames[i]) got[i] = t;
+    if (got[i].empty()) missing.push_back(kClassifierNames[i]);
+  }
+  if (missing.size() == 4) return {};
+  if (!missing.empty())
+    fail_usage("'" + ad.weights_path + "' has an incomplete classification head; missing:" + error_list(missing),
+               "the file may be truncated; save the adapter again");
+  // dense (C,C) and (C), out_proj (NL,C) and (NL).
+  const Tensor &dw = got[0], &db = got[1], &ow = got[2], &ob = got[3];
+  const bool fits = dw.ndim() == 2 && dw.dim(0) == dw.dim(1) && db.ndim() == 1 && db.dim(0) == dw.dim(0) &&
+                    ow.ndim() == 2 && ow.dim(1) == dw.dim(0) && ob.ndim() == 1 && ob.dim(0) == ow.dim(0);
+  if (!fits)
+    fail_usage("'" + ad.weights_path + "' holds a classification head whose shapes do not fit together: " +
+                   kClassifierNames[0] + " " + dw.shape_str() + ", " + kClassifierNames[1] + " " + db.shape_str() + ", " +
+                   kClassifierNames[2] + " " + ow.shape_str() + ", " + kClassifierNames[3] + " " + ob.shape_str(),
+               "expected (C, C), (C), (num_labels, C), (num_labels); save the adapter again");
+  return got;
+}
+
 namespace {
 // The classification head from an adapter's saved modules; without them the base checkpoint must have
 // carried a head (a model evaluated with a random head would report nonsense).
 void classifier_load(Model& model, const AdapterFile& f) {
   ClassifierHead& h = model.classifier();
   const Tensor* want[4] = {&h.dense_w, &h.dense_b, &h.out_w, &h.out_b};
-  Tensor got[4];
-  std::vector<std::string> missing, bad;
-  for (int i = 0; i < 4; ++i) {
-    for (const auto& [name, t] : f.saved)
-      if (name == kClassifierNames[i]) got[i] = t;
-    if (got[i].empty())
-      missing.push_back(kClassifierNames[i]);
-    else if (got[i].shape != want[i]->shape)
-      bad.push_back(std::string(kClassifierNames[i]) + " " + got[i].shape_str() + ", the model's is " + want[i]->shape_str());
-  }
-  if (!bad.empty())
-    fail_usage("'" + f.weights_path + "' holds a classification head that does not fit this model:" + error_list(bad),
-               "set model.num_labels to the number of labels the adapter was trained with");
-  if (missing.size() == 4) {
+  std::vector<Tensor> got = adapter_classifier_head(f);
+  if (got.empty()) {
     if (h.loaded) return;  // the base checkpoint's own head
     fail_usage("'" + f.weights_path + "' has no classification head (base_model.model.classifier.*) and the base model has none",
                "train the adapter with lora (which saves the head) or save it with PEFT's modules_to_save=[\"classifier\"]");
   }
-  if (!missing.empty())
-    fail_usage("'" + f.weights_path + "' has an incomplete classification head; missing:" + error_list(missing),
-               "the file may be truncated; save the adapter again");
+  std::vector<std::string> bad;
+  for (int i = 0; i < 4; ++i)
+    if (got[i].shape != want[i]->shape)
+      bad.push_back(std::string(kClassifierNames[i]) + " " + got[i].shape_str() + ", the model's is " + want[i]->shape_str());
+  if (!bad.empty())
+    fail_usage("'" + f.weights_path + "' holds a classification head that does not fit this model:" + error_list(bad),
+               "set model.num_labels to the number of labels the adapter was trained with");
   model.classifier_set(got[0], got[1], got[2], got[3]);
 }
 }  // namespace
 
 void adapter_load(Model& model, const std::string& dir) {
   const bool classifier = model.config().head == HeadKind::classifier;
-  AdapterFile f = adapter_file_read(dir, classifier);
+  AdapterFile f = adapter_file_read(dir);
+  if (!classifier && !f.saved.empty())
+    fail_usage("'" + f.weights_path + "' saves a classification head (modules_to_save), but this " +
+                   model.config().family + " model has a language-model head",
+               "load it onto the RoBERTa model it was trained on");
   std::map<std::string, Linear*> by_name;
   for (Linear* lin : model_linears(model)) by_name[lin->hf_name] = lin;
   std::vector<std::string> unknown, bad_shape;

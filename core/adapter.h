@@ -40,20 +40,28 @@ struct AdapterFile {
   float alpha = 8;
   bool rslora = false;
   std::vector<AdapterModule> modules;  // in file order
-  // Fully saved modules (modules_to_save), when allowed: name after "base_model.model." -> tensor, e.g.
-  // "classifier.dense.weight". PEFT's in-memory names ("classifier.modules_to_save.default.dense.weight")
-  // are accepted and stored under the saved name.
+  // The classification head saved as modules_to_save ["classifier"]: name after "base_model.model." ->
+  // tensor, e.g. "classifier.dense.weight". PEFT's in-memory names
+  // ("classifier.modules_to_save.default.dense.weight") are accepted and stored under the saved name.
   std::vector<std::pair<std::string, Tensor>> saved;
 };
 
+// The four tensors of HF RobertaClassificationHead, as transformers names them in a checkpoint and
+// PEFT after "base_model.model.": dense (C,C) and (C), out_proj (NL,C) and (NL).
+extern const char* const kClassifierNames[4];
+
 // Reads adapter_config.json + adapter_model.safetensors in any PEFT layout we know: ours, PEFT's own,
 // older ones with an adapter name in the keys ("...lora_A.default.weight") or without
-// "base_model.model.". Refuses (lora::Error, exit 2) what a LoRA merge cannot honour: another
-// peft_type, DoRA, LoRA biases, modules_to_save, embedding LoRA, unpaired or unknown tensors (all
-// listed), and tensors whose rank disagrees with the config.
-// allow_saved_modules: accept modules_to_save ["classifier"] and its tensors (into `saved`), as loading
-// an adapter onto a classification model does; merge and export keep refusing them.
-AdapterFile adapter_file_read(const std::string& dir, bool allow_saved_modules = false);
+// "base_model.model.". A classification head in modules_to_save ["classifier"] is read into `saved`.
+// Refuses (lora::Error, exit 2) what a LoRA merge cannot honour: another peft_type, DoRA, LoRA biases,
+// other modules_to_save, embedding LoRA, unpaired or unknown tensors (all listed), and tensors whose
+// rank disagrees with the config.
+AdapterFile adapter_file_read(const std::string& dir);
+
+// The adapter's saved classification head in kClassifierNames order (dense.weight, dense.bias,
+// out_proj.weight, out_proj.bias), or an empty vector when it saves none. An incomplete head, or one
+// whose four shapes do not fit together, is refused (exit 2) naming the tensors.
+std::vector<Tensor> adapter_classifier_head(const AdapterFile& ad);
 
 // Writes <dir>/adapter_config.json and <dir>/adapter_model.safetensors (crash-safe, fp32).
 void adapter_save(Model& model, const std::string& dir, const std::string& base_model_name);

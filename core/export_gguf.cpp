@@ -191,6 +191,8 @@ int peft_export(const AdapterFile& ad, const std::string& family, const std::str
     tensors.push_back({key + ".lora_B.weight", m.b});
     suffixes.insert(m.module.substr(m.module.rfind('.') + 1));
   }
+  const std::vector<Tensor> head = adapter_classifier_head(ad);
+  for (int i = 0; i < int(head.size()); ++i) tensors.push_back({std::string("base_model.model.") + kClassifierNames[i], head[i]});
   json cfg = ad.config;
   // Keys PEFT reads, with PEFT's defaults where an older layout left them out. rank_pattern and
   // alpha_pattern are kept: adapter_file_read checked that they give each module's tensors.
@@ -209,6 +211,10 @@ int peft_export(const AdapterFile& ad, const std::string& family, const std::str
   fill("bias", "none");
   fill("rank_pattern", json::object());
   fill("alpha_pattern", json::object());
+  if (!head.empty()) {
+    cfg["modules_to_save"] = {"classifier"};
+    cfg["task_type"] = "SEQ_CLS";
+  }
   fill("modules_to_save", nullptr);
   fill("layers_to_transform", nullptr);
   fill("layers_pattern", nullptr);
@@ -229,12 +235,17 @@ int peft_export(const AdapterFile& ad, const std::string& family, const std::str
 
 ExportReport export_run(const ExportOptions& o) {
   ExportReport rep;
+  if (!o.labels.empty() && o.format != ExportFormat::merged)
+    fail_usage("--labels names a classification head's labels in a merged model; --to " +
+                   std::string(o.format == ExportFormat::gguf ? "gguf" : "peft") + " writes an adapter",
+               "use --to merged, or leave out --labels");
   if (o.format == ExportFormat::merged) {
     MergeOptions m;
     m.adapter_dir = o.adapter_dir;
     m.base_dir = o.base_dir;
     m.out_dir = o.out;
     m.dtype = o.dtype;
+    m.labels = o.labels;
     m.overwrite = o.overwrite;
     if (m.base_dir.empty()) {
       AdapterFile ad = adapter_file_read(o.adapter_dir);
@@ -260,6 +271,14 @@ ExportReport export_run(const ExportOptions& o) {
   }
   output_path_check(o.out, o.overwrite, {o.adapter_dir, base_dir});
   if (o.format == ExportFormat::gguf) {
+    if (!ad.saved.empty())
+      fail_usage("adapter '" + o.adapter_dir + "' saves a trained classification head (modules_to_save: classifier.dense "
+                 "and classifier.out_proj, weights and biases), which a llama.cpp LoRA file cannot carry: llama.cpp "
+                 "reads only .lora_a/.lora_b pairs added to the base model's tensors, and a base without that head "
+                 "(roberta-base) has nothing to add them to",
+                 "merge it (lora merge, or --to merged) and convert the merged RobertaForSequenceClassification with "
+                 "llama.cpp's convert_hf_to_gguf.py (its bert arch with a classification head; name a 2-label head's "
+                 "labels with --labels, which that converter needs); or use --to peft");
     if (fs::is_directory(o.out)) fail_usage("--out '" + o.out + "' is a directory; GGUF export writes one file",
                                             "give a file path such as adapter.gguf");
     std::string arch;

@@ -16,8 +16,15 @@
 // fold any module whose own scale differs (rank_pattern / alpha_pattern, rsLoRA with varying ranks)
 // into its B: B' = B * scale_m * r_m / alpha. convert_lora_to_gguf.py ignores those patterns and rsLoRA.
 //
+// An adapter that saves a classification head (modules_to_save) is refused: the head replaces the
+// base's dense and out_proj weights and biases in full, and a llama.cpp LoRA file holds only
+// .lora_a/.lora_b pairs (src/llama-adapter.cpp rejects any other tensor). llama.cpp runs RoBERTa
+// classifiers as full models (convert_hf_to_gguf.py maps RobertaForSequenceClassification to its bert
+// arch with cls / cls.output tensors), so the way there is the merged model.
+//
 // peft: the adapter rewritten in PEFT's canonical layout (keys "base_model.model.<prefixed module>
-// .lora_A.weight", no adapter name, adapter_config.json with every key PEFT needs), f32.
+// .lora_A.weight", no adapter name, adapter_config.json with every key PEFT needs), f32; a saved
+// classification head as "base_model.model.classifier.*" with modules_to_save ["classifier"].
 // merged: the same as `lora merge` (core/merge.h) with the base from --base or the adapter's
 // base_model_name_or_path.
 #pragma once
@@ -37,6 +44,7 @@ struct ExportOptions {
   std::string adapter_dir, out, base_dir;  // base_dir: optional (merged, and the arch for gguf)
   ExportFormat format = ExportFormat::gguf;
   DType dtype = DType::f32;                // merged only
+  std::vector<std::string> labels;         // merged only: MergeOptions::labels
   bool overwrite = false;
 };
 

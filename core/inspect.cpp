@@ -242,7 +242,7 @@ ojson inspect_model(const std::string& dir) {
 //  "trainable_parameters" (LoRA and saved), "saved_modules": [tensors of modules_to_save],
 //  "saved_parameters", "dtypes", "bytes", "written_by"}
 ojson inspect_adapter(const std::string& dir) {
-  AdapterFile ad = adapter_file_read(dir, /*allow_saved_modules=*/true);
+  AdapterFile ad = adapter_file_read(dir);
   ojson j;
   j["kind"] = "adapter";
   j["path"] = dir;

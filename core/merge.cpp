@@ -73,6 +73,18 @@ std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base
                                                           std::vector<std::string>* notes) {
   const ModelConfig& cfg = base.config();
   const std::string family = cfg.family;
+  // A saved classification head replaces the base's; RobertaForSequenceClassification has no masked-LM
+  // head and no pooler, so those are left out with it.
+  const std::vector<Tensor> head = adapter_classifier_head(ad);
+  if (!head.empty() && cfg.head != HeadKind::classifier)
+    fail_usage("adapter '" + ad.dir + "' saves a classification head (modules_to_save), but the " + family +
+                   " base model '" + base.dir() + "' has a language-model head",
+               "pass the RoBERTa model the adapter was trained on as --base");
+  if (!head.empty() && head[0].dim(0) != cfg.d_model)
+    fail_usage("adapter '" + ad.dir + "' saves a classification head for hidden size " + std::to_string(head[0].dim(0)) +
+                   " (classifier.dense.weight " + head[0].shape_str() + "), but the base model '" + base.dir() +
+                   "' has hidden size " + std::to_string(cfg.d_model),
+               "the adapter was trained on a model of another size; pass that model as --base");
   // Match adapter modules to base weights by canonical (prefixed) name.
   std::map<std::string, const AdapterModule*> by_weight;
   std::vector<std::string> missing, bad_shape;
@@ -106,10 +118,19 @@ std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base
                    std::to_string(bad_shape.size()) + " shape mismatch(es)):" + error_list(bad_shape),
                "the adapter was trained on a model of another size; pass that model as --base");
 
+  const std::string pooler = checkpoint_prefix(family) + "pooler.";
+  auto replaced_by_head = [&](const std::string& name) {
+    return !head.empty() && (starts_with(name, "classifier.") || starts_with(name, "lm_head.") || starts_with(name, pooler));
+  };
+
   std::vector<std::pair<std::string, Tensor>> out;
-  int skipped = 0;
+  int skipped = 0, dropped = 0;
   for (const auto& stored : base.names()) {
     const std::string name = module_name_canonical(stored, family);
+    if (replaced_by_head(name)) {
+      dropped += !starts_with(name, "classifier.");
+      continue;
+    }
     // Buffers save_pretrained does not write: GPT-2's causal masks and a tied head's copy.
     if (family == "gpt2" && (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"))) {
       ++skipped;
@@ -124,9 +145,20 @@ std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base
     if (it != by_weight.end()) merge_delta_add(t, *it->second, cfg.conv1d_weights);
     out.push_back({name, t});
   }
-  if (notes && skipped)
+  for (int i = 0; i < int(head.size()); ++i) out.push_back({kClassifierNames[i], head[i]});
+  if (!notes) return out;
+  if (skipped)
     notes->push_back("left out " + std::to_string(skipped) +
                      " non-parameter tensor(s) of the base (causal-mask buffers, tied head copy), as save_pretrained does");
+  if (!head.empty())
+    notes->push_back("classification head (" + std::to_string(head[2].dim(0)) + " label(s)) from the adapter's saved modules" +
+                     (base.has("classifier.out_proj.weight") ? ", replacing the base's" : "") +
+                     (dropped ? "; left out the base's masked-LM head and pooler (" + std::to_string(dropped) +
+                                    " tensors), which RobertaForSequenceClassification does not have"
+                              : std::string()));
+  else if (cfg.head == HeadKind::classifier && !base.has("classifier.out_proj.weight"))
+    notes->push_back("neither the base nor the adapter has a classification head: the merged encoder has none, "
+                     "and transformers initialises one at random when it loads it as RobertaForSequenceClassification");
   return out;
 }
 
@@ -151,25 +183,35 @@ MergeVerifyResult merge_verify(const std::string& base_dir, const std::string& a
                                const std::string& merged_dir, DType dtype) {
   std::unique_ptr<Backend> be = backend_cpu_create();
   Checkpoint base = Checkpoint::open(base_dir);
-  const ModelConfig& cfg = base.config();
-  if (cfg.family != "gpt2")
-    fail_usage("--verify runs the CPU model, which supports GPT-2-family models only in this version; the base is " +
-                   cfg.family, "merge without --verify");
-  // Probe batch: 2 x 16 fixed ids spread over the vocabulary, every position valid.
+  Checkpoint merged_ck = Checkpoint::open(merged_dir);
+  // The merged config: a classification head the adapter saves sets num_labels.
+  const ModelConfig& cfg = merged_ck.config();
+  const bool classifier = cfg.head == HeadKind::classifier;
+  // Probe batch: 2 x 16 fixed ids spread over the vocabulary, every position valid; an encoder's rows
+  // start with <s>, whose final hidden state the classification head reads.
   const int B = 2, T = std::min(16, cfg.max_positions);
   Tensor tokens = tensor_host({B, T}, DType::i32), lengths = tensor_host({B}, DType::i32);
   for (int i = 0; i < B * T; ++i) tokens.i32()[i] = int((int64_t(i) * 7919 + 13) % cfg.vocab_size);
-  for (int b = 0; b < B; ++b) lengths.i32()[b] = T;
+  for (int b = 0; b < B; ++b) {
+    lengths.i32()[b] = T;
+    if (classifier && cfg.bos_token_id >= 0) tokens.i32()[b * T] = cfg.bos_token_id;
+  }
+  auto probe = [&](Model& m) {
+    if (!classifier) return m.logits(tokens, lengths);  // (B,T,V)
+    Tensor labels = tensor_host({B}), out;               // labels unused: only the logits are compared
+    m.classify_step(tokens, lengths, labels, 0.0f, 0, false, &out);
+    return out;  // (B,NL)
+  };
 
   Model with_adapter(*be, cfg);
-  with_adapter.load_base(base);
+  // The base's own head, unless the adapter's replaces it (it may have another number of labels).
+  with_adapter.load_base(base, adapter_file_read(adapter_dir).saved.empty());
   adapter_load(with_adapter, adapter_dir);
-  Tensor ref = with_adapter.logits(tokens, lengths);
+  Tensor ref = probe(with_adapter);
 
-  Checkpoint merged_ck = Checkpoint::open(merged_dir);
-  Model merged(*be, merged_ck.config());
+  Model merged(*be, cfg);
   merged.load_base(merged_ck);
-  Tensor got = merged.logits(tokens, lengths);
+  Tensor got = probe(merged);
 
   MergeVerifyResult r;
   double max_ref = 0;
@@ -241,6 +283,47 @@ DType merge_dtype_parse(const std::string& name) {
 
 // ---- the command ----
 
+namespace {
+// config.json keys of a RobertaForSequenceClassification with num_labels outputs, as transformers
+// writes them: id2label {"0": "LABEL_0", ...} (names given, else the base's own when it has as many)
+// and label2id its inverse, problem_type; num_labels itself is not a saved key (transformers derives
+// it from id2label), so a stale one is removed.
+void classifier_config_set(json& cfg, int num_labels, const std::vector<std::string>& names_given) {
+  cfg["architectures"] = {"RobertaForSequenceClassification"};
+  const json* names = cfg.contains("id2label") && cfg["id2label"].is_object() ? &cfg["id2label"] : nullptr;
+  json id2label = json::object(), label2id = json::object();
+  for (int i = 0; i < num_labels; ++i) {
+    const std::string id = std::to_string(i);
+    const bool own = names && int(names->size()) == num_labels && names->contains(id) && (*names)[id].is_string();
+    const std::string label = !names_given.empty() ? names_given[i]
+                              : own                ? (*names)[id].get<std::string>()
+                                                   : "LABEL_" + id;
+    id2label[id] = label;
+    label2id[label] = i;
+  }
+  cfg["id2label"] = id2label;
+  cfg["label2id"] = label2id;
+  cfg.erase("num_labels");
+  cfg["problem_type"] = num_labels == 1 ? "regression" : "single_label_classification";
+}
+
+// --labels: one distinct, non-empty name per output of the adapter's classification head.
+void labels_check(const std::vector<std::string>& labels, int head_labels, const std::string& adapter_dir) {
+  if (labels.empty()) return;
+  if (!head_labels)
+    fail_usage("--labels names the labels of a classification head, but adapter '" + adapter_dir + "' saves none",
+               "leave out --labels");
+  if (int(labels.size()) != head_labels)
+    fail_usage("--labels gives " + std::to_string(labels.size()) + " name(s), but the adapter's classification head has " +
+                   std::to_string(head_labels) + " output(s)",
+               "name every label in id order, e.g. --labels entailment,neutral,contradiction");
+  std::set<std::string> seen;
+  for (const auto& l : labels)
+    if (l.empty() || !seen.insert(l).second)
+      fail_usage("--labels has an empty or repeated name ('" + l + "')", "give each label its own name");
+}
+}  // namespace
+
 MergeReport merge_run(const MergeOptions& o) {
   MergeReport rep;
   if (o.base_dir.empty()) fail_usage("no base model given", "pass --base MODEL_DIR");
@@ -253,9 +336,14 @@ MergeReport merge_run(const MergeOptions& o) {
     rep.notes.push_back("adapter names base '" + ad.base_name + "', merging into '" + o.base_dir + "' (--force)");
   }
   output_path_check(o.out_dir, o.overwrite, {o.base_dir, o.adapter_dir});
-  if (o.verify && base.config().family != "gpt2")
-    fail_usage("--verify runs the CPU model, which supports GPT-2-family models only in this version; the base is " +
-                   base.config().family, "merge without --verify");
+  if (o.verify && base.config().head == HeadKind::classifier && ad.saved.empty() && !base.has("classifier.out_proj.weight"))
+    fail_usage("--verify compares the classification head's logits, but neither the base model '" + o.base_dir +
+                   "' nor the adapter '" + o.adapter_dir + "' has a classification head",
+               "merge without --verify, or merge the adapter that saved the head (modules_to_save)");
+
+  const std::vector<Tensor> head = adapter_classifier_head(ad);
+  rep.head_labels = head.empty() ? 0 : int(head[2].dim(0));  // out_proj.weight (NL, C)
+  labels_check(o.labels, rep.head_labels, o.adapter_dir);
 
   auto tensors = merge_weights(base, ad, &rep.notes);
   rep.modules_merged = int(ad.modules.size());
@@ -271,6 +359,7 @@ MergeReport merge_run(const MergeOptions& o) {
   const char* dt = o.dtype == DType::f32 ? "float32" : o.dtype == DType::bf16 ? "bfloat16" : "float16";
   if (cfg.contains("dtype")) cfg["dtype"] = dt;
   if (cfg.contains("torch_dtype") || !cfg.contains("dtype")) cfg["torch_dtype"] = dt;
+  if (rep.head_labels) classifier_config_set(cfg, rep.head_labels, o.labels);
   file_write_atomic((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
   const fs::path gen = fs::path(o.base_dir) / "generation_config.json";
   if (fs::exists(gen)) fs::copy_file(gen, fs::path(tmp) / "generation_config.json", fs::copy_options::overwrite_existing);

@@ -15,6 +15,16 @@
 // the base stored it; GPT-2's causal-mask buffers (attn.bias, attn.masked_bias) and a tied lm_head
 // copy are not written, as save_pretrained does not write them.
 //
+// A classification head the adapter saves (RoBERTa GLUE runs: PEFT's modules_to_save ["classifier"],
+// trained in full) is written as RobertaForSequenceClassification holds it: classifier.dense.* and
+// classifier.out_proj.* from the adapter, replacing any head of the base; the base's masked-LM head
+// (lm_head.*) and pooler (roberta.pooler.*), which that class does not have, are left out. config.json
+// then names architectures ["RobertaForSequenceClassification"], id2label / label2id for the head's
+// num_labels as transformers writes them (names from --labels, else the base's own when it has as
+// many, else "LABEL_i"), and problem_type (regression for one label, single_label_classification
+// otherwise). Real names matter beyond display: llama.cpp's convert_hf_to_gguf.py takes two labels
+// named LABEL_0 / LABEL_1 for transformers' placeholder and gives the model one output.
+//
 // Contract: every check (adapter against base, names recorded in the adapter, output path) runs before
 // anything is written; the output is built in a sibling temporary directory and renamed into place
 // only after it is complete (and verified, with --verify), so a failed merge leaves no partial output
@@ -50,6 +60,8 @@ std::string module_name_canonical(const std::string& module, const std::string& 
 struct MergeOptions {
   std::string base_dir, adapter_dir, out_dir;
   DType dtype = DType::f32;          // output dtype: f32, bf16 or f16
+  std::vector<std::string> labels;   // id2label names of a saved classification head, in id order
+                                     // (empty: the base's when it has as many, else "LABEL_i")
   bool verify = false;               // compare logits of base + adapter and merged on a probe batch
   bool force = false;                // merge although the adapter names another base model
   bool overwrite = false;            // replace an existing output directory
@@ -65,6 +77,7 @@ struct MergeVerifyResult {
 
 struct MergeReport {
   int modules_merged = 0;
+  int head_labels = 0;             // outputs of the classification head taken from the adapter (0: none)
   size_t tensors_written = 0;
   std::vector<std::string> notes;  // lines worth showing (base-name mismatch forced, skipped buffers)
   bool verified = false;
@@ -87,8 +100,9 @@ void merge_delta_add(Tensor& w, const AdapterModule& m, bool w_in_out);
 // ("openai-community/gpt2" names "/models/gpt2"). An empty recorded name matches anything.
 bool base_name_matches(const std::string& recorded, const std::string& base_dir, const std::string& adapter_dir);
 
-// Logits of base + adapter (the adapter applied by the CPU model) against the merged directory's, on a
-// fixed probe batch of 2 x 16 tokens. GPT-2 family only (the CPU model's families).
+// Logits of base + adapter (the adapter, and its classification head if it saves one, applied by the
+// CPU model) against the merged directory's, on a fixed probe batch of 2 x 16 tokens: next-token logits
+// for decoders, the classification head's logits (B, num_labels) for RoBERTa.
 MergeVerifyResult merge_verify(const std::string& base_dir, const std::string& adapter_dir,
                                const std::string& merged_dir, DType dtype);
 // Largest normwise relative logit error accepted for a merged model written in dtype (see merge.cpp).

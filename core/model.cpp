@@ -163,7 +163,7 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
 
 Model::~Model() = default;
 
-void Model::load_base(const Checkpoint& ck) {
+void Model::load_base(const Checkpoint& ck, bool with_head) {
   auto load = [&](Tensor& dst, const std::string& name) {
     Tensor host = ck.get(name, dst.shape);
     be_.upload(dst, host);
@@ -188,7 +188,7 @@ void Model::load_base(const Checkpoint& ck) {
   }
   // A RobertaForSequenceClassification checkpoint carries its head; a pretrained encoder (roberta-base,
   // saved as RobertaForMaskedLM) does not, and lora_init then initialises it as transformers does.
-  if (cfg_.head == HeadKind::classifier && ck.has("classifier.out_proj.weight")) {
+  if (with_head && cfg_.head == HeadKind::classifier && ck.has("classifier.out_proj.weight")) {
     const std::vector<int64_t> stored = ck.shape("classifier.out_proj.weight");
     if (stored != cls_.out_w.shape)
       fail_usage("the checkpoint's classification head 'classifier.out_proj.weight' has shape " +

@@ -152,8 +152,10 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   Backend& backend() { return be_; }
 
-  // Base weights from a HF checkpoint (shapes checked against the config).
-  void load_base(const Checkpoint& ck);
+  // Base weights from a HF checkpoint (shapes checked against the config), and the checkpoint's
+  // classification head when it has one; with_head false leaves the head to be set from an adapter
+  // (merge --verify of an adapter whose head replaces a base head of another size).
+  void load_base(const Checkpoint& ck, bool with_head = true);
   // Random base weights (GPT-2's init: N(0, 0.02), zero biases, unit norms) for tests and benchmarks.
   void init_random(uint64_t seed);
   // Adapters per the spec; A Kaiming-uniform(a = sqrt(5)) as PEFT, B zero. In full mode, marks all trainable.

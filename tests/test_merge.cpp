@@ -133,6 +133,26 @@ TEST_CASE("merge --verify passes per dtype and reports the errors") {
   CHECK(merge_run(o).verify.max_rel < 1e-5);
 }
 
+TEST_CASE("merge --verify on the LLaMA family: PEFT's golden llama adapter") {
+  const std::string dir = std::string(LORA_FIXTURES) + "/golden-llama";
+  MergeOptions o;
+  o.base_dir = dir + "/llama-tiny";
+  o.adapter_dir = dir + "/adapter";
+  o.out_dir = temp_dir() + "/merged";
+  o.verify = true;
+  MergeReport rep = merge_run(o);
+  REQUIRE(rep.verified);
+  MESSAGE("llama: verify max rel " << rep.verify.max_rel);
+  CHECK(rep.verify.passed);
+  CHECK(rep.verify.max_rel < 1e-5);
+  // The merged model's logits equal PEFT's base + adapter logits on the golden batch.
+  GoldenBatch g = golden_batch();
+  SafetensorsFile reference = SafetensorsFile::open(dir + "/reference.safetensors");
+  double err = logits_rel_error(model_logits(o.out_dir, g), reference.to_f32(*reference.find("logits")), g);
+  MESSAGE("llama merged logits vs PEFT base + adapter: normwise relative error " << err);
+  CHECK(err < 1e-5);
+}
+
 TEST_CASE("merge of our block-structured q/v adapter equals the adapter's outputs") {
   auto be = backend_cpu_create();
   Checkpoint ck = Checkpoint::open(kGolden + "/gpt2-tiny");

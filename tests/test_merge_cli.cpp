@@ -108,3 +108,26 @@ TEST_CASE("lora export: gguf, peft, merged, and an unknown format") {
   CHECK(exists.code == 2);
   CHECK(contains(exists.err, "already exists"));
 }
+
+TEST_CASE("lora merge and export of a RoBERTa adapter with a saved classification head") {
+  const std::string dir = temp_dir(), roberta = std::string(LORA_FIXTURES) + "/golden-roberta";
+  const std::string args = " --adapter " + roberta + "/adapter-cls";
+  Run merge = run_lora("merge --base " + roberta + "/roberta-cls" + args + " --out " + dir + "/merged --verify");
+  CHECK(merge.code == 0);
+  CHECK(contains(merge.out, "merged 4 LoRA module(s) and the 3-label classification head into 41 tensors"));
+  CHECK(contains(merge.out, "note: classification head (3 label(s)) from the adapter's saved modules, replacing the base's"));
+  CHECK(contains(merge.out, "verify: max abs classification logit error"));
+  json cfg = json::parse(lora::file_read(dir + "/merged/config.json"));
+  CHECK(cfg["architectures"][0] == "RobertaForSequenceClassification");
+  Run named = run_lora("merge --base " + roberta + "/roberta-cls" + args + " --out " + dir + "/named --labels yes,maybe,no");
+  CHECK(named.code == 0);
+  CHECK(json::parse(lora::file_read(dir + "/named/config.json"))["id2label"]["2"] == "no");
+  Run peft = run_lora("export" + args + " --to peft --out " + dir + "/peft");
+  CHECK(peft.code == 0);
+  CHECK(contains(peft.out, "(peft), 12 tensors"));
+  Run gguf = run_lora("export" + args + " --to gguf --out " + dir + "/a.gguf");
+  CHECK(gguf.code == 2);
+  CHECK(contains(gguf.err, "saves a trained classification head"));
+  CHECK(contains(gguf.err, "hint: merge it"));
+  CHECK_FALSE(fs::exists(dir + "/a.gguf"));
+}
