@@ -107,7 +107,7 @@ std::vector<std::string> adapter_init_from(Model& model, const std::string& dir)
   check_is_adapter(dir);
   AdapterFile f;
   try {
-    f = adapter_file_read(dir, /*allow_saved_modules=*/true);
+    f = adapter_file_read(dir);
   } catch (const Error& e) {
     throw Error(e.code(), std::string("lora.init_from: ") + e.what(), e.hint());
   }
