@@ -70,6 +70,11 @@ class Backend {
   virtual void synchronize() {}
   // Bytes the device can still allocate; -1 where unknown (the CPU: the OS decides).
   virtual int64_t memory_free() { return -1; }
+  // The most device memory this backend's tensors and workspaces have held at once so far (its
+  // allocator's high-water mark, as torch.cuda.max_memory_allocated counts); -1 where unknown (the CPU).
+  virtual int64_t memory_peak() { return -1; }
+  // Device memory the backend holds for its whole life besides tensors (CUDA: cuBLASLt's workspace).
+  virtual int64_t workspace_bytes() const { return 0; }
 
   // ---- memory ----
   // A zero-filled tensor on this backend's device.

@@ -53,7 +53,8 @@ MemoryPlan memory_plan(Model& m, const Recipe& r) {
   if (m.backend().device() == Device::cpu) per_layer += int64_t(r.train.batch_size) * c.n_head * T * T * 4;
   // With recomputation one block's activations are kept, plus every block's residual input.
   p.activations = (m.recompute() ? per_layer + L * N * C * act : L * per_layer) + N * C * act * 2;
-  p.workspace = N * (6 * C + F + 2 * std::max(C, F)) * act + std::min<int64_t>(N * c.vocab_size * act, 64ll << 20);
+  p.workspace = N * (6 * C + F + 2 * std::max(C, F)) * act + std::min<int64_t>(N * c.vocab_size * act, 64ll << 20) +
+                m.backend().workspace_bytes();
   return p;
 }
 
@@ -328,6 +329,10 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
 
   EvalResult final_eval = run_eval(prog.step);
   std::string where = save();
+  if (const int64_t peak = model.backend().memory_peak(); peak >= 0)  // this process's run, resumed or not
+    log.record({{"peak_memory_mib", double(peak) / double(1 << 20)}, {"memory_plan_mib", double(plan.total()) / double(1 << 20)}},
+               "peak device memory: " + mib(peak) + " (tensors and workspace, as the allocator counts them; memory plan " +
+                   mib(plan.total()) + ")");
   log.finish();
   if (spec.full) {
     const std::string model_dir = (fs::path(out_dir) / "model").string();

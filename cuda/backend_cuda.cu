@@ -65,6 +65,14 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   DType activation_dtype() const override { return act_; }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
+  int64_t workspace_bytes() const override { return int64_t(ctx_.lt_workspace_bytes); }
+  int64_t memory_peak() override {
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx_.device));
+    uint64_t high = 0;  // every tensor comes from this pool (alloc); the cuBLASLt workspace does not
+    CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
+    return int64_t(high) + int64_t(ctx_.lt_workspace_bytes);
+  }
   int64_t memory_free() override {
     size_t free_bytes = 0, total_bytes = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));

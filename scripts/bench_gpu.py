@@ -17,11 +17,12 @@ steps, and only the last --steps are timed.
   ours: `lora train` (--lora-bin) with --device cuda on a recipe written here, log.every 1; tokens/s over
         the timed steps from metrics.jsonl (elapsed_s and tokens_per_s of each step).
 
-Memory: the trainer prints no device peak yet, so both runs are watched from outside by one poller
-(NVML through pynvml if importable, else `nvidia-smi --query-gpu=memory.used -lms 100`): the peak of the
-device's used memory minus its level before the run (CUDA context and cached pool blocks included, for
-both), and the process's own figure where NVML reports one. PEFT's torch.cuda.max_memory_allocated()
-(tensors only, no context, no cache) is reported beside it. The ratio uses the poller's figures.
+Memory: both runs are watched from outside by one poller (NVML through pynvml if importable, else
+`nvidia-smi --query-gpu=memory.used -lms 100`): the peak of the device's used memory minus its level
+before the run (CUDA context and cached pool blocks included, for both), and the process's own figure
+where NVML reports one. The ratio uses the poller's figures. Beside them, each tool's own allocator peak:
+PEFT's torch.cuda.max_memory_allocated() and lora's peak_memory_mib from metrics.jsonl (the pool's
+high-water mark of bytes in use plus the cuBLASLt workspace; no context, no cache), with their ratio.
 
 Lengths: "fixed" gives every example 512 tokens (max_length truncates longer texts); "e2e" draws lengths
 like E2E's training set (40 to 120 tokens, mode near 60) and pads per batch: PEFT in random order padded
@@ -393,10 +394,11 @@ def run_ours(args, work, model_dir):
     log_path = os.path.join(work, "ours.log")
     rc, mem, secs = run_watched(cmd, env, args.stage_timeout, log_path)
     metrics = os.path.join(run_dir, "metrics.jsonl")
-    steps = []
+    steps, records = [], []
     if os.path.exists(metrics):
-        steps = [json.loads(l) for l in open(metrics) if l.strip()]
-        steps = [s for s in steps if "tokens_per_s" in s]
+        records = [json.loads(l) for l in open(metrics) if l.strip()]
+        steps = [s for s in records if "tokens_per_s" in s]
+    peak = next((r["peak_memory_mib"] for r in records if "peak_memory_mib" in r), None)
     if rc != 0 or len(steps) < args.warmup + args.steps:
         log("ours: `lora train` failed (exit %s, %d steps logged); the end of %s:\n%s"
             % (rc, len(steps), log_path, tail(log_path)))
@@ -412,7 +414,8 @@ def run_ours(args, work, model_dir):
     profile = run_profile(args, recipe, run_dir, env, device) if args.profile_steps > 0 and not args.dry_cpu else None
     return {"profile": profile, "tokens_per_s": tokens / seconds, "timed_steps": len(timed), "timed_seconds": seconds,
             "timed_tokens": round(tokens), "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
-            "backend_line": backend, "memory": mem, "wall_s": round(secs, 1)}
+            "backend_line": backend, "memory": mem, "wall_s": round(secs, 1),
+            "peak_memory_mib": round(peak, 1) if peak is not None else None}
 
 
 def run_profile(args, recipe, run_dir, env, device):
@@ -477,8 +480,8 @@ def report(res):
     pm, om = p.get("memory") or {}, o.get("memory") or {}
     a, b = pm.get("peak_used_delta_mib"), om.get("peak_used_delta_mib")
     log("%-34s %14s %14s %10s" % ("peak device memory MiB (poller)", fmt(a), fmt(b), fmt(b / a if a and b else None, "%.2f")))
-    a2 = p.get("max_memory_allocated_mib")
-    log("%-34s %14s %14s %10s" % ("PEFT max_memory_allocated MiB", fmt(a2), "", fmt(b / a2 if a2 and b else None, "%.2f")))
+    a2, b2 = p.get("max_memory_allocated_mib"), o.get("peak_memory_mib")
+    log("%-34s %14s %14s %10s" % ("allocator peak MiB (own figure)", fmt(a2), fmt(b2), fmt(b2 / a2 if a2 and b2 else None, "%.2f")))
     log("%-34s %14s %14s" % ("loss first -> last", "%s -> %s" % (fmt(p.get("first_loss"), "%.3f"), fmt(p.get("last_loss"), "%.3f")),
                              "%s -> %s" % (fmt(o.get("first_loss"), "%.3f"), fmt(o.get("last_loss"), "%.3f"))))
     for side, r in (("PEFT", p), ("lora", o)):

@@ -5,6 +5,7 @@
 
 #include <ucontext.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include <cstdio>
@@ -226,6 +227,17 @@ cudaError_t device_alloc(void** p, size_t bytes) {
   return cudaSuccess;
 }
 
+std::map<uintptr_t, size_t> g_pool;  // cudaMallocAsync's live allocations
+size_t g_pool_used = 0, g_pool_high = 0;
+
+void pool_release(void* p) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  auto it = g_pool.find(uintptr_t(p));
+  if (it == g_pool.end()) return;
+  g_pool_used -= it->second;
+  g_pool.erase(it);
+}
+
 cudaError_t device_free(void* p) {
   if (!p) return cudaSuccess;
   std::lock_guard<std::mutex> lock(g_mem_mutex);
@@ -329,9 +341,25 @@ const char* cudaGetErrorString(cudaError_t err) {
 const char* cudaGetErrorName(cudaError_t err) { return cudaGetErrorString(err); }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) { return device_alloc(p, bytes); }
-cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return device_alloc(p, bytes); }
-cudaError_t cudaFree(void* p) { return device_free(p); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return device_free(p); }
+// Stream-ordered allocations come from the device's default pool: its bytes in use and their high-water
+// mark are kept for cudaMemPoolGetAttribute.
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
+  cudaError_t err = device_alloc(p, bytes);
+  if (err != cudaSuccess) return err;
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  g_pool[uintptr_t(*p)] = bytes;
+  g_pool_used += bytes;
+  g_pool_high = std::max(g_pool_high, g_pool_used);
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  pool_release(p);
+  return device_free(p);
+}
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  pool_release(p);
+  return device_free(p);
+}
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   *total = kDeviceBytes;
@@ -344,6 +372,17 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
   return cudaSuccess;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* value) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  uint64_t v = 0;
+  switch (attr) {
+    case cudaMemPoolAttrUsedMemCurrent: case cudaMemPoolAttrReservedMemCurrent: v = g_pool_used; break;
+    case cudaMemPoolAttrUsedMemHigh: case cudaMemPoolAttrReservedMemHigh: v = g_pool_high; break;
+    default: return fail(cudaErrorInvalidValue, "cudaMemPoolGetAttribute: attribute not emulated");
+  }
+  std::memcpy(value, &v, sizeof(v));
+  return cudaSuccess;
+}
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
   if (bytes == 0) return cudaSuccess;

@@ -2,7 +2,8 @@
 # `lora train --device cuda` on the CPU emulation of CUDA (ctest lora_emu_train, label emu): a few steps of
 # the quickstart recipe (batch 2 x 48 tokens: the emulation is slow) through the CUDA backend's code, in bf16, with LORA_PROFILE=1. It passes when the
 # run exits 0 on the emulated device, its losses follow the CPU backend's on the same steps, the adapter is
-# written, and the op profile lists the model's ops. Usage: train_cli.sh LORA_EMU_BINARY SOURCE_DIR WORK_DIR
+# written, the op profile lists the model's ops, and the allocator's peak stays within the memory plan (10%).
+# Usage: train_cli.sh LORA_EMU_BINARY SOURCE_DIR WORK_DIR
 set -uo pipefail
 bin=$1 src=$2 work=$3
 rm -rf "$work"
@@ -29,10 +30,19 @@ grep -q '^CUDA op profile' "$work/out.log" || fail "no op profile at the end (LO
 for op in 'matmul ' attention_forward attention_backward layernorm_forward cross_entropy adamw_update; do
   grep -q "^  $op" "$work/out.log" || fail "the op profile has no row for $op"
 done
+grep -qE '^peak device memory: [1-9][0-9.]* MiB' "$work/out.log" || fail "no peak device memory line"
+grep -q '"peak_memory_mib"' "$work/run/metrics.jsonl" || fail "metrics.jsonl has no peak_memory_mib record"
+# The memory plan (what --dry-run prints and the start-up check compares with free memory) bounds the
+# allocator's peak: within 10% above it at most.
+awk -F'[:,}]' '/"peak_memory_mib"/ { for (i = 1; i < NF; i++) { if ($i ~ /memory_plan_mib/) plan = $(i + 1);
+                                                            if ($i ~ /peak_memory_mib/) peak = $(i + 1) } }
+     END { print "peak " peak " MiB, plan " plan " MiB"; exit !(plan > 0 && peak > 0 && peak <= 1.1 * plan) }' \
+  "$work/run/metrics.jsonl" >"$work/peak.txt" || fail "peak device memory over the plan: $(cat "$work/peak.txt")"
 grep -qiE 'loss[^0-9]*(nan|inf)' "$work/out.log" && fail "a loss is not finite"
 [[ -n $(find "$work/run" -name adapter_model.safetensors) ]] || fail "no adapter_model.safetensors under $work/run"
 echo "ok: 3 bf16 steps (batch 2) of the quickstart on the emulated CUDA backend, losses (cuda, cpu):"
 cat "$work/losses.txt"
+grep '^peak device memory' "$work/out.log"
 echo "op profile:"
 awk '/^CUDA op profile/ { on = 1 } on && n++ < 12' "$work/out.log"  # no early-closing pipe under pipefail
 exit 0
