@@ -3,9 +3,11 @@
 // domain whose label says whether (or how often) the second sentence contains the word "pub".
 #pragma once
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
 #include "tests/test_util.h"
@@ -101,6 +103,38 @@ inline void tiny_roberta_head_strip(const fs::path& model_dir) {
       if (e.name.rfind("classifier.", 0) != 0) kept.push_back({e.name, st.to_f32(e)});
   }
   lora::safetensors_write(path, kept, {{"format", "pt"}}, lora::DType::f32);
+}
+
+// A run of `recipe` for 6 steps (checkpoints at 3 and 6) into dir/whole, then a copy of it cut back to
+// step 3 and resumed into dir/resumed with `resume_args` added: the caller compares the two. REQUIREs
+// both runs to succeed.
+struct ResumeRuns {
+  fs::path whole, resumed;
+  CliResult out;  // the resumed run's
+};
+inline ResumeRuns resume_from_step3(const fs::path& recipe, const fs::path& dir, const std::string& resume_args = "") {
+  const std::string common = " --set train.max_steps=6 --set output.save_every=3 --set output.keep_last=0 --set data.eval=";
+  ResumeRuns r{dir / "whole", dir / "resumed", {}};
+  CliResult whole = lora_run("train " + recipe.string() + " --set output.dir=" + r.whole.string() + common);
+  INFO(whole.out);
+  REQUIRE(whole.code == 0);
+  fs::copy(r.whole, r.resumed, fs::copy_options::recursive);
+  fs::remove_all(r.resumed / "checkpoints" / "step-00000006");
+  fs::remove(r.resumed / "adapter_model.safetensors");
+  r.out = lora_run("train " + recipe.string() + " --set output.dir=" + r.resumed.string() + common + resume_args +
+                   " --resume " + r.resumed.string());
+  INFO(r.out.out);
+  REQUIRE(r.out.code == 0);
+  return r;
+}
+
+// The evaluation records of a run's metrics.jsonl (those with eval_loss), in order.
+inline std::vector<nlohmann::json> eval_records(const fs::path& run) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(read_text(run / "metrics.jsonl"));
+  for (std::string line; std::getline(in, line);)
+    if (nlohmann::json j = nlohmann::json::parse(line); j.contains("eval_loss")) out.push_back(j);
+  return out;
 }
 
 }  // namespace glue_test

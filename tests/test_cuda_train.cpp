@@ -265,6 +265,32 @@ void perturb_trainables(Side& side) {
   side.model->sync_values();
 }
 
+// One backward pass with dropout key `key` on both backends: every LoRA gradient agrees. A loss averages
+// the masks away; a gradient does not (dA = du^T dropout(x) zeroes whole entries of x): the CPU's gradients
+// under another key differ from these by far more than the tolerance, so a GPU that drew other masks fails.
+void check_masked_grads(Pair& P, const std::string& what, uint64_t key) {
+  const float dscale = 1.0f / float(P.g.n_targets);
+  auto grads_for = [&](Side& side, uint64_t k) {
+    side.model->zero_grads();
+    side.step(P.g, dscale, 0.0f, k);
+    return side.lora_grads();
+  };
+  auto other = grads_for(P.cpu, key + 2);
+  auto want = grads_for(P.cpu, key);
+  auto got = grads_for(P.gpu, key);
+  REQUIRE(got.size() == want.size());
+  for (auto& [name, w] : want) {
+    check_normwise(P.tag(what + name), got.at(name), w, P.tol.grads);
+    double max_diff = 0, max_ref = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(other.at(name).f32()[i] - w.f32()[i])));
+      max_ref = std::max(max_ref, double(std::fabs(w.f32()[i])));
+    }
+    MESSAGE(P.tag(what + name) << ": another key's masks move it by " << max_diff / max_ref);
+    CHECK(max_diff > 4 * P.tol.grads * max_ref);
+  }
+}
+
 AdamWConfig trajectory_config(const nlohmann::json& traj) {
   AdamWConfig c;
   c.beta1 = traj["betas"][0].get<float>();
@@ -390,30 +416,9 @@ TEST_CASE("cuda train: LoRA dropout draws the same masks on both backends") {
     LossStats eval = P.cpu.model->step(P.g.tokens, P.g.targets, P.g.lengths, 0.0f, 0.0f, key, false);
     CHECK(std::fabs(cpu_drop - eval.loss_sum / double(eval.tokens)) > 1e-3 * cpu_drop);
 
-    // The backward pass recomputes the mask from the same seed: gradients agree too. A loss averages the
-    // masks away; a gradient does not (dA = du^T dropout(x) zeroes whole entries of x): the CPU's
-    // gradients under another key differ from these by far more than the tolerance, so a GPU that drew
-    // other masks fails here.
+    // The backward pass recomputes the mask from the same seed: gradients agree too.
     const float dscale = 1.0f / float(P.g.n_targets);
-    auto grads_for = [&](Side& side, uint64_t k) {
-      side.model->zero_grads();
-      side.step(P.g, dscale, 0.0f, k);
-      return side.lora_grads();
-    };
-    auto other = grads_for(P.cpu, key + 2);
-    auto want = grads_for(P.cpu, key);
-    auto got = grads_for(P.gpu, key);
-    REQUIRE(got.size() == want.size());
-    for (auto& [name, w] : want) {
-      check_normwise(P.tag("dropout grad " + name), got.at(name), w, P.tol.grads);
-      double max_diff = 0, max_ref = 0;
-      for (int64_t i = 0; i < w.numel(); ++i) {
-        max_diff = std::max(max_diff, double(std::fabs(other.at(name).f32()[i] - w.f32()[i])));
-        max_ref = std::max(max_ref, double(std::fabs(w.f32()[i])));
-      }
-      MESSAGE(P.tag("dropout grad " + name) << ": another key's masks move it by " << max_diff / max_ref);
-      CHECK(max_diff > 4 * P.tol.grads * max_ref);
-    }
+    check_masked_grads(P, "dropout grad ", key);
 
     // Three AdamW steps with a new key each (as the trainer does per micro-batch).
     AdamWConfig c;
@@ -456,26 +461,7 @@ TEST_CASE("cuda train: the model's hidden and attention dropout draw the same ma
     LossStats eval = P.cpu.model->step(P.g.tokens, P.g.targets, P.g.lengths, 0.0f, 0.0f, key, false);
     CHECK(std::fabs(cpu_drop - eval.loss_sum / double(eval.tokens)) > 1e-3 * cpu_drop);
 
-    // Gradients with the same masks agree; another key's masks move them by far more than the tolerance.
-    const float dscale = 1.0f / float(P.g.n_targets);
-    auto grads_for = [&](Side& side, uint64_t k) {
-      side.model->zero_grads();
-      side.step(P.g, dscale, 0.0f, k);
-      return side.lora_grads();
-    };
-    auto other = grads_for(P.cpu, key + 2);
-    auto want = grads_for(P.cpu, key);
-    auto got = grads_for(P.gpu, key);
-    REQUIRE(got.size() == want.size());
-    for (auto& [name, w] : want) {
-      check_normwise(P.tag("model dropout grad " + name), got.at(name), w, P.tol.grads);
-      double max_diff = 0, max_ref = 0;
-      for (int64_t i = 0; i < w.numel(); ++i) {
-        max_diff = std::max(max_diff, double(std::fabs(other.at(name).f32()[i] - w.f32()[i])));
-        max_ref = std::max(max_ref, double(std::fabs(w.f32()[i])));
-      }
-      CHECK(max_diff > 4 * P.tol.grads * max_ref);
-    }
+    check_masked_grads(P, "model dropout grad ", key);
   }
 }
 

@@ -22,6 +22,7 @@ using nlohmann::json;
 using glue_test::Example;
 using glue_test::jsonl_of;
 using glue_test::make_examples;
+using glue_test::eval_records;
 using glue_test::read_text;
 
 namespace {
@@ -62,16 +63,6 @@ const Setup& setup() {
   return s;
 }
 
-// The eval records of metrics.jsonl, in order.
-std::vector<json> eval_records(const fs::path& run) {
-  std::vector<json> out;
-  std::istringstream in(read_text(run / "metrics.jsonl"));
-  for (std::string line; std::getline(in, line);) {
-    json j = json::parse(line);
-    if (j.contains("eval_accuracy")) out.push_back(j);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -195,19 +186,9 @@ TEST_CASE("glue recipes: the paper's eight GLUE recipes parse and validate") {
 TEST_CASE("glue cli: a resumed classification run reproduces the uninterrupted one bit for bit") {
   const Setup& s = setup();
   REQUIRE(s.ok);
-  const std::string common = " --set train.max_steps=6 --set output.save_every=3 --set output.keep_last=0 --set data.eval=";
-  const fs::path a = s.dir / "whole", b = s.dir / "resumed";
-  CliResult whole = lora_run("train " + s.recipe.string() + " --set output.dir=" + a.string() + common);
-  INFO(whole.out);
-  REQUIRE(whole.code == 0);
-  fs::copy(a, b, fs::copy_options::recursive);
-  fs::remove_all(b / "checkpoints" / "step-00000006");
-  fs::remove(b / "adapter_model.safetensors");
-  CliResult resumed = lora_run("train " + s.recipe.string() + " --set output.dir=" + b.string() + common + " --resume " + b.string());
-  INFO(resumed.out);
-  REQUIRE(resumed.code == 0);
-  CHECK(contains(resumed.out, "at step 3"));
-  CHECK(read_text(a / "adapter_model.safetensors") == read_text(b / "adapter_model.safetensors"));  // LoRA and head
+  const glue_test::ResumeRuns r = glue_test::resume_from_step3(s.recipe, s.dir);
+  CHECK(contains(r.out.out, "at step 3"));
+  CHECK(read_text(r.whole / "adapter_model.safetensors") == read_text(r.resumed / "adapter_model.safetensors"));  // LoRA and head
 }
 
 TEST_CASE("glue cli: a regression head (num_labels 1, MSE) learns a score; Pearson and Spearman reported") {

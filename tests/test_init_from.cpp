@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using glue_test::jsonl_of;
 using glue_test::make_examples;
+using glue_test::eval_records;
 using glue_test::read_text;
 
 namespace {
@@ -73,13 +74,6 @@ const Setup& setup() {
   return s;
 }
 
-std::vector<json> eval_records(const fs::path& run) {
-  std::vector<json> out;
-  std::istringstream in(read_text(run / "metrics.jsonl"));
-  for (std::string line; std::getline(in, line);)
-    if (json j = json::parse(line); j.contains("eval_loss")) out.push_back(j);
-  return out;
-}
 
 bool same_bits(const Tensor& a, const Tensor& b) {
   return a.shape == b.shape && std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
@@ -209,22 +203,12 @@ TEST_CASE("init_from: the target trains on from the source's adapter and learns 
 TEST_CASE("init_from: --resume continues from the checkpoint and never reads init_from again") {
   const Setup& x = setup();
   REQUIRE(x.ok);
-  const std::string common = " --set train.max_steps=6 --set output.save_every=3 --set output.keep_last=0 --set data.eval=";
-  const fs::path a = x.dir / "whole", b = x.dir / "resumed";
-  CliResult whole = lora_run("train " + x.recipe.string() + " --set output.dir=" + a.string() + common);
-  INFO(whole.out);
-  REQUIRE(whole.code == 0);
-  fs::copy(a, b, fs::copy_options::recursive);
-  fs::remove_all(b / "checkpoints" / "step-00000006");
-  fs::remove(b / "adapter_model.safetensors");
   // The source is gone by the time the job is requeued: resuming must not need it.
-  CliResult resumed = lora_run("train " + x.recipe.string() + " --set output.dir=" + b.string() + common +
-                               " --set lora.init_from=" + (x.dir / "gone").string() + " --resume " + b.string());
-  INFO(resumed.out);
-  REQUIRE(resumed.code == 0);
-  CHECK(contains(resumed.out, "at step 3"));
-  CHECK(contains(resumed.out, "lora.init_from is not read when resuming"));
-  CHECK(read_text(a / "adapter_model.safetensors") == read_text(b / "adapter_model.safetensors"));
+  const glue_test::ResumeRuns runs =
+      glue_test::resume_from_step3(x.recipe, x.dir, " --set lora.init_from=" + (x.dir / "gone").string());
+  CHECK(contains(runs.out.out, "at step 3"));
+  CHECK(contains(runs.out.out, "lora.init_from is not read when resuming"));
+  CHECK(read_text(runs.whole / "adapter_model.safetensors") == read_text(runs.resumed / "adapter_model.safetensors"));
   // In code: train_weights_init with resume leaves the fresh init for the checkpoint to overwrite.
   Recipe r = recipe_load(x.recipe.string());
   Start res(r, /*resume=*/true);
