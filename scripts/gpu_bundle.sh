@@ -100,10 +100,13 @@ fi
 cp "$root/scripts/gpu_run.sh" "$bundle/gpu_run.sh"
 chmod +x "$bundle/gpu_run.sh"
 # The session driver, the peer benchmark and the golden fixtures the cuda tests read.
-for f in gpu_session.sh bench_gpu.sh bench_gpu.py; do
+for f in gpu_session.sh bench_gpu.sh bench_gpu.py loss_parity.sh; do
   [[ -f $root/scripts/$f ]] && cp "$root/scripts/$f" "$bundle/"
 done
 mkdir -p "$bundle/fixtures" && cp -r "$root/tests/fixtures/golden" "$bundle/fixtures/"
+# The quickstart recipe and its data, for loss_parity.sh (the recipe finds its data at ../data).
+mkdir -p "$bundle/configs" "$bundle/data" && cp "$root/configs/quickstart.yaml" "$bundle/configs/" &&
+  cp -r "$root/data/quickstart" "$bundle/data/"
 echo "$without_cuda" >"$bundle/without_cuda_libs"
 
 size=$(du -sm "$bundle" | cut -f1)
