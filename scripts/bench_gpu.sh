@@ -35,19 +35,13 @@ sets=${BENCH_SETS:-medium:fixed medium:e2e large:fixed}
 deadline=${BENCH_DEADLINE:-0}
 mkdir -p "$out" "$work"
 
-libpath=$bundle/lib
-for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-  [[ -d $dir ]] && libpath+=:$dir
-done
 python=$(command -v python3 || true)
 [[ -n $python ]] || { echo "error: no python3 on PATH (the PEFT side needs torch, transformers and peft)" >&2; exit 1; }
-while IFS= read -r site; do
-  for pkg in cudnn cublas cuda_runtime cu13 cuda_nvrtc nvjitlink; do
-    for dir in "$site"/nvidia/$pkg/lib "$site"/nvidia/$pkg/lib64; do
-      [[ -d $dir ]] && libpath+=:$dir
-    done
-  done
-done < <("$python" -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+for lib in "$here/gpu_libpath.sh" "$bundle/gpu_libpath.sh"; do
+  [[ -f $lib ]] && { source "$lib"; break; }
+done
+declare -F lora_gpu_libpath >/dev/null || { echo "error: gpu_libpath.sh not found beside $0 or in $bundle" >&2; exit 1; }
+libpath=$(lora_gpu_libpath "$bundle")
 export LORA_LD_LIBRARY_PATH=$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PYTHONUNBUFFERED=1
 

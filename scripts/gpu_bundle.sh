@@ -99,8 +99,9 @@ fi
 
 cp "$root/scripts/gpu_run.sh" "$bundle/gpu_run.sh"
 chmod +x "$bundle/gpu_run.sh"
-# The session driver, the peer benchmark and the golden fixtures the cuda tests read.
-for f in gpu_session.sh bench_gpu.sh bench_gpu.py loss_parity.sh; do
+# The session driver, the loader-path helper, the peer benchmark, the loss check and the golden fixtures
+# the cuda tests read.
+for f in gpu_session.sh gpu_libpath.sh bench_gpu.sh bench_gpu.py loss_parity.sh; do
   [[ -f $root/scripts/$f ]] && cp "$root/scripts/$f" "$bundle/"
 done
 mkdir -p "$bundle/fixtures" && cp -r "$root/tests/fixtures/golden" "$bundle/fixtures/"

@@ -14,20 +14,10 @@ label=${1:-cuda}
 logs=${OUT:-$here/gpu-logs}
 mkdir -p "$logs"
 
-libpath=$here/lib
-for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-  [[ -d $dir ]] && libpath+=:$dir
-done
-python=$(command -v python3 || true)
-if [[ -n $python ]]; then
-  while IFS= read -r site; do
-    for pkg in cudnn cublas cuda_runtime cu13 cuda_nvrtc nvjitlink; do
-      for dir in "$site"/nvidia/$pkg/lib "$site"/nvidia/$pkg/lib64; do
-        [[ -d $dir ]] && libpath+=:$dir
-      done
-    done
-  done < <("$python" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
-fi
+# The loader path: the bundle's lib/, the node's CUDA toolkit, Python's nvidia/* packages (gpu_libpath.sh).
+[[ -f $here/gpu_libpath.sh ]] || { echo "error: $here/gpu_libpath.sh not found (gpu_bundle.sh copies it)" >&2; exit 1; }
+source "$here/gpu_libpath.sh"
+libpath=$(lora_gpu_libpath "$here")
 export LD_LIBRARY_PATH=$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 {

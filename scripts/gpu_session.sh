@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU node (docs/GPU.md): the CUDA tests, the same tests under compute-sanitizer's
-# memcheck (both by the bundle's gpu_run.sh), then the peer benchmark (bench_gpu.sh: GPT-2 Medium with
-# 512-token and E2E-like examples, then GPT-2 Large if time is left), all inside a time budget.
+# memcheck (both by the bundle's gpu_run.sh), the 200-step loss check against the CPU (loss_parity.sh),
+# then the peer benchmark (bench_gpu.sh: GPT-2 Medium with 512-token and E2E-like examples, then GPT-2
+# Large if time is left), all inside a time budget.
 # Everything is collected under $OUT (the device tool brings that folder back; elsewhere ./gpu-session-logs)
 # as at most 8 files, the device tool's limit: summary.txt (what to read first), bench_results.json, the
 # cuda test logs, and session-logs.tar.gz with every log and result.
@@ -11,10 +12,12 @@
 #   BUNDLE_DIR      a bundle from scripts/gpu_bundle.sh; default this script's folder if it holds
 #                   bin/lora, else ../gpu-bundle (so that `bash scripts/gpu_session.sh` works from a
 #                   repository checkout beside a bundle, and `bash gpu-bundle/gpu_session.sh` inside one)
-# Environment: LORA_SANITIZE=0 skips memcheck; LORA_SESSION_BENCH=0 skips the benchmark; BENCH_SETS,
+# Environment: LORA_SANITIZE=0 skips memcheck; LORA_SESSION_PARITY=0 skips the loss check;
+# LORA_SESSION_BENCH=0 skips the benchmark; BENCH_SETS,
 # BENCH_ARGS, BENCH_WORK pass to bench_gpu.sh; LORA_FIXTURES_DIR overrides where test_cuda_train finds
 # golden/ (default: the bundle's fixtures/, else the repository's tests/fixtures/).
-# Exit status: 0 if the tests passed (or skipped) and every benchmark set that ran succeeded, else 1.
+# Exit status: 0 if the tests passed (or skipped), the loss check passed and every benchmark set that ran
+# succeeded, else 1.
 set -uo pipefail
 
 start=$(date +%s)
@@ -48,6 +51,24 @@ if [[ -z ${LORA_FIXTURES_DIR:-} ]]; then
 fi
 echo "== gpu session: bundle $bundle, budget ${budget}s, fixtures ${LORA_FIXTURES_DIR:-not found}, logs $final_out"
 
+# 0. The CPU side of the loss check (step 2) runs meanwhile, on half the cores: it needs no GPU.
+parity=0
+if [[ ${LORA_SESSION_PARITY:-1} != 0 ]]; then
+  if [[ -f $here/loss_parity.sh && -f $here/gpu_libpath.sh ]]; then
+    parity=1
+    threads=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+    (
+      source "$here/gpu_libpath.sh"
+      export LD_LIBRARY_PATH=$(lora_gpu_libpath "$bundle")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+      OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads PARITY_STAGE=cpu WORK=$stage/parity \
+        exec timeout --kill-after=10 "$((budget * 60 / 100))" nice -n 5 bash "$here/loss_parity.sh" "$bundle/bin/lora"
+    ) >"$stage/parity.log" 2>&1 &
+    parity_cpu_pid=$!
+  else
+    echo "error: loss_parity.sh or gpu_libpath.sh not found beside $0; loss check not run" | tee "$stage/parity.log"
+  fi
+fi
+
 # 1. The CUDA tests, then memcheck. They get at most 45% of the budget: the benchmark needs the rest.
 tests_limit=$((budget * 45 / 100))
 OUT=$stage/tests timeout --kill-after=10 "$tests_limit" bash "$bundle/gpu_run.sh" cuda 2>&1 | tee "$stage/tests.log"
@@ -56,7 +77,39 @@ tests_rc=${PIPESTATUS[0]}
   tee -a "$stage/tests.log"
 echo "== tests: exit $tests_rc after $(elapsed)s"
 
-# 2. The benchmark, in what time is left.
+# 2. The loss over 200 quickstart steps on CUDA (bf16) against the CPU backend's (its run started in
+#    step 0); waiting for the CPU side and the CUDA run get at most 15% of the budget.
+parity_rc=0
+if [[ ${LORA_SESSION_PARITY:-1} != 0 ]]; then
+  if ((parity)); then
+    parity_limit=$((budget * 15 / 100))
+    parity_end=$(($(date +%s) + parity_limit))
+    while kill -0 "$parity_cpu_pid" 2>/dev/null && (($(date +%s) < parity_end)); do sleep 1; done
+    if kill -0 "$parity_cpu_pid" 2>/dev/null; then
+      kill -- -"$parity_cpu_pid" 2>/dev/null || kill "$parity_cpu_pid" 2>/dev/null
+      echo "== loss check: the CPU run had not ended after $(elapsed)s; cut" >>"$stage/parity.log"
+      parity_rc=124
+    elif wait "$parity_cpu_pid"; then
+      (
+        source "$here/gpu_libpath.sh"
+        export LD_LIBRARY_PATH=$(lora_gpu_libpath "$bundle")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        PARITY_STAGE=cuda WORK=$stage/parity exec timeout --kill-after=10 "$((parity_end - $(date +%s) + 1))" \
+          bash "$here/loss_parity.sh" "$bundle/bin/lora"
+      ) >>"$stage/parity.log" 2>&1
+      parity_rc=$?
+      ((parity_rc == 124 || parity_rc == 137)) && echo "== loss check: the CUDA run was cut" >>"$stage/parity.log"
+    else
+      parity_rc=$?  # the CPU run failed or was cut by its own limit; parity.log says which
+    fi
+    rm -rf "$stage/parity/cache"
+  else
+    parity_rc=1
+  fi
+  cat "$stage/parity.log"
+  echo "== loss check: exit $parity_rc after $(elapsed)s"
+fi
+
+# 3. The benchmark, in what time is left.
 bench_rc=0
 if [[ ${LORA_SESSION_BENCH:-1} != 0 ]]; then
   if [[ -f $here/bench_gpu.sh ]]; then
@@ -69,12 +122,14 @@ if [[ ${LORA_SESSION_BENCH:-1} != 0 ]]; then
   echo "== benchmark: exit $bench_rc after $(elapsed)s"
 fi
 
-# 3. Collect: at most 8 files under $OUT.
+# 4. Collect: at most 8 files under $OUT.
 {
   echo "gpu session $(date -u +%FT%TZ) on $(hostname), $(elapsed)s of ${budget}s"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi failed"
   echo "-- tests (exit $tests_rc)"
   cat "$stage/tests/summary.txt" 2>/dev/null || echo "no test summary (gpu_run.sh cut or failed early; see tests.log)"
+  echo "-- loss check against the CPU (exit $parity_rc)"
+  tail -n 8 "$stage/parity.log" 2>/dev/null
   echo "-- benchmark (exit $bench_rc)"
   cat "$stage/bench/bench_skipped.txt" 2>/dev/null
   sed -n '/^== summary/,$p' "$stage/bench.log" 2>/dev/null
@@ -94,5 +149,5 @@ rm -rf "$stage"
 
 echo "== done in $(elapsed)s; in $final_out: $(cd "$final_out" && ls | tr '\n' ' ')"
 cat "$final_out/summary.txt"
-((tests_rc == 0 && bench_rc == 0)) && exit 0
+((tests_rc == 0 && parity_rc == 0 && bench_rc == 0)) && exit 0
 exit 1

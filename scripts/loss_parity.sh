@@ -10,7 +10,9 @@
 #   RECIPE  default configs/quickstart.yaml beside this script's repository or bundle
 #   STEPS   default 200;  TOL  default 0.01
 # Environment: PRECISION (CUDA's train.precision, default bf16), WORK (folder for both runs, default a
-# new temporary one), CUDA_DEVICE (the --device of the second run, default cuda).
+# new temporary one), CUDA_DEVICE (the --device of the second run, default cuda), PARITY_STAGE: all
+# (default), cpu (only the CPU run, into WORK) or cuda (only the CUDA run and the comparison, against the
+# CPU run a `cpu` stage left in the same WORK): gpu_session.sh runs the CPU side while the GPU tests run.
 # Exit status: 0 within TOL, 1 outside it or a run failed, 2 bad usage.
 set -uo pipefail
 bin=${1:?usage: loss_parity.sh LORA_BIN [RECIPE [STEPS [TOL]]]}
@@ -24,6 +26,11 @@ fi
 steps=${3:-200} tol=${4:-0.01}
 [[ -x $bin ]] || { echo "error: $bin is not an executable lora binary" >&2; exit 2; }
 [[ -f $recipe ]] || { echo "error: recipe '${recipe:-configs/quickstart.yaml}' not found" >&2; exit 2; }
+stage=${PARITY_STAGE:-all}
+[[ $stage == all || $stage == cpu || $stage == cuda ]] ||
+  { echo "error: PARITY_STAGE='$stage'; expected all, cpu or cuda" >&2; exit 2; }
+[[ $stage != cuda || -n ${WORK:-} ]] ||
+  { echo "error: PARITY_STAGE=cuda compares with the CPU run in WORK; set WORK to the cpu stage's folder" >&2; exit 2; }
 work=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/lora-parity.XXXXXX")}
 mkdir -p "$work"
 settings=(--set "train.max_steps=$steps" --set log.every=1 --set log.progress=plain --set data.eval=
@@ -41,7 +48,13 @@ run() {  # run NAME DEVICE [extra args]
   fi
   echo "$name: $steps steps in $((SECONDS - t0)) s ($(grep -m1 '^training on' "$work/$name.log"))"
 }
-run cpu cpu
+if [[ $stage != cuda ]]; then
+  run cpu cpu
+  [[ $stage == cpu ]] && exit 0
+elif [[ ! -s $work/cpu/metrics.jsonl ]]; then
+  echo "error: no CPU run in $work (no cpu/metrics.jsonl): run PARITY_STAGE=cpu with the same WORK first" >&2
+  exit 1
+fi
 run cuda "${CUDA_DEVICE:-cuda}" --set "train.precision=${PRECISION:-bf16}"
 
 # Each step's loss from metrics.jsonl, one per line.
