@@ -109,6 +109,14 @@ mkdir -p "$bundle/fixtures" && cp -r "$root/tests/fixtures/golden" "$bundle/fixt
 mkdir -p "$bundle/configs" "$bundle/data" && cp "$root/configs/quickstart.yaml" "$bundle/configs/" &&
   cp -r "$root/data/quickstart" "$bundle/data/"
 echo "$without_cuda" >"$bundle/without_cuda_libs"
+# What the bundle was built from, for the figures a GPU session reports: the source commit (with
+# "-dirty" for uncommitted changes), and a warning here if a source file is newer than the binary.
+{
+  echo "source: $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "built: $(date -u -r "$build/lora" +%FT%TZ) in $build (CUDA architectures ${arch:-unknown})"
+} >"$bundle/version.txt"
+newer=$(find "$root/core" "$root/cuda" "$root/cli" -newer "$build/lora" -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) 2>/dev/null | head -n 3)
+[[ -z $newer ]] || echo "warning: sources newer than $build/lora (rebuild first?): $(echo $newer)" >&2
 
 size=$(du -sm "$bundle" | cut -f1)
 echo "gpu bundle: $bundle (${size} MiB; ${#binaries[@]} binaries, ${#copied[@]} libraries)"

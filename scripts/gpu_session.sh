@@ -125,6 +125,7 @@ fi
 # 4. Collect: at most 8 files under $OUT.
 {
   echo "gpu session $(date -u +%FT%TZ) on $(hostname), $(elapsed)s of ${budget}s"
+  cat "$bundle/version.txt" 2>/dev/null || echo "bundle version unknown (no version.txt)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi failed"
   echo "-- tests (exit $tests_rc)"
   cat "$stage/tests/summary.txt" 2>/dev/null || echo "no test summary (gpu_run.sh cut or failed early; see tests.log)"
