@@ -23,6 +23,7 @@
 
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/fsutil.h"
 
 namespace lora {
 
@@ -35,20 +36,6 @@ struct Record {
   bool label_is_number = false;
   double label_number = NAN;
 };
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  size_t start = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(std::move(line));
-    start = end + 1;
-  }
-  return lines;
-}
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t") == std::string::npos; }
 
@@ -259,7 +246,7 @@ DatasetTables dataset_tokenize_glue(const std::string& source_path, const std::s
                                     int max_length, const DatasetOptions& options, int64_t* n_truncated) {
   std::string ext = source_path.size() >= 4 ? source_path.substr(source_path.size() - 4) : "";
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  std::vector<std::string> lines = lines_of(bytes);
+  std::vector<std::string> lines = text_lines(bytes);
   std::vector<Record> records = ext == ".tsv" ? parse_tsv(source_path, lines, options) : parse_jsonl(source_path, lines, options);
   if (records.empty())
     fail_runtime("dataset source '" + source_path + "' has no records", "check that data.train / data.eval point at the right file");

@@ -9,6 +9,7 @@
 
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/fsutil.h"
 
 namespace lora {
 
@@ -49,21 +50,6 @@ std::string trim(const std::string& s) {
   if (b == std::string::npos) return {};
   size_t e = s.find_last_not_of(ws);
   return s.substr(b, e - b + 1);
-}
-
-// Splits text into lines (without "\n" or a trailing "\r"), dropping a UTF-8 byte-order mark.
-std::vector<std::string> split_lines(const std::string& text) {
-  std::vector<std::string> lines;
-  size_t start = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(std::move(line));
-    start = end + 1;
-  }
-  return lines;
 }
 
 [[noreturn]] void fail_line(const std::string& path, int64_t line, const std::string& what,
@@ -199,7 +185,7 @@ std::string dataset_source_hash(const std::string& source_path) {
 // A JSONL source whose first record is a classification record: a label or GLUE's text fields, and
 // none of the generation fields.
 static bool jsonl_is_glue(const std::string& source_path) {
-  for (const std::string& line : split_lines(read_source(source_path))) {
+  for (const std::string& line : text_lines(read_source(source_path))) {
     if (trim(line).empty()) continue;
     nlohmann::json obj;
     try {
@@ -225,7 +211,7 @@ std::string dataset_format_resolve(const std::string& source_path, const std::st
   if (ext == ".jsonl" || ext == ".json") return jsonl_is_glue(source_path) ? "glue" : "jsonl";
   if (ext == ".txt") return "e2e";
   if (ext == ".tsv") return "glue";
-  for (const std::string& line : split_lines(read_source(source_path))) {
+  for (const std::string& line : text_lines(read_source(source_path))) {
     std::string t = trim(line);
     if (t.empty()) continue;
     if (t[0] == '{') return jsonl_is_glue(source_path) ? "glue" : "jsonl";
@@ -268,7 +254,7 @@ DatasetTables dataset_tokenize(const std::string& source_path, const std::string
     }
     return t;
   }
-  std::vector<std::string> lines = split_lines(bytes);
+  std::vector<std::string> lines = text_lines(bytes);
   std::vector<SourceExample> examples = fmt == "e2e" ? parse_e2e(source_path, lines) : parse_jsonl(source_path, lines);
   if (examples.empty())
     fail_runtime("dataset source '" + source_path + "' has no examples (" + std::to_string(lines.size()) +

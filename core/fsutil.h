@@ -1,7 +1,8 @@
 // Small file-system helpers with checked errors: crash-safe writes (temporary file, fsync, rename,
-// fsync of the directory), whole-file reads, JSON files, writability checks.
+// fsync of the directory), whole-file reads and their lines, JSON files, writability checks.
 #pragma once
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,9 @@ namespace lora {
 
 // Reads a whole file; lora::Error (runtime) naming the path if it cannot.
 std::string file_read(const std::string& path);
+// Splits text into lines (without "\n" or a trailing "\r"), dropping a UTF-8 byte-order mark; no line
+// for a final newline.
+std::vector<std::string> text_lines(const std::string& text);
 // Writes path.tmp, fsyncs it, renames it over path and fsyncs the directory.
 void file_write_atomic(const std::string& path, const std::string& content);
 // fsync a file or directory by path (errors are reported).
