@@ -109,6 +109,23 @@ mkdir -p "$bundle/fixtures" && cp -r "$root/tests/fixtures/golden" "$bundle/fixt
 mkdir -p "$bundle/configs" "$bundle/data" && cp "$root/configs/quickstart.yaml" "$bundle/configs/" &&
   cp -r "$root/data/quickstart" "$bundle/data/"
 echo "$without_cuda" >"$bundle/without_cuda_libs"
+# compute-sanitizer, for gpu_run.sh's memcheck pass: GPU nodes often have the CUDA runtime without the
+# toolkit's tools. Taken from the toolkit here or from PyPI's nvidia-cuda-sanitizer-api wheel
+# (pip install nvidia-cuda-sanitizer-api: nvidia/cu13/compute-sanitizer in site-packages); its docs,
+# headers and 32-bit (x86/) parts stay behind (about 37 MB unpacked).
+sanitizer=
+for dir in /usr/local/cuda/compute-sanitizer $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null |
+  xargs -n1 printf '%s/nvidia/cu13/compute-sanitizer\n' 2>/dev/null); do
+  [[ -x $dir/compute-sanitizer ]] && { sanitizer=$dir; break; }
+done
+if [[ -n $sanitizer ]]; then
+  mkdir -p "$bundle/compute-sanitizer"
+  find "$sanitizer" -maxdepth 1 -type f -exec cp {} "$bundle/compute-sanitizer/" \;
+  echo "compute-sanitizer: from $sanitizer ($("$sanitizer/compute-sanitizer" --version 2>/dev/null | sed -n 's/^Version //p'))"
+else
+  echo "warning: no compute-sanitizer here: the bundle's memcheck pass runs only where the node has one" >&2
+  echo "  hint: pip install nvidia-cuda-sanitizer-api (PyPI; CUDA 13's tool), then bundle again" >&2
+fi
 # What the bundle was built from, for the figures a GPU session reports: the source commit (with
 # "-dirty" for uncommitted changes), and a warning here if a source file is newer than the binary.
 {
