@@ -5,19 +5,26 @@
 # ...; never libc, ld-linux, libdl, libpthread, librt, libm or the driver's libcuda), tests.txt the test
 # names with their ctest labels, and gpu_run.sh to run them there.
 #
-# Usage: scripts/gpu_bundle.sh [--without-cuda-libs] [BUILD_DIR [BUNDLE_DIR]]   (build, gpu-bundle)
+# Usage: scripts/gpu_bundle.sh [--without-cuda-libs] [--without-sanitizer] [BUILD_DIR [BUNDLE_DIR]]
+#        (defaults: build, gpu-bundle)
 #   --without-cuda-libs leaves out cuBLAS/cuBLASLt, nvrtc, nvJitLink and cuDNN (libcublasLt alone is ~540 MB;
 #   libcudart, small and version-exact, stays) for a
 #   node that has the toolkit: gpu_run.sh then finds them under /usr/local/cuda or in Python's nvidia/
 #   packages. Use it when the bundle must travel small (the device tool carries at most 64 MiB).
+#   --without-sanitizer leaves out compute-sanitizer (36 MiB), for nodes that have their own (the device
+#   tool's image does).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-without_cuda=0
-if [[ ${1:-} == --without-cuda-libs ]]; then
-  without_cuda=1
+without_cuda=0 with_sanitizer=1
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --without-cuda-libs) without_cuda=1 ;;
+    --without-sanitizer) with_sanitizer=0 ;;
+    *) echo "error: unknown option '$1' (expected --without-cuda-libs or --without-sanitizer)" >&2; exit 2 ;;
+  esac
   shift
-fi
+done
 build=$(realpath -m "${1:-$root/build}")
 bundle=$(realpath -m "${2:-$root/gpu-bundle}")
 
@@ -114,7 +121,7 @@ echo "$without_cuda" >"$bundle/without_cuda_libs"
 # (pip install nvidia-cuda-sanitizer-api: nvidia/cu13/compute-sanitizer in site-packages); its docs,
 # headers and 32-bit (x86/) parts stay behind (about 37 MB unpacked).
 sanitizer=
-for dir in /usr/local/cuda/compute-sanitizer $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null |
+((with_sanitizer)) && for dir in /usr/local/cuda/compute-sanitizer $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null |
   xargs -n1 printf '%s/nvidia/cu13/compute-sanitizer\n' 2>/dev/null); do
   [[ -x $dir/compute-sanitizer ]] && { sanitizer=$dir; break; }
 done
@@ -122,7 +129,7 @@ if [[ -n $sanitizer ]]; then
   mkdir -p "$bundle/compute-sanitizer"
   find "$sanitizer" -maxdepth 1 -type f -exec cp {} "$bundle/compute-sanitizer/" \;
   echo "compute-sanitizer: from $sanitizer ($("$sanitizer/compute-sanitizer" --version 2>/dev/null | sed -n 's/^Version //p'))"
-else
+elif ((with_sanitizer)); then
   echo "warning: no compute-sanitizer here: the bundle's memcheck pass runs only where the node has one" >&2
   echo "  hint: pip install nvidia-cuda-sanitizer-api (PyPI; CUDA 13's tool), then bundle again" >&2
 fi
