@@ -2,8 +2,9 @@
 # Run inside a bundle made by scripts/gpu_bundle.sh, on the GPU node: point the loader at the bundle's
 # lib/ (then at the node's CUDA toolkit and Python's nvidia/* packages, cuDNN included, for whatever the
 # bundle left out), print nvidia-smi, run the tests labelled `cuda` (exit code 77 counts as skipped), and,
-# unless LORA_SANITIZE is 0, run them again under compute-sanitizer's memcheck tool (the bundle's copy, or
-# the node's; the summary says NOT RUN where there is none).
+# unless LORA_SANITIZE is 0, run the shared-memory ops of test_cuda_ops under compute-sanitizer's
+# racecheck and every test under its memcheck (the node's compute-sanitizer, else the bundle's; the summary
+# says NOT RUN where there is none).
 # Logs go to $OUT when it is set (the device tool brings that folder back), else to ./gpu-logs.
 #
 # Usage: gpu_run.sh [LABEL]   (default cuda; "all" runs every test binary)
@@ -33,43 +34,46 @@ while IFS=$'\t' read -r name tlabel; do
 done <"$here/tests.txt"
 ((${#tests[@]})) || { echo "no tests labelled $label in $here/tests.txt"; exit 1; }
 
-# run_tests MODE: every test once, plainly (MODE plain) or under compute-sanitizer's memcheck (memcheck).
+# run_one TOOL NAME [ARGS...]: test NAME once, plainly (TOOL plain) or under compute-sanitizer's TOOL
+# (memcheck, racecheck), with the test's ARGS; adds its line to the summary.
 status=0
 summary=()
 declare -A plain_rc=()
-run_tests() {
-  local mode=$1 name bin rc result log
-  for name in "${tests[@]}"; do
-    bin=$here/bin/$name
-    if [[ $mode == memcheck && ${plain_rc[$name]} == 77 ]]; then
-      summary+=("$name under memcheck: skipped (the test skipped itself)")
-      continue
-    fi
-    if [[ $mode == plain ]]; then
-      ldd "$bin" | grep 'not found' && echo "warning: $name has unresolved libraries" >&2
-      log=$logs/$name.log
-      LORA_CUDA_SYNC=${LORA_CUDA_SYNC:-0} "$bin" >"$log" 2>&1
-    else
-      log=$logs/$name.memcheck.log
-      "$sanitizer" --tool memcheck --error-exitcode 99 "$bin" >"$log" 2>&1
-    fi
+run_one() {
+  local tool=$1 name=$2 rc result log label
+  shift 2
+  local bin=$here/bin/$name
+  if [[ $tool == plain ]]; then
+    label=$name
+    log=$logs/$name.log
+    ldd "$bin" | grep 'not found' && echo "warning: $name has unresolved libraries" >&2
+    LORA_CUDA_SYNC=${LORA_CUDA_SYNC:-0} "$bin" "$@" >"$log" 2>&1
     rc=$?
-    [[ $mode == plain ]] && plain_rc[$name]=$rc
-    # Some sandboxed nodes (gVisor) run CUDA but refuse the sanitizer: its failure, not the test's.
-    if [[ $mode == memcheck && $rc != 0 ]] && grep -q 'Device not supported' "$log"; then
-      summary+=("$name under memcheck: NOT RUN (compute-sanitizer: \"Device not supported\" on this node)")
-      continue
+    plain_rc[$name]=$rc
+  else
+    label="$name under $tool${*:+ ($*)}"
+    log=$logs/$name.$tool.log
+    if [[ ${plain_rc[$name]:-} == 77 ]]; then
+      summary+=("$label: skipped (the test skipped itself)")
+      return
     fi
-    case $rc in
-      0) [[ $mode == plain ]] && result=passed || result=clean ;;
-      77) result=skipped ;;
-      *) result="FAILED (exit $rc)"; status=1 ;;
-    esac
-    [[ $mode == plain ]] && summary+=("$name: $result") || summary+=("$name under memcheck: $result")
-    tail -n "$([[ $mode == plain ]] && echo 30 || echo 5)" "$log"
-  done
+    "$sanitizer" --tool "$tool" --error-exitcode 99 "$bin" "$@" >"$log" 2>&1
+    rc=$?
+    # Some sandboxed nodes (gVisor) run CUDA but refuse the sanitizer: its failure, not the test's.
+    if ((rc != 0)) && grep -q 'Device not supported' "$log"; then
+      summary+=("$label: NOT RUN (compute-sanitizer: \"Device not supported\" on this node)")
+      return
+    fi
+  fi
+  case $rc in
+    0) [[ $tool == plain ]] && result=passed || result=clean ;;
+    77) result=skipped ;;
+    *) result="FAILED (exit $rc)"; status=1 ;;
+  esac
+  summary+=("$label: $result")
+  tail -n "$([[ $tool == plain ]] && echo 30 || echo 5)" "$log"
 }
-run_tests plain
+for name in "${tests[@]}"; do run_one plain "$name"; done
 
 # compute-sanitizer: on PATH, in the bundle (gpu_bundle.sh copies one), in the CUDA toolkit, or from
 # PyPI's nvidia-cuda-sanitizer-api in the node's python.
@@ -86,12 +90,18 @@ for s in site.getsitepackages() + [site.getusersitepackages()]:
         print(p); break' 2>/dev/null)
 fi
 if [[ ${LORA_SANITIZE:-1} == 0 ]]; then
-  summary+=("memcheck: not run (LORA_SANITIZE=0)")
+  summary+=("racecheck, memcheck: not run (LORA_SANITIZE=0)")
 elif [[ -z $sanitizer ]]; then
-  summary+=("memcheck: NOT RUN, no compute-sanitizer found (hint: pip install nvidia-cuda-sanitizer-api where the bundle is made, then bundle again)")
+  summary+=("racecheck, memcheck: NOT RUN, no compute-sanitizer found (hint: pip install nvidia-cuda-sanitizer-api where the bundle is made, then bundle again)")
 else
+  # racecheck first: shared-memory races are what the CPU emulation cannot show (it runs a block's
+  # threads one at a time). Only the ops whose kernels share memory or shuffle within warps.
+  if [[ " ${tests[*]} " == *" test_cuda_ops "* ]]; then
+    echo "== racecheck with $sanitizer"
+    run_one racecheck test_cuda_ops "-tc=*attention*,*layernorm*,*cross_entropy*,*sum_squares*,*embedding*"
+  fi
   echo "== memcheck with $sanitizer"
-  run_tests memcheck
+  for name in "${tests[@]}"; do run_one memcheck "$name"; done
 fi
 
 echo "== summary (logs in $logs)"
