@@ -72,6 +72,21 @@ std::string gguf_tensor_name(const std::string& arch, const std::string& module)
   return "";
 }
 
+Tensor gguf_rotary_permute_rows(const Tensor& w, int n_head) {
+  const int64_t rows = w.dim(0), cols = w.numel() / rows;
+  if (n_head <= 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0)
+    fail_runtime("cannot reorder " + std::to_string(rows) + " rows into " + std::to_string(n_head) +
+                 " rotary heads of an even head size");
+  const int64_t half = rows / n_head / 2;
+  Tensor out = tensor_host(w.shape);
+  for (int64_t h = 0; h < n_head; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j)  // (head, pair i, member j) <- (head, half j, index i)
+        std::memcpy(out.f32() + ((h * half + i) * 2 + j) * cols, w.f32() + ((h * 2 + j) * half + i) * cols,
+                    size_t(cols) * sizeof(float));
+  return out;
+}
+
 namespace {
 
 // Little-endian GGUF v3 serialisation into a byte string.
@@ -102,8 +117,12 @@ bool host_little_endian() {
 
 }  // namespace
 
-ExportReport gguf_export_lora(const AdapterFile& ad, const std::string& arch, const std::string& path) {
+ExportReport gguf_export_lora(const AdapterFile& ad, const std::string& arch, const std::string& path, int n_head,
+                              int n_kv_head) {
   if (!host_little_endian()) fail_runtime("GGUF export needs a little-endian host");
+  const bool rotary_rows = arch == "llama";  // see gguf_rotary_permute_rows
+  if (rotary_rows && (n_head <= 0 || n_kv_head <= 0))
+    fail_runtime("GGUF export for the llama arch needs the base's head counts (internal error)");
   ExportReport rep;
   rep.arch = arch;
   // One alpha for the file: the first module's scale * r (exact for uniform adapters, rsLoRA folded in).
@@ -129,6 +148,16 @@ ExportReport gguf_export_lora(const AdapterFile& ad, const std::string& arch, co
       b = tensor_host(m.b.shape);
       for (int64_t i = 0; i < b.numel(); ++i) b.f32()[i] = m.b.f32()[i] * k;
       ++rep.rescaled;
+    }
+    const bool is_q = name.find(".attn_q.weight") != std::string::npos;
+    if (rotary_rows && (is_q || name.find(".attn_k.weight") != std::string::npos)) {
+      const int heads = is_q ? n_head : n_kv_head;
+      if (b.dim(0) % (2 * int64_t(heads)) != 0)
+        fail_usage("adapter '" + ad.dir + "' has " + std::to_string(b.dim(0)) + " output rows on " + m.module +
+                       ", which do not split into the base's " + std::to_string(heads) + " heads of an even size",
+                   "check that the base model (--base, or the adapter's base_model_name_or_path) is the one it was "
+                   "trained on");
+      b = gguf_rotary_permute_rows(b, heads);  // B's rows only: (P B) A = P (B A)
     }
     tensors.push_back({name + ".lora_a", m.a});
     tensors.push_back({name + ".lora_b", b});
@@ -292,7 +321,7 @@ ExportReport export_run(const ExportOptions& o) {
                      "; its base_model_name_or_path '" + ad.base_name + "' is not a model directory here",
                  "pass --base MODEL_DIR (only its config.json is read)");
     }
-    ExportReport g = gguf_export_lora(ad, arch, o.out);
+    ExportReport g = gguf_export_lora(ad, arch, o.out, cfg.n_head, cfg.n_kv_head);
     for (auto& n : rep.notes) g.notes.insert(g.notes.begin(), n);
     return g;
   }

@@ -7,10 +7,14 @@
 // general.architecture (llama.cpp's name for the base's arch: it refuses an adapter of another arch),
 // general.type = "adapter", adapter.type = "lora", adapter.lora.alpha (f32). Tensors, f32:
 // "<base tensor>.lora_a" with shape (r, in) -> ggml ne [in, r], "<base tensor>.lora_b" (out, r) -> ne
-// [r, out], i.e. PEFT's A and B unchanged: llama.cpp's weights are (out, in) in row-major terms for
-// every arch (the GGUF converter transposes GPT-2's Conv1D weights), and PEFT's A/B are already in that
-// nn.Linear orientation, so nothing is transposed. GPT-2's fused c_attn is llama.cpp's
-// blk.N.attn_qkv: a block-structured q/v adapter on it is one LoRA there too.
+// [r, out], i.e. PEFT's A and B: llama.cpp's weights are (out, in) in row-major terms for every arch
+// (the GGUF converter transposes GPT-2's Conv1D weights), and PEFT's A/B are already in that nn.Linear
+// orientation, so nothing is transposed. GPT-2's fused c_attn is llama.cpp's blk.N.attn_qkv: a
+// block-structured q/v adapter on it is one LoRA there too. One exception: llama.cpp's llama arch
+// (LLaMA, Mistral) rotates adjacent pairs of each head, HF rotates its two halves, so
+// convert_hf_to_gguf.py reorders the rows of q_proj and k_proj (LlamaModel.permute, with the key/value
+// head count for k) and convert_lora_to_gguf.py reorders lora_b's rows the same way; so do we
+// (gguf_rotary_permute_rows). Qwen2 (NeoX-style rotation in llama.cpp, as in HF) and GPT-2 keep HF's order.
 // llama.cpp scales each pair by alpha / r with r read from that pair's tensors and one alpha per file,
 // so we write alpha = scale * r of the first module (rsLoRA folds sqrt(r) in: alpha / sqrt(r) * r) and
 // fold any module whose own scale differs (rank_pattern / alpha_pattern, rsLoRA with varying ranks)
@@ -70,7 +74,14 @@ std::string gguf_arch_for(const ModelConfig& cfg);
 std::string gguf_tensor_name(const std::string& arch, const std::string& module);
 
 // Writes the adapter as a llama.cpp LoRA GGUF file at path (crash-safe); arch from gguf_arch_for.
-ExportReport gguf_export_lora(const AdapterFile& ad, const std::string& arch, const std::string& path);
+// n_head, n_kv_head: the base's query and key/value heads, which the llama arch needs to reorder q's and
+// k's lora_b (other archs ignore them).
+ExportReport gguf_export_lora(const AdapterFile& ad, const std::string& arch, const std::string& path, int n_head,
+                              int n_kv_head);
+// The rows of w (out, ...) in the order convert_hf_to_gguf.py gives q_proj / k_proj for llama.cpp's llama
+// arch: out = n_head heads of size HS, each (2, HS/2) read as (HS/2, 2), i.e. HF's rotary halves
+// interleaved into pairs: new row h*HS + 2i + j = old row h*HS + j*HS/2 + i. HS odd: lora::Error.
+Tensor gguf_rotary_permute_rows(const Tensor& w, int n_head);
 // Writes the adapter in PEFT's canonical layout into out_dir (created). family: for the key prefix.
 int peft_export(const AdapterFile& ad, const std::string& family, const std::string& out_dir);
 

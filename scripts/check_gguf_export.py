@@ -6,7 +6,10 @@ metadata (general.architecture, general.type = adapter, adapter.type = lora, ada
 tensor names as llama.cpp expects them ("blk.N.<tensor>.weight.lora_a" / ".lora_b"), ggml dims
 (lora_a ne = [in, r], lora_b ne = [r, out]), f32 type, lora_a equal to PEFT's lora_A, and the update
 llama.cpp applies, (alpha / r) * lora_b @ lora_a, equal to PEFT's scale * B @ A (scale = lora_alpha / r,
-or / sqrt(r) with use_rslora; rank_pattern and alpha_pattern honoured as PEFT does).
+or / sqrt(r) with use_rslora; rank_pattern and alpha_pattern honoured as PEFT does). For the llama arch
+(LLaMA, Mistral) the update of q and k is expected with its rows in llama.cpp's rotary order, as
+convert_hf_to_gguf.py permutes q_proj / k_proj (LlamaModel.permute); the head counts come from the base's
+config.json (--base, else the adapter's base_model_name_or_path).
 
     python3 scripts/check_gguf_export.py --adapter tests/fixtures/golden/adapter --gguf adapter.gguf
     python3 scripts/check_gguf_export.py --adapter DIR --lora build/lora   # exports to a temporary file first
@@ -49,6 +52,22 @@ def pattern(pat, module, default):
     return default
 
 
+def rotary_perm(rows, n_head):
+    """convert_hf_to_gguf.py's LlamaModel.permute as a row order: new row i = old row perm[i]."""
+    return np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(-1)
+
+
+def base_heads(base, adapter_dir, adapter_cfg):
+    """(query heads, key/value heads) from the base's config.json."""
+    name = adapter_cfg.get("base_model_name_or_path") or ""
+    for cand in ([base] if base else [name, os.path.join(adapter_dir, name)]):
+        path = os.path.join(cand, "config.json")
+        if cand and os.path.isfile(path):
+            c = json.load(open(path))
+            return c["num_attention_heads"], c.get("num_key_value_heads") or c["num_attention_heads"]
+    raise SystemExit("the llama arch reorders q and k: pass --base MODEL_DIR (its config.json gives the heads)")
+
+
 def field_value(reader, key):
     f = reader.fields[key]
     if f.types[0] == gguf.GGUFValueType.STRING:
@@ -61,11 +80,13 @@ def main():
     ap.add_argument("--adapter", required=True)
     ap.add_argument("--gguf")
     ap.add_argument("--lora", help="the lora binary: export the adapter to a temporary GGUF file first")
+    ap.add_argument("--base", help="the base model directory (llama arch: its head counts)")
     args = ap.parse_args()
     path = args.gguf
     if args.lora:
         path = os.path.join(tempfile.mkdtemp(), "adapter.gguf")
-        subprocess.run([args.lora, "export", "--adapter", args.adapter, "--to", "gguf", "--out", path], check=True)
+        base = ["--base", args.base] if args.base else []
+        subprocess.run([args.lora, "export", "--adapter", args.adapter, "--to", "gguf", "--out", path] + base, check=True)
     if not path:
         raise SystemExit("pass --gguf FILE or --lora BIN")
 
@@ -89,6 +110,9 @@ def main():
     if reader.fields["adapter.lora.alpha"].types[0] != gguf.GGUFValueType.FLOAT32:
         errors.append("adapter.lora.alpha is not a float32")
     alpha = float(meta["adapter.lora.alpha"])
+    heads = None
+    if meta.get("general.architecture") == "llama":
+        heads = base_heads(args.base, args.adapter, cfg)
     by_name = {t.name: t for t in reader.tensors}
     if len(by_name) != 2 * len(modules):
         errors.append(f"{len(by_name)} tensors, expected {2 * len(modules)}")
@@ -116,6 +140,8 @@ def main():
             errors.append(f"{name}.lora_a differs from {module}.lora_A")
         ours = (alpha / A.shape[0]) * (gb.astype(np.float64) @ ga.astype(np.float64))
         ref = scale * (B.astype(np.float64) @ A.astype(np.float64))
+        if heads and name.endswith((".attn_q.weight", ".attn_k.weight")):
+            ref = ref[rotary_perm(ref.shape[0], heads[0] if ".attn_q." in name else heads[1])]
         err = np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)
         worst = max(worst, err)
         if err > 1e-6:

@@ -3,16 +3,22 @@
 
 llama.cpp comes from PyPI: llama-cpp-python builds the llama.cpp it vendors from its sdist, and the same
 sdist holds llama.cpp's convert_hf_to_gguf.py. The check:
-  1. converts the base model (a GPT-2-architecture HF directory) to an f32 GGUF with llama.cpp's own
-     converter (independent of our exporter: it fixes the tensor names and orientations our adapter
-     must match). A vocabulary llama.cpp does not know by hash (the quickstart's own 879-token BPE) is
-     declared "gpt-2", the pre-tokenizer it uses; token ids are fed directly, so this only names it;
-  2. loads base + our LoRA GGUF in llama.cpp (llama_adapter_lora_init, scale 1), feeds the token ids of
-     held-out examples and reads the logits at every position;
+  1. converts the base model (a HF directory of a GPT-2, LLaMA, Mistral or Qwen2 architecture, told by its
+     config.json's model_type) to an f32 GGUF with llama.cpp's own converter (independent of our
+     exporter: it fixes the tensor names, orientations and, for LLaMA and Mistral, the row order of q
+     and k that our adapter must match). The converter needs the tokenizer files: tokenizer.model for a
+     SentencePiece vocabulary; a BPE vocabulary llama.cpp does not know by hash (the quickstart's own
+     879-token BPE) is declared "gpt-2", the pre-tokenizer it uses. Token ids are fed directly, so the
+     vocabulary only has to convert;
+  2. loads base + our LoRA GGUF in llama.cpp (llama_adapter_lora_init, scale 1; an f32 K/V cache
+     unless --kv-cache f16, llama.cpp's default), feeds the token ids of held-out examples and reads the
+     logits at every position;
   3. compares them with transformers + PEFT on base + the adapter directory the GGUF was exported from:
      normwise relative error (max |diff| / max |ref|) per sequence and next-token argmax agreement; and,
      as a control that separates conversion from adapter errors, llama.cpp's base alone against
-     transformers' base.
+     transformers' base. For rotary archs it also reports how far PEFT's logits move when the q and k
+     adapters' B rows are put in the other rotary order (the error of an exporter that skips the
+     converter's permutation for LLaMA, or applies it to Qwen2), so a check that passes is known to see it.
 
 --classifier MERGED checks instead the way README gives for RoBERTa classifiers, which a LoRA GGUF
 cannot carry: a `lora merge` output (RobertaForSequenceClassification, with tokenizer files, which the
@@ -29,10 +35,32 @@ Run with the system python (torch, transformers, peft) and llama_cpp importable,
     PYTHONPATH=/tmp/llvenv/lib/python3.11/site-packages python3 scripts/check_gguf_llamacpp.py \\
         --llama-cpp-src /tmp/llcpp/llama_cpp_python-*/vendor/llama.cpp --adapter /tmp/qs --gguf /tmp/qs.gguf
 
+LLaMA-family adapters (a tiny LLaMA with grouped K/V heads and the SentencePiece fixture tokenizer,
+pretrained briefly as the quickstart's base was, then LoRA on q k v o gate up down; Qwen2 alike with
+data/quickstart/qwen2-base-config.json, whose q/k/v have biases):
+
+    build/lora init --config data/quickstart/llama-base-config.json --out /tmp/llama-init \\
+        --tokenizer tests/fixtures/tokenizer/sp --seed 1
+    build/lora train configs/quickstart-base.yaml --set model.path=/tmp/llama-init --set train.epochs=1 \\
+        --output /tmp/llama-base-run
+    build/lora train configs/quickstart.yaml --set model.path=/tmp/llama-base-run/model \\
+        --set lora.targets=[q,k,v,o,gate,up,down] --output /tmp/llama-lora
+    build/lora export --adapter /tmp/llama-lora --to gguf --out /tmp/llama-lora.gguf
+    PYTHONPATH=... python3 scripts/check_gguf_llamacpp.py --llama-cpp-src ... \\
+        --base /tmp/llama-base-run/model --adapter /tmp/llama-lora --gguf /tmp/llama-lora.gguf
+
 Where the pip build is too slow (it also builds llama.cpp's common library and an HTTP client), libllama
-alone can be built in the build directory pip configured (ninja llama) and used without installing:
-LLAMA_CPP_LIB_PATH=<build>/bin and PYTHONPATH=<sdist root> (llama_cpp is pure Python over ctypes; it
-needs the diskcache package besides numpy).
+alone can be built and used without installing: LLAMA_CPP_LIB_PATH=<build>/bin and PYTHONPATH=<sdist
+root> (llama_cpp is pure Python over ctypes; it needs the diskcache package besides numpy), e.g.
+
+    cmake -S /tmp/llcpp/llama_cpp_python-0.3.36/vendor/llama.cpp -B /tmp/llcpp/build -G Ninja \\
+        -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \\
+        -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \\
+        -DLLAMA_BUILD_SERVER=OFF
+    ninja -C /tmp/llcpp/build -j2 llama
+    pip install --target /tmp/llcpp/pydeps diskcache
+    LLAMA_CPP_LIB_PATH=/tmp/llcpp/build/bin PYTHONPATH=/tmp/llcpp/llama_cpp_python-0.3.36:/tmp/llcpp/pydeps \\
+        python3 scripts/check_gguf_llamacpp.py ...
 """
 import argparse
 import subprocess
@@ -43,7 +71,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 CONVERT = """
 import sys
@@ -64,23 +92,36 @@ convert_hf_to_gguf.main()
 """
 
 
-def examples(path, n, tok, max_len):
-    """Token ids of the first n E2E lines "MR||text": the prompt, then " text", as the trainer lays them out."""
+def tokenizer_load(model_dir):
+    """text -> ids with the base's tokenizer: SentencePiece's tokenizer.model (no BOS/EOS added, as our
+    tokenizer), else the HF tokenizer files."""
+    sp_model = Path(model_dir) / "tokenizer.model"
+    if sp_model.is_file():
+        import sentencepiece
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
+        return sp.encode
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return lambda text: tok(text)["input_ids"]
+
+
+def examples(path, n, encode, eos, max_len):
+    """Token ids of the first n E2E lines "MR||text" as the trainer lays them out: the prompt, EOS, " text", EOS."""
     out = []
     for line in open(path, encoding="utf-8"):
         if "||" not in line:
             continue
         mr, text = line.rstrip("\n").split("||", 1)
-        ids = tok(mr.strip())["input_ids"] + tok(" " + text.strip())["input_ids"]
+        ids = encode(mr.strip()) + [eos] + encode(" " + text.strip()) + [eos]
         out.append(ids[:max_len])
         if len(out) == n:
             break
     return out
 
 
-def llama_logits(llama_cpp, model_path, lora_path, seqs, n_ctx):
+def llama_logits(llama_cpp, model_path, lora_path, seqs, n_ctx, kv_cache):
+    kv_type = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16}[kv_cache]
     llm = llama_cpp.Llama(model_path=model_path, lora_path=lora_path, logits_all=True, n_ctx=n_ctx, n_batch=n_ctx,
-                          n_threads=1, verbose=False)
+                          n_threads=1, type_k=kv_type, type_v=kv_type, verbose=False)
     out = []
     for ids in seqs:
         llm.reset()
@@ -126,6 +167,33 @@ def check_classifier(llama_cpp, args):
     return 0 if ok else 1
 
 
+def rotary_perm(rows, n_head):
+    """The row order llama.cpp's converter gives q_proj / k_proj for its llama arch (LlamaModel.permute in
+    convert_hf_to_gguf.py: per head, HF's rotary halves interleaved into pairs): new row i = old row perm[i]."""
+    return np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(-1)
+
+
+def qk_layout_error_logits(peft, seqs, n_head, n_kv_head, permuted):
+    """PEFT's logits with each q/k lora_B in the other rotary layout than llama.cpp's arch expects: for an
+    arch whose converter permutes q and k (permuted), B rows left unpermuted; otherwise B rows permuted.
+    This is the error an exporter with the wrong rule would make. B is restored afterwards."""
+    saved = []
+    for name, mod in peft.named_modules():
+        if name.endswith(("q_proj", "k_proj")) and hasattr(mod, "lora_B"):
+            for lin in mod.lora_B.values():
+                w = lin.weight
+                perm = rotary_perm(w.shape[0], n_head if name.endswith("q_proj") else n_kv_head)
+                # llama.cpp computes P W + B' A in its row order: in HF's order, W + P^-1 B' A.
+                rows = np.argsort(perm) if permuted else perm
+                saved.append((w, w.detach().clone()))
+                w.data = w.data[torch.from_numpy(rows)]
+    with torch.no_grad():
+        out = [peft(torch.tensor([s])).logits[0].numpy() for s in seqs]
+    for w, orig in saved:
+        w.data = orig
+    return out
+
+
 def compare(name, ours, refs):
     errs, agree, total = [], 0, 0
     for a, b in zip(ours, refs):
@@ -140,13 +208,16 @@ def compare(name, ours, refs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp-src", required=True, help="llama.cpp source (holds convert_hf_to_gguf.py)")
-    ap.add_argument("--base", default="data/quickstart/base-model")
+    ap.add_argument("--base", default="data/quickstart/base-model", help="the base model (HF directory)")
     ap.add_argument("--adapter", help="the adapter directory the GGUF was exported from")
     ap.add_argument("--gguf", help="our `lora export --to gguf` output")
     ap.add_argument("--classifier", metavar="MERGED", help="check a merged RoBERTa classifier instead")
     ap.add_argument("--batch", default="tests/fixtures/golden-roberta/batch.json")
     ap.add_argument("--data", default="data/quickstart/valid.txt")
     ap.add_argument("--examples", type=int, default=16)
+    # llama.cpp's default K/V cache is f16 (about 5e-4 on the tiny LLaMA's logits); f32 leaves only
+    # fp32 rounding where the arch has no approximation of its own.
+    ap.add_argument("--kv-cache", choices=["f32", "f16"], default="f32", help="llama.cpp's K/V cache type (f32)")
     # llama.cpp computes GELU from an fp16 table (about 2e-4 on the quickstart's logits), and its bert
     # graph uses the tanh form where RoBERTa uses erf (about 1e-3 on the golden classifier).
     ap.add_argument("--threshold", type=float, help="normwise relative error accepted (1e-3; 5e-3 with --classifier)")
@@ -164,25 +235,35 @@ def main():
     if not args.adapter or not args.gguf:
         ap.error("--adapter and --gguf are required (or --classifier)")
 
+    cfg = AutoConfig.from_pretrained(args.base)
+    print(f"base: {args.base} (model_type {cfg.model_type})")
     with tempfile.TemporaryDirectory() as tmp:
         base_gguf = str(Path(tmp) / "base-f32.gguf")
         convert(args.llama_cpp_src, args.base, base_gguf)
-        tok = AutoTokenizer.from_pretrained(args.base)
-        base = GPT2LMHeadModel.from_pretrained(args.base, dtype=torch.float32).eval()
-        n_ctx = base.config.n_positions
-        seqs = examples(args.data, args.examples, tok, n_ctx)
+        base = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).eval()
+        n_ctx = getattr(cfg, "n_positions", None) or cfg.max_position_embeddings
+        seqs = examples(args.data, args.examples, tokenizer_load(args.base), cfg.eos_token_id, n_ctx)
         print(f"{len(seqs)} held-out examples, {sum(map(len, seqs))} tokens")
         with torch.no_grad():
             ref_base = [base(torch.tensor([s])).logits[0].numpy() for s in seqs]
             peft = PeftModel.from_pretrained(base, args.adapter).eval()
             ref_lora = [peft(torch.tensor([s])).logits[0].numpy() for s in seqs]
-        got_base = llama_logits(llama_cpp, base_gguf, None, seqs, n_ctx)
-        got_lora = llama_logits(llama_cpp, base_gguf, args.gguf, seqs, n_ctx)
+        # llama.cpp's llama arch (LLaMA, Mistral) rotates adjacent pairs, so its converter permutes q and
+        # k; Qwen2 (NeoX-style rotation, as HF) keeps HF's order. GPT-2 has no rotary positions.
+        swapped = None
+        if cfg.model_type in ("llama", "mistral", "qwen2"):
+            n_kv_head = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+            swapped = qk_layout_error_logits(peft, seqs, cfg.num_attention_heads, n_kv_head,
+                                             permuted=cfg.model_type != "qwen2")
+        got_base = llama_logits(llama_cpp, base_gguf, None, seqs, n_ctx, args.kv_cache)
+        got_lora = llama_logits(llama_cpp, base_gguf, args.gguf, seqs, n_ctx, args.kv_cache)
 
     e0, _, _ = compare("llama.cpp base vs transformers base (control)", got_base, ref_base)
     e1, agree, total = compare("llama.cpp base + our LoRA GGUF vs transformers + PEFT", got_lora, ref_lora)
     moved = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(ref_lora, ref_base))
     print(f"(the adapter moves the logits by {moved:.3g} relative, so an adapter llama.cpp ignored would fail)")
+    if swapped is not None:
+        compare("(sensitivity) transformers + PEFT with q/k lora_B in the other rotary row order", swapped, ref_lora)
     ok = e0 < args.threshold and e1 < args.threshold
     print("ok" if ok else "FAILED")
     return 0 if ok else 1

@@ -237,6 +237,70 @@ TEST_CASE("gguf: our block-structured q/v adapter is one LoRA on attn_qkv; other
   CHECK(g.tensors.at("blk.0.attn_qkv.weight.lora_b").ne == std::vector<uint64_t>{4, 96});
 }
 
+TEST_CASE("gguf: llama.cpp's rotary row order (convert_hf_to_gguf.py's LlamaModel.permute)") {
+  // Per head of size HS, HF's halves (x_0..x_HS/2-1 | x_HS/2..) become adjacent pairs: row 2i+j <- row j*HS/2+i.
+  Tensor w = tensor_host({8, 2});  // 2 heads of 4 rows, 2 columns: row k holds (k, 10k)
+  for (int k = 0; k < 8; ++k) {
+    w.f32()[2 * k] = float(k);
+    w.f32()[2 * k + 1] = float(10 * k);
+  }
+  Tensor p = gguf_rotary_permute_rows(w, 2);
+  const std::vector<int> expect = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (int k = 0; k < 8; ++k) {
+    CHECK(p.f32()[2 * k] == float(expect[k]));
+    CHECK(p.f32()[2 * k + 1] == float(10 * expect[k]));
+  }
+  Tensor one = tensor_host({6, 1});  // one head of 6: halves (0 1 2 | 3 4 5) -> pairs (0 3)(1 4)(2 5)
+  for (int k = 0; k < 6; ++k) one.f32()[k] = float(k);
+  Tensor q = gguf_rotary_permute_rows(one, 1);
+  CHECK(std::vector<float>(q.f32(), q.f32() + 6) == std::vector<float>{0, 3, 1, 4, 2, 5});
+  CHECK(error_of([&] { gguf_rotary_permute_rows(one, 2); }).code() == EXIT_CODE_RUNTIME);  // heads of 3: odd
+}
+
+TEST_CASE("gguf: LLaMA-family adapters, q and k lora_b in llama.cpp's rotary order for llama, not for qwen2") {
+  // PEFT's golden LLaMA adapter on llama-tiny: 4 query heads, 2 key/value heads, head size 8, r 4.
+  const std::string golden = std::string(LORA_FIXTURES) + "/golden-llama";
+  const AdapterFile ad = adapter_file_read(golden + "/adapter");
+  const std::vector<int> head = {0, 4, 1, 5, 2, 6, 3, 7};  // HS 8: row 2i+j <- row 4j+i
+  auto check = [&](const std::string& base, const std::string& arch, bool permuted) {
+    ExportOptions o;
+    o.adapter_dir = golden + "/adapter";
+    o.base_dir = base;
+    o.out = temp_dir() + "/" + arch + ".gguf";
+    o.overwrite = true;
+    ExportReport rep = export_run(o);
+    CHECK(rep.arch == arch);
+    CHECK(rep.tensors == 28);
+    Gguf g = gguf_read(o.out);
+    CHECK(g.strings.at("general.architecture") == arch);
+    CHECK(g.floats.at("adapter.lora.alpha") == doctest::Approx(8.0f));
+    for (const auto& m : ad.modules) {
+      const std::string name = gguf_tensor_name(arch, m.module);
+      INFO(m.module << " -> " << name);
+      const GgufTensor& a = g.tensors.at(name + ".lora_a");
+      const GgufTensor& b = g.tensors.at(name + ".lora_b");
+      const int64_t out = m.b.dim(0), r = m.b.dim(1);
+      CHECK(b.ne == std::vector<uint64_t>{uint64_t(r), uint64_t(out)});
+      CHECK(std::memcmp(a.data.data(), m.a.f32(), m.a.nbytes()) == 0);  // A never changes
+      const bool rotary = contains(name, "attn_q.") || contains(name, "attn_k.");
+      if (rotary) CHECK(out == (contains(name, "attn_q.") ? 4 : 2) * 8);
+      for (int64_t row = 0; row < out; ++row) {
+        const int64_t src = permuted && rotary ? row / 8 * 8 + head[row % 8] : row;
+        CHECK(std::memcmp(b.data.data() + row * r, m.b.f32() + src * r, size_t(r) * 4) == 0);
+      }
+    }
+  };
+  check(golden + "/llama-tiny", "llama", true);
+  // The same base declared Qwen2: llama.cpp rotates halves there (NeoX style), the rows stay as they are.
+  const std::string qwen = temp_dir() + "/qwen2-tiny";
+  fs::create_directories(qwen);
+  json cfg = json_read_file(golden + "/llama-tiny/config.json");
+  cfg["model_type"] = "qwen2";
+  cfg["architectures"] = {"Qwen2ForCausalLM"};
+  file_write_atomic(qwen + "/config.json", cfg.dump(2));
+  check(qwen, "qwen2", false);
+}
+
 TEST_CASE("gguf refusals: unmappable modules, unknown arch, a directory as --out") {
   SUBCASE("a module llama.cpp has no tensor for") {
     std::string dir = temp_dir() + "/emb";
@@ -271,6 +335,25 @@ TEST_CASE("gguf refusals: unmappable modules, unknown arch, a directory as --out
     Error e = error_of([&] { export_run(o); });
     CHECK(contains(e.what(), "llama, mistral and qwen2 share tensor names"));
     CHECK(contains(e.hint(), "--base"));
+  }
+  SUBCASE("a LLaMA base whose heads do not split the adapter's q rows") {
+    const std::string golden = std::string(LORA_FIXTURES) + "/golden-llama";
+    const std::string base = temp_dir() + "/three-heads";
+    fs::create_directories(base);
+    json cfg = json_read_file(golden + "/llama-tiny/config.json");
+    cfg["num_attention_heads"] = 3;  // head_dim 8 as before: 24 query rows where the adapter has 32
+    cfg["num_key_value_heads"] = 1;
+    file_write_atomic(base + "/config.json", cfg.dump(2));
+    ExportOptions o;
+    o.adapter_dir = golden + "/adapter";
+    o.base_dir = base;
+    o.out = temp_dir() + "/x.gguf";
+    Error e = error_of([&] { export_run(o); });
+    CHECK(e.code() == EXIT_CODE_USAGE);
+    CHECK(contains(e.what(), "32 output rows on "));
+    CHECK(contains(e.what(), "q_proj"));
+    CHECK(contains(e.hint(), "base model"));
+    CHECK_FALSE(fs::exists(o.out));
   }
   SUBCASE("--out is a directory") {
     ExportOptions o;
