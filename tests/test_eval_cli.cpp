@@ -206,8 +206,11 @@ TEST_CASE("lora eval computes METEOR with the jar named by eval.meteor_jar") {
   const double meteor = j["metrics"]["meteor"].get<double>();
   CHECK(meteor >= 0);
   CHECK(meteor <= 1);
-  CHECK(j["generation"]["meteor_jar"] == jar);
-  CHECK(contains(j["metrics_note"].get<std::string>(), "METEOR by METEOR 1.5's jar (" + jar + ")"));
+  // The recipe's path, as recipes store paths: relative to the current directory (lora_run's is the source
+  // directory) when below it.
+  const std::string recorded = j["generation"]["meteor_jar"].get<std::string>();
+  CHECK(fs::equivalent(fs::path(LORA_SOURCE_DIR) / recorded, jar));
+  CHECK(contains(j["metrics_note"].get<std::string>(), "METEOR by METEOR 1.5's jar (" + recorded + ")"));
   char row[64];
   std::snprintf(row, sizeof row, "METEOR           %.4f", meteor);
   CHECK(contains(r.out, row));
