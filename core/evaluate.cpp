@@ -58,15 +58,38 @@ void eval_loss(Model& m, std::shared_ptr<const Dataset> data, int batch_size, Ev
   rep.token_accuracy = tokens ? double(correct) / double(tokens) : NAN;
 }
 
-// "[=====>      ] 12/40 MRs, 3.1 s" on one rewritten stderr line.
-void progress_draw(size_t done, size_t total, double seconds) {
+// "generating [=====>      ] 12/40 meaning representations, 3.1 s" on one rewritten stderr line.
+void progress_draw(const char* label, const char* unit, size_t done, size_t total, double seconds) {
   const int width = 30;
   const int fill = total ? int(double(width) * double(done) / double(total)) : width;
   std::string bar(size_t(fill), '=');
   if (fill < width) bar += '>' + std::string(size_t(width - fill - 1), ' ');
-  std::fprintf(stderr, "\rgenerating [%s] %zu/%zu meaning representations, %.1f s", bar.c_str(), done, total, seconds);
+  std::fprintf(stderr, "\r%s [%s] %zu/%zu %s, %.1f s", label, bar.c_str(), done, total, unit, seconds);
   if (done == total) std::fputc('\n', stderr);
   std::fflush(stderr);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// METEOR of the predictions through the jar (one Java process), with a progress line on a terminal.
+double eval_meteor(const std::vector<std::string>& predictions, const References& references, const std::string& jar,
+                   const std::string& source, bool progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  double last = -1;
+  auto draw = [&](size_t done, size_t total) {
+    if (!progress) return;
+    const double t = seconds_since(t0);
+    if (done == 0) {
+      std::fprintf(stderr, "METEOR: starting Java with %s (loading its paraphrase table takes a while)\n", jar.c_str());
+    } else if (done == total || t - last >= 0.1) {
+      progress_draw("METEOR", "segments", done, total, t);
+      last = t;
+    }
+  };
+  MeteorScorer scorer(jar, source);
+  return scorer.score(predictions, references, draw).corpus;
 }
 
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
@@ -146,9 +169,13 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
     file_write_atomic((fs::path(rep.out_dir) / "eval.json").string(), eval_report_json(rep, r) + "\n");
     return rep;
   }
+  const bool generation = data->info().format == "e2e";
+  std::string meteor_source;
+  const std::string meteor_jar = meteor_jar_find(r.eval.meteor_jar, &meteor_source);
+  // Before the long part: a jar that is missing or has no Java to run it stops here, not after generation.
+  if (generation && o.generate && !meteor_jar.empty()) meteor_jar_check(meteor_jar, meteor_source);
   eval_loss(model, data, r.eval.batch_size, rep);
 
-  const bool generation = data->info().format == "e2e";
   if (generation && o.generate) {
     std::vector<ReferenceGroup> groups = eval_group_references(*data);
     if (o.limit > 0 && int64_t(groups.size()) > o.limit) {
@@ -167,9 +194,7 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
     go.eos_id = s.tok->eos_id();
     const auto t0 = std::chrono::steady_clock::now();
     auto progress = [&](size_t done) {
-      if (o.progress)
-        progress_draw(done, prompts.size(),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (o.progress) progress_draw("generating", "meaning representations", done, prompts.size(), seconds_since(t0));
     };
     if (o.progress) progress(0);
     std::vector<std::vector<int32_t>> out = generate(model, prompts, go, progress);
@@ -187,6 +212,16 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
     e2e_files_write((fs::path(rep.out_dir) / "predictions.txt").string(),
                     (fs::path(rep.out_dir) / "references.txt").string(), predictions, references);
     file_write_atomic((fs::path(rep.out_dir) / "sources.txt").string(), sources);
+    if (!meteor_jar.empty()) {
+      try {
+        rep.text.meteor = eval_meteor(predictions, references, meteor_jar, meteor_source, o.progress);
+      } catch (const Error& e) {
+        throw Error(e.code(), e.what(),
+                    e.hint() + "\n  (predictions.txt and references.txt are in " + rep.out_dir +
+                        ": e2e-metrics' measure_scores.py reads them)");
+      }
+      rep.meteor_jar = meteor_jar;
+    }
   } else if (!generation) {
     rep.notes.push_back("no generation metrics: " + rep.data_path + " is " + data->info().format +
                         " data; BLEU and the other text metrics need E2E-format data (MR||text)");
@@ -228,15 +263,20 @@ std::string eval_report_json(const EvalReport& rep, const Recipe& r) {
                        {"no_repeat_ngram_size", r.eval.no_repeat_ngram_size},
                        {"max_new_tokens", r.eval.max_new_tokens},
                        {"batch_size", r.eval.batch_size}};
+    if (!rep.meteor_jar.empty()) j["generation"]["meteor_jar"] = rep.meteor_jar;
     j["metrics"] = {{"bleu", rep.text.bleu},
                     {"nist", rep.text.nist},
                     {"rouge_l", rep.text.rouge_l},
                     {"cider", rep.text.cider},
-                    {"meteor", nullptr}};
+                    {"meteor", number_or_null(rep.text.meteor)}};
     j["metrics_note"] =
-        "BLEU and NIST as mteval-v13a-sig.pl, ROUGE-L and CIDEr as coco-caption, both as the official E2E scorer "
-        "(tuetschek/e2e-metrics) runs them; BLEU and ROUGE-L are fractions (x100 for papers). METEOR is not computed: "
-        "run `measure_scores.py references.txt predictions.txt` from e2e-metrics in this directory.";
+        "BLEU and NIST as mteval-v13a-sig.pl, ROUGE-L, CIDEr and METEOR as coco-caption, all as the official E2E "
+        "scorer (tuetschek/e2e-metrics) runs them; BLEU, ROUGE-L and METEOR are fractions (x100 for papers). " +
+        (rep.meteor_jar.empty()
+             ? "METEOR is not computed: " + meteor_jar_hint() + "."
+             : "METEOR by METEOR 1.5's jar (" + rep.meteor_jar +
+                   ") as coco-caption runs it: java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm, on the "
+                   "PTB-tokenized texts.");
     j["files"] = {{"predictions", "predictions.txt"}, {"references", "references.txt"}, {"sources", "sources.txt"}};
   }
   j["notes"] = rep.notes;
@@ -268,7 +308,9 @@ std::string eval_report_table(const EvalReport& rep) {
     row("NIST", fmt("%.4f", rep.text.nist));
     row("ROUGE-L", fmt("%.4f", rep.text.rouge_l));
     row("CIDEr", fmt("%.4f", rep.text.cider));
-    row("METEOR", "not computed (run the official scorer on predictions.txt, references.txt)");
+    row("METEOR", std::isfinite(rep.text.meteor)
+                      ? fmt("%.4f", rep.text.meteor)
+                      : "not computed: set eval.meteor_jar or LORA_METEOR_JAR (eval.json's metrics_note says how)");
   }
   t += "results in " + rep.out_dir + "/eval.json\n";
   return t;

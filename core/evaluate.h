@@ -8,7 +8,10 @@
 //      references are all lines that share it, in order of first appearance), decoded by generate() with
 //      the recipe's eval settings (beam_size, length_penalty, no_repeat_ngram_size, max_new_tokens,
 //      batch_size), scored with BLEU, NIST, ROUGE-L and CIDEr as the official E2E scorer computes them
-//      (core/metrics.h; METEOR is left to the official scorer, which reads the files we write).
+//      (core/metrics.h), and with METEOR when a METEOR 1.5 jar is configured (eval.meteor_jar, else
+//      $LORA_METEOR_JAR): one Java process for all segments, after the files are written; the jar is
+//      checked (file, paraphrase table, `java` on PATH) before generation starts. Without a jar METEOR is
+//      null in eval.json and metrics_note says how to enable it.
 // Outputs in out_dir (default <adapter>/eval-<split>): eval.json (every number, the settings, the files),
 // predictions.txt and references.txt (the official scorer's formats) and sources.txt (the meaning
 // representations, one a line, in the predictions' order).
@@ -45,6 +48,7 @@ struct EvalReport {
   bool generated = false;       // text metrics below are set
   int64_t sources = 0;          // distinct meaning representations scored
   TextMetrics text;
+  std::string meteor_jar;       // the jar METEOR ran with; "" = METEOR not computed
   std::vector<std::string> notes;
 };
 

@@ -18,8 +18,10 @@
 //   Both coco metrics read text after Stanford's PTBTokenizer (-lowerCase) with punctuation tokens
 //   removed; ptb_tokenize approximates that tokenizer (exact on E2E-style, space-separated text; see its
 //   comment for what it handles).
-//   METEOR is not computed: it needs METEOR 1.5's WordNet synonyms, stemmer and paraphrase tables. Write
-//   the files with e2e_files_write and run the official scorer on them.
+//   METEOR      METEOR 1.5 itself (Denkowski & Lavie 2014): its jar, with its stemmer, WordNet synonyms and
+//               paraphrase table, run as coco-caption's meteor.py runs it (`java -jar -Xmx2G meteor-1.5.jar
+//               - - -stdio -l en -norm`) on the PTB-tokenized text; core/meteor.cpp. It needs Java and the
+//               jar, which pip's pycocoevalcap carries (meteor_jar_hint); without them it is not computed.
 // Multiple references: references[i] holds every reference of prediction i (at least one).
 //
 // GLUE metrics follow scikit-learn and SciPy: accuracy, binary F1 with positive class 1, Matthews
@@ -28,7 +30,10 @@
 //
 // Inputs of different lengths or empty inputs are lora::Error (EXIT_CODE_RUNTIME) naming the metric.
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,10 +56,59 @@ struct TextMetrics {
   double nist = 0;
   double rouge_l = 0;  // 0..1
   double cider = 0;
+  double meteor = NAN; // 0..1; NaN when not computed (no METEOR jar configured)
   int64_t segments = 0;
   int64_t references = 0;
 };
 TextMetrics metrics_text(const std::vector<std::string>& predictions, const References& references);
+
+// ---- METEOR (core/meteor.cpp) ----
+//
+// The jar is METEOR 1.5's meteor-1.5.jar with data/paraphrase-en.gz beside it, as pip's pycocoevalcap
+// (and e2e-metrics, which vendors the same files) installs them. Protocol (meteor.py): one line
+// "SCORE ||| ref 1 ||| ... ||| ref n ||| hypothesis" per segment, answered by a line of sufficient
+// statistics; then "EVAL ||| stats 1 ||| ... ||| stats N", answered by N segment scores and the corpus
+// score (from the pooled statistics, not the mean of the segments), one a line, as full Java doubles.
+// The texts are ptb_tokenize'd and joined by spaces; the hypothesis loses any "|||" and has double
+// spaces collapsed, as meteor.py does. Errors are lora::Error (EXIT_CODE_RUNTIME) naming what was
+// expected and what was found: a missing, unreadable or non-jar file, a missing paraphrase table, no
+// `java` on PATH, java exiting (its stderr's end is quoted; out of memory with -Xmx2G is named), an
+// answer that does not parse, or no answer for 5 minutes. The child is always reaped; no temp files.
+
+struct MeteorScores {
+  double corpus = 0;             // the jar's final score over every segment
+  std::vector<double> segments;  // one per prediction, in order
+};
+
+// The jar to use: `configured` (eval.meteor_jar) when not empty, else $LORA_METEOR_JAR, else "". `source`
+// receives where it came from ("eval.meteor_jar", "LORA_METEOR_JAR" or "").
+std::string meteor_jar_find(const std::string& configured, std::string* source = nullptr);
+// How to get the jar and point lora at it (pip install pycocoevalcap; the jar's path inside it).
+std::string meteor_jar_hint();
+// Checks, without starting Java, that `jar` can run as METEOR: a readable regular file that is a zip,
+// data/paraphrase-en.gz beside it, `java` on PATH. Returns java's path. `source` names the setting in messages.
+std::string meteor_jar_check(const std::string& jar, const std::string& source = "");
+
+// One `java -jar` process for any number of score() calls (the JVM and the paraphrase table take
+// seconds to load). The destructor closes java's input, waits briefly for it to exit, else kills it.
+class MeteorScorer {
+ public:
+  explicit MeteorScorer(const std::string& jar, const std::string& source = "");  // checks, then starts java
+  ~MeteorScorer();
+  MeteorScorer(const MeteorScorer&) = delete;
+  MeteorScorer& operator=(const MeteorScorer&) = delete;
+  // progress(done, total) after each segment's statistics (done = 0 before the first, while Java loads).
+  MeteorScores score(const std::vector<std::string>& predictions, const References& references,
+                     const std::function<void(size_t done, size_t total)>& progress = {});
+
+ private:
+  struct Process;
+  std::unique_ptr<Process> p_;
+};
+
+// One process, one score() call.
+MeteorScores metric_meteor(const std::vector<std::string>& predictions, const References& references,
+                           const std::string& jar, const std::function<void(size_t, size_t)>& progress = {});
 
 // The official scorer's input files: predictions one a line; references in groups, one a line, groups
 // separated by a blank line, in the predictions' order. Newlines inside a text become spaces.

@@ -7,8 +7,8 @@
 // (EXIT_CODE_USAGE), one problem per line, each naming the file, line and key. recipe_validate then
 // checks values (ranges, choices, required keys), again reporting every problem at once.
 //
-// Paths. Input paths (model.path, lora.init_from, data.train, data.eval, data.tokenizer) written in a
-// recipe file are relative to the recipe file's directory; output paths (output.dir, data.cache_dir) and
+// Paths. Input paths (model.path, lora.init_from, data.train, data.eval, data.tokenizer, eval.meteor_jar)
+// written in a recipe file are relative to the recipe file's directory; output paths (output.dir, data.cache_dir) and
 // every path given with --set are relative to the current directory. A leading "~/" means $HOME. The
 // struct stores each path joined to its base and lexically normalised; an absolute result below the
 // current directory is made relative to it ("/cwd/data/x" -> "data/x"), other results stay as they are,
@@ -96,6 +96,7 @@ struct EvalSection {
   int num_samples = 3;          // eval examples decoded and printed at the end of training
   std::string glue_task = "auto";  // classification: the GLUE task whose metric is reported (cola: Matthews,
                                    //   mrpc/qqp: F1 and accuracy, stsb: Pearson and Spearman, others: accuracy)
+  std::string meteor_jar;       // METEOR 1.5's jar (pycocoevalcap's meteor-1.5.jar; needs Java); "" = $LORA_METEOR_JAR
 };
 
 struct OutputSection {

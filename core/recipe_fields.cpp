@@ -81,6 +81,7 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
       {"eval", "num_samples", K::integer, &r.eval.num_samples, {}},
       {"eval", "glue_task", K::choice, &r.eval.glue_task,
        {"auto", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}},
+      {"eval", "meteor_jar", K::path_in, &r.eval.meteor_jar, {}},
 
       {"output", "dir", K::path_out, &r.output.dir, {}},
       {"output", "save_every", K::integer, &r.output.save_every, {}},

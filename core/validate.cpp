@@ -17,6 +17,7 @@
 #include "core/dataset.h"
 #include "core/error.h"
 #include "core/inspect.h"
+#include "core/metrics.h"
 #include "core/model.h"
 #include "core/recipe.h"
 #include "core/session.h"
@@ -357,6 +358,14 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
   }
 
   if (st.model) v.run("eval", [&] { return check_eval(st, v); });
+  std::string meteor_source;
+  const std::string meteor_jar = meteor_jar_find(r.eval.meteor_jar, &meteor_source);
+  if (!meteor_jar.empty())
+    v.run("meteor", [&] {
+      const std::string java = meteor_jar_check(meteor_jar, meteor_source);
+      return meteor_jar + " (" + meteor_source + "), data/paraphrase-en.gz beside it, " + java +
+             " (not started here: `lora eval` runs it)";
+    });
   check_output(st, v);
   if (r.model.device == "cuda") {
     std::string why;

@@ -10,7 +10,9 @@
 // init_from (lora.init_from, when set, is an adapter that fits those adapters and the model),
 // data.train / data.eval (exist, every line parses, tokenizes, fits the model's positions and its head;
 // the first bad line is reported with its number), eval (generation settings against the eval data and the model),
-// output (a directory that already holds a run, or one that cannot be created), device.
+// meteor (when eval.meteor_jar or LORA_METEOR_JAR names a jar: the file is a jar, its paraphrase table is beside
+// it, `java` is on PATH; Java is not started), output (a directory that already holds a run, or one that cannot
+// be created), device.
 // A part whose input is missing or broken elsewhere is skipped, saying why. Nothing is written where a
 // run would look: the data are tokenized into a temporary directory (removed at the end), not into
 // data.cache_dir, and no output directory is created. Weights are not loaded (the model is built

@@ -149,11 +149,12 @@ def coco_scores(preds, refs):
     gts_t, res_t = tok.tokenize(gts), tok.tokenize(res)
     scores = {"ROUGE_L": float(Rouge().compute_score(gts_t, res_t)[0]),
               "CIDEr": float(Cider().compute_score(gts_t, res_t)[0])}
-    try:
-        from pycocoevalcap.meteor.meteor import Meteor
-        scores["METEOR"] = float(Meteor().compute_score(gts_t, res_t)[0])
-    except Exception as e:  # METEOR needs 2 GB of Java heap; not needed by the tests
-        print("METEOR skipped: %s" % e, file=sys.stderr)
+    # METEOR 1.5 (java -jar -Xmx2G meteor-1.5.jar ... -stdio -l en -norm): the corpus score and the
+    # per-segment scores, in the segments' order (tests/test_golden_meteor.cpp compares both).
+    from pycocoevalcap.meteor.meteor import Meteor
+    meteor, meteor_segments = Meteor().compute_score(gts_t, res_t)
+    scores["METEOR"] = float(meteor)
+    scores["METEOR_segments"] = [float(x) for x in meteor_segments]
     return scores, gts_t, res_t
 
 
@@ -238,7 +239,8 @@ def main():
         "segments": len(preds), "references": sum(len(g) for g in refs),
         "bleu_sacrebleu": sb.score / 100.0, "bleu_mteval_perl": perl["BLEU"], "bleu_pymteval": py["BLEU"],
         "nist_mteval_perl": perl["NIST"], "nist_pymteval": py["NIST"],
-        "rouge_l_coco": coco["ROUGE_L"], "cider_coco": coco["CIDEr"], "meteor_coco": coco.get("METEOR"),
+        "rouge_l_coco": coco["ROUGE_L"], "cider_coco": coco["CIDEr"], "meteor_coco": coco["METEOR"],
+        "meteor_coco_segments": coco["METEOR_segments"],
         "versions": {"sacrebleu": sacrebleu.__version__, "python": sys.version.split()[0]},
     }
     # Sub-corpora: the first 10 groups alone (different idf and info weights, fewer references).
@@ -248,7 +250,8 @@ def main():
     values["first10"] = {"bleu_mteval_perl": sub_perl["BLEU"], "nist_mteval_perl": sub_perl["NIST"],
                          "bleu_sacrebleu": BLEU(tokenize="13a", lowercase=True).corpus_score(
                              sub_p, [[g[k] if k < len(g) else None for g in sub_r] for k in range(nrefs)]).score / 100,
-                         "rouge_l_coco": sub_coco["ROUGE_L"], "cider_coco": sub_coco["CIDEr"]}
+                         "rouge_l_coco": sub_coco["ROUGE_L"], "cider_coco": sub_coco["CIDEr"],
+                         "meteor_coco": sub_coco["METEOR"]}
     with open(os.path.join(a.out, "reference_values.json"), "w") as f:
         json.dump(values, f, indent=1)
     # Tokenizations, line by line: PTBTokenizer (punctuation removed) for predictions then references.

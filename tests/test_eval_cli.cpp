@@ -1,7 +1,8 @@
 // `lora eval` end to end with the built binary: a tiny random GPT-2 (lora init, the quickstart's
 // tokenizer), two training steps to get an adapter, then eval.json, the official scorer's files, the
 // table, and one clear error for each bad input (missing adapter, adapter of another model, a split
-// without data, an unknown split).
+// without data, an unknown split, a METEOR jar that is not there). METEOR itself runs where Java and its jar
+// are found (tests/meteor_test_util.h) and is reported skipped elsewhere.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/metrics.h"
+#include "tests/meteor_test_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -93,11 +95,13 @@ TEST_CASE("lora eval writes eval.json, the official scorer's files and a table")
   const Setup& s = setup();
   INFO(s.train_log);
   REQUIRE(s.ok);
-  CliResult r = lora_run("eval " + s.recipe.string() + " --adapter " + s.adapter.string());
+  // No METEOR jar (an empty LORA_METEOR_JAR counts as unset): METEOR is null and the note says how to get it.
+  CliResult r = lora_run("eval " + s.recipe.string() + " --adapter " + s.adapter.string(), "LORA_METEOR_JAR=");
   INFO(r.out);
   REQUIRE(r.code == 0);
   for (const char* row : {"loss", "perplexity", "token accuracy", "BLEU", "NIST", "ROUGE-L", "CIDEr", "METEOR"})
     CHECK(contains(r.out, row));
+  CHECK(contains(r.out, "METEOR           not computed: set eval.meteor_jar or LORA_METEOR_JAR"));
   const fs::path out = s.adapter / "eval-eval";
   json j = json::parse(read_text(out / "eval.json"));
   CHECK(j["split"] == "eval");
@@ -112,6 +116,10 @@ TEST_CASE("lora eval writes eval.json, the official scorer's files and a table")
   CHECK(j["generation"]["references"] == 6);
   CHECK(j["generation"]["max_new_tokens"] == 6);
   CHECK(j["metrics"]["meteor"].is_null());
+  CHECK(contains(j["metrics_note"].get<std::string>(), "METEOR is not computed: "));
+  CHECK(contains(j["metrics_note"].get<std::string>(), "pip install pycocoevalcap"));
+  CHECK(contains(j["metrics_note"].get<std::string>(), "/meteor/meteor-1.5.jar"));
+  CHECK(!j["generation"].contains("meteor_jar"));
 
   // The files: one prediction a line; reference groups in MR order, separated by blank lines.
   std::vector<std::string> preds = lines_of(read_text(out / "predictions.txt"));
@@ -170,4 +178,42 @@ TEST_CASE("lora eval: bad inputs give one clear error") {
   CHECK(contains(bad_split.out, "--split"));
   // A directory without an adapter in it.
   check_clean_error(lora_run("eval " + rec + " --adapter " + s.dir.string()), 2, "adapter_config.json");
+  // A METEOR jar that is not there stops eval before generation, and writes nothing.
+  const fs::path no_jar_out = s.dir / "no-jar";
+  check_clean_error(lora_run("eval " + rec + " --adapter " + s.adapter.string() + " --out " + no_jar_out.string(),
+                             "LORA_METEOR_JAR=" + (s.dir / "nowhere" / "meteor-1.5.jar").string()),
+                    1, "(LORA_METEOR_JAR) does not exist");
+  CHECK(!fs::exists(no_jar_out / "predictions.txt"));
+}
+
+TEST_CASE("lora eval computes METEOR with the jar named by eval.meteor_jar") {
+  std::string why;
+  const std::string jar = meteor_test_jar(&why);
+  if (jar.empty()) {
+    MESSAGE("skipped: " << why);
+    return;
+  }
+  const Setup& s = setup();
+  REQUIRE(s.ok);
+  const fs::path out = s.dir / "meteor";
+  CliResult r = lora_run("eval " + s.recipe.string() + " --adapter " + s.adapter.string() + " --out " + out.string() +
+                             " --set eval.meteor_jar=" + jar,
+                         "LORA_METEOR_JAR=");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  json j = json::parse(read_text(out / "eval.json"));
+  REQUIRE(j["metrics"]["meteor"].is_number());
+  const double meteor = j["metrics"]["meteor"].get<double>();
+  CHECK(meteor >= 0);
+  CHECK(meteor <= 1);
+  // The recipe's path, as recipes store paths: relative to the current directory (lora_run's is the source
+  // directory) when below it.
+  const std::string recorded = j["generation"]["meteor_jar"].get<std::string>();
+  CHECK(fs::equivalent(fs::path(LORA_SOURCE_DIR) / recorded, jar));
+  CHECK(contains(j["metrics_note"].get<std::string>(), "METEOR by METEOR 1.5's jar (" + recorded + ")"));
+  char row[64];
+  std::snprintf(row, sizeof row, "METEOR           %.4f", meteor);
+  CHECK(contains(r.out, row));
+  // (Two training steps of a random model generate noise, METEOR about 0: the numbers themselves are checked
+  // against pycocoevalcap in test_golden_meteor.cpp.)
 }

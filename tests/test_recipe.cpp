@@ -106,6 +106,7 @@ eval:
   no_repeat_ngram_size: 4
   num_samples: 5
   glue_task: mnli
+  meteor_jar: coco/meteor/meteor-1.5.jar
 output:
   dir: runs/e2e
   save_every: 200
@@ -202,7 +203,8 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.data.label_field == "gold_label");
   CHECK(r.data.label_names.size() == 3);
   CHECK(r.eval.glue_task == "mnli");
-  CHECK(r.origin.at("log.progress") == "r.yaml:64");
+  CHECK(r.eval.meteor_jar == "coco/meteor/meteor-1.5.jar");
+  CHECK(r.origin.at("log.progress") == "r.yaml:65");
 }
 
 TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer key rejects 1.5") {
