@@ -11,7 +11,9 @@
 // score gradients dS are rounded to the operand dtype before their products; row statistics (max, sum,
 // lse, D) stay f32. Dropout on the probabilities works there too, per element from its coordinates
 // (drop_factor, cuda/attention.cuh): P after dropout feeds the products with V and dout, the sum l stays
-// that of P, and dS = P * (factor * dP - D).
+// that of P, and dS = P * (factor * dP - D). With a sliding window W (Mistral), the forward and dq
+// kernels start at the key tile holding their first query's oldest visible key and the dk/dv kernel
+// stops after the query tile holding its last key's newest viewer, so a row costs O(W), not O(T).
 //
 // Shared memory per block, HS = 128: forward 110 KiB, dq 111 KiB, dk/dv 120.5 KiB; HS = 64: 70, 79, 88.5
 // (one or two blocks an SM on Hopper). Untuned: a first tensor-core version, checked on the CPU emulation
@@ -121,7 +123,7 @@ static __global__ void attention_tc_forward_kernel(AttnArgs a, void* out, DType 
   for (int r = 0; r < 16; ++r) m[r] = -INFINITY, l[r] = 0.0f;
 
   const int kend = a.causal ? min(len, q0 + kTcRows) : len;
-  for (int k0 = 0; k0 < kend; k0 += kTcCols) {
+  for (int k0 = key_begin(a, q0, kTcCols); k0 < kend; k0 += kTcCols) {
     __syncthreads();
     tile_load<T>(sk, L, kTcCols, a.k, a.ldk, b, a.T, k0, int64_t(g) * HS, HS);
     tile_load<T>(sv, L, kTcCols, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
@@ -235,7 +237,7 @@ static __global__ void attention_tc_dq_kernel(AttnArgs a, const void* dout, int6
   for (int n = 0; n < HS / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
 
   const int kend = a.causal ? min(len, q0 + kTcRows) : len;
-  for (int k0 = 0; k0 < kend; k0 += kTcCols) {
+  for (int k0 = key_begin(a, q0, kTcCols); k0 < kend; k0 += kTcCols) {
     __syncthreads();
     tile_load<T>(sk, L, kTcCols, a.k, a.ldk, b, a.T, k0, int64_t(g) * HS, HS);
     tile_load<T>(sv, L, kTcCols, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
@@ -308,9 +310,11 @@ static __global__ void attention_tc_dkdv_kernel(AttnArgs a, const void* dout, in
     wmma::fill_fragment(gv[n], 0.0f);
   }
 
-  const int qbegin = a.causal ? k0 : 0;  // causal: queries before the block's first key see none of it
+  // Causal: queries before the block's first key see none of it; with a window, nor do queries past the
+  // window of its last key.
+  const int qbegin = a.causal ? k0 : 0, qend = query_end(a, k0, kTcRows);
   for (int h = g * group; k0 < len && h < (g + 1) * group; ++h) {
-    for (int i0 = qbegin; i0 < a.T; i0 += kTcCols) {
+    for (int i0 = qbegin; i0 < qend; i0 += kTcCols) {
       __syncthreads();
       tile_load<T>(sq, L, kTcCols, a.q, a.ldq, b, a.T, i0, int64_t(h) * HS, HS);
       tile_load<T>(sdo, L, kTcCols, dout, lddo, b, a.T, i0, int64_t(h) * HS, HS);
