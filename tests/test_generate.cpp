@@ -22,6 +22,7 @@
 #include "core/fsutil.h"
 #include "core/generate.h"
 #include "core/model.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 
@@ -56,12 +57,6 @@ double rel_err(const float* a, const float* b, int64_t V) {
     r = std::max(r, double(std::fabs(b[v])));
   }
   return d / r;
-}
-
-std::vector<std::vector<int32_t>> fixture_prompts(const nlohmann::json& j) {
-  std::vector<std::vector<int32_t>> out;
-  for (const auto& p : j["prompts"]) out.push_back(p.get<std::vector<int32_t>>());
-  return out;
 }
 
 // Sequences of different lengths for the cache tests: prompt + arbitrary continuation ids.
@@ -235,42 +230,8 @@ TEST_CASE("kv_cache_select reorders, duplicates and drops rows") {
 }
 
 TEST_CASE("generate reproduces transformers' generate token for token") {
-  auto j = json_read_file(kFixture);
-  REQUIRE(j["format"] == "lora-generate-fixture");
-  auto prompts = fixture_prompts(j);
   Tiny base(false), with_adapter(true);
-  int cases = 0;
-  for (const auto& c : j["cases"]) {
-    CAPTURE(c["name"].get<std::string>());
-    Model& m = c["adapter"].get<bool>() ? with_adapter.model : base.model;
-    GenerateOptions o;
-    o.beam_size = c["num_beams"].get<int>();
-    o.max_new_tokens = c["max_new_tokens"].get<int>();
-    o.length_penalty = c["length_penalty"].get<float>();
-    o.no_repeat_ngram_size = c["no_repeat_ngram_size"].get<int>();
-    o.eos_id = c["eos_token_id"].get<int32_t>();
-    std::vector<std::vector<int32_t>> expected;
-    for (const auto& out : c["outputs"]) {
-      auto ids = out.get<std::vector<int32_t>>();
-      if (!ids.empty() && ids.back() == o.eos_id) ids.pop_back();  // ours leave the final EOS out
-      expected.push_back(ids);
-    }
-    REQUIRE(expected.size() == prompts.size());
-    for (int batch : {int(prompts.size()), 1, 4}) {
-      CAPTURE(batch);
-      o.batch_size = batch;
-      size_t calls = 0;
-      auto got = generate(m, prompts, o, [&](size_t done) { CHECK(done > 0); ++calls; });
-      CHECK(calls == (prompts.size() + batch - 1) / batch);
-      REQUIRE(got.size() == expected.size());
-      for (size_t i = 0; i < got.size(); ++i) {
-        CAPTURE(i);
-        CHECK(got[i] == expected[i]);
-      }
-    }
-    ++cases;
-  }
-  CHECK(cases >= 6);
+  CHECK(generate_fixture_check(json_read_file(kFixture), base.model, with_adapter.model) >= 6);
 }
 
 TEST_CASE("generate_greedy equals generate with beam size 1, and stops at the model's positions") {
