@@ -151,10 +151,7 @@ static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType t
   float acc[kRowsPerWarp][kDimsPerLane], row_lse[kRowsPerWarp], row_D[kRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int t = q0 + warp * kRowsPerWarp + r;
-    const int64_t stat = (int64_t(b) * a.NH + h) * a.T + t;
-    row_lse[r] = t < a.T ? lse[stat] : INFINITY;
-    row_D[r] = t < a.T ? D[stat] : 0.0f;
+    query_stats(a, lse, D, b, h, q0 + warp * kRowsPerWarp + r, row_lse[r], row_D[r]);
 #pragma unroll
     for (int e = 0; e < kDimsPerLane; ++e) acc[r][e] = 0.0f;
   }
@@ -233,12 +230,7 @@ static __global__ void attention_dkdv_kernel(AttnArgs a, const void* dout, DType
       __syncthreads();
       load_tile(sq, KS, kColTile, a.q, a.tq, a.ldq, b, a.T, i0, int64_t(h) * HS, HS, a.scale);
       load_tile(sdo, KS, kColTile, dout, tdo, lddo, b, a.T, i0, int64_t(h) * HS, HS, 1.0f);
-      if (threadIdx.x < kColTile) {
-        const int t = i0 + threadIdx.x;
-        const int64_t stat = (int64_t(b) * a.NH + h) * a.T + t;
-        slse[threadIdx.x] = t < a.T ? lse[stat] : INFINITY;
-        sD[threadIdx.x] = t < a.T ? D[stat] : 0.0f;
-      }
+      if (threadIdx.x < kColTile) query_stats(a, lse, D, b, h, i0 + threadIdx.x, slse[threadIdx.x], sD[threadIdx.x]);
       __syncthreads();
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {

@@ -41,6 +41,15 @@ __device__ __forceinline__ int query_end(const AttnArgs& a, int k0, int rows) {
   return a.window > 0 ? min(a.T, k0 + rows + a.window - 1) : a.T;
 }
 
+// The forward's log-sum-exp and D = rowsum(dout * out) of query t of head h, for the backward kernels;
+// +inf and 0 past T (such a row's probabilities recompute to 0).
+__device__ __forceinline__ void query_stats(const AttnArgs& a, const float* lse, const float* D, int b, int h, int t,
+                                            float& lse_t, float& D_t) {
+  const int64_t i = (int64_t(b) * a.NH + h) * a.T + t;
+  lse_t = t < a.T ? lse[i] : INFINITY;
+  D_t = t < a.T ? D[i] : 0.0f;
+}
+
 // The dropout factor on probability (b, h, query, key): drop_scale when kept, 0 when dropped; 1 without
 // dropout (every kernel regenerates the same mask from its coordinates, FlashAttention's way).
 __device__ __forceinline__ float drop_factor(const AttnArgs& a, int b, int h, int query, int key) {
