@@ -230,7 +230,8 @@ static __global__ void attention_dkdv_kernel(AttnArgs a, const void* dout, DType
       __syncthreads();
       load_tile(sq, KS, kColTile, a.q, a.tq, a.ldq, b, a.T, i0, int64_t(h) * HS, HS, a.scale);
       load_tile(sdo, KS, kColTile, dout, tdo, lddo, b, a.T, i0, int64_t(h) * HS, HS, 1.0f);
-      if (threadIdx.x < kColTile) query_stats(a, lse, D, b, h, i0 + threadIdx.x, slse[threadIdx.x], sD[threadIdx.x]);
+      if (threadIdx.x < kColTile)
+        query_stats(a, lse, D, b, h, i0 + threadIdx.x, slse[threadIdx.x], sD[threadIdx.x]);
       __syncthreads();
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {

@@ -29,14 +29,15 @@ __device__ __forceinline__ bool visible(const AttnArgs& a, int len, int key, int
   return key < len && (!a.causal || key <= query) && (a.window <= 0 || query - key < a.window);
 }
 
-// The keys a block of queries [q0, q0 + rows) can see start at tile `tile` boundaries from here: 0, or
-// with a window the tile holding key q0 - window + 1 (tiles wholly before it are skipped).
+// The first key tile (`tile` keys wide, from key 0) that a block of queries starting at q0 needs: 0, or
+// with a window the tile holding key q0 - window + 1, its first query's oldest key; tiles before it
+// hold no key the block sees and are skipped.
 __device__ __forceinline__ int key_begin(const AttnArgs& a, int q0, int tile) {
   return a.window > 0 ? max(0, q0 - a.window + 1) / tile * tile : 0;
 }
 
-// The queries that can see a block of keys [k0, k0 + rows) end before this: T, or with a window the
-// query just past the last key's window (k0 + rows - 1 + window - 1).
+// The end of the queries that see a block of keys [k0, k0 + rows): T, or with a window one past the
+// last key's newest viewer, k0 + rows - 1 + window - 1.
 __device__ __forceinline__ int query_end(const AttnArgs& a, int k0, int rows) {
   return a.window > 0 ? min(a.T, k0 + rows + a.window - 1) : a.T;
 }
