@@ -33,6 +33,13 @@ struct AttentionShape {
   int NKV = 0;        // key/value heads (== NH without grouped-query attention)
   int HS = 0;         // head size
   bool causal = true; // causal (decoder) or bidirectional (encoder)
+  // Sliding-window attention (Mistral's sliding_window), causal only; 0 = no window. Query t sees key
+  // t2 iff t2 <= t and t - t2 < window: itself and the window - 1 keys before it. That is transformers'
+  // rule (masking_utils.py: sliding_window_overlay, kv_idx > q_idx - sliding_window, and-ed with the
+  // causal kv_idx <= q_idx; MistralModel builds it for eager and SDPA attention alike, and its
+  // DynamicSlidingWindowLayer keeps the last sliding_window - 1 keys for decoding). Padding, grouped
+  // K/V heads and dropout apply on top of it unchanged.
+  int window = 0;
 };
 
 // Dropout on the attention probabilities (HF's attention_probs_dropout_prob / attn_pdrop), applied as
@@ -146,9 +153,9 @@ class Backend {
   // ---- attention ----
   // out = softmax(q k^T / sqrt(HS) + mask) v per head. q (N, NH*HS), k and v (N, NKV*HS), out (N, NH*HS),
   // rows ordered (b, t). lengths: i32 (B) on this device; keys at t >= lengths[b] are masked out; an
-  // empty tensor means no padding. drop: dropout on the probabilities (training only; p = 0 is none).
-  // Returns what the backward needs (backend-specific: the CPU keeps the probabilities before dropout,
-  // CUDA the log-sum-exp).
+  // empty tensor means no padding. s.window masks keys outside the sliding window (AttentionShape).
+  // drop: dropout on the probabilities (training only; p = 0 is none). Returns what the backward needs
+  // (backend-specific: the CPU keeps the probabilities before dropout, CUDA the log-sum-exp).
   virtual Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
                                    const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) = 0;
   // dq, dk, dv overwritten. drop: the forward's (the mask is regenerated, not stored).
@@ -160,12 +167,13 @@ class Backend {
   // Attention of T new tokens per row against a key/value cache (incremental decoding; the shape of
   // FlashAttention's flash_attn_with_kvcache). First writes k and v into cache slots slot0..slot0+T-1,
   // then query (r,t) attends to row r's slots j with start[r] <= j <= slot0 + t (slots before start[r]
-  // are left padding). q, out (R*T, NH*HS); k, v (R*T, NKV*HS); rows ordered (r, t). k_cache, v_cache
-  // (S, RC, NKV*HS) in the activation dtype, time-major with RC >= R physical rows per slot: row r writes
-  // physical row r of the new slots and reads slot j < slot0 from physical row slot_rows[j*R + r]
-  // (slot_rows: i32 (slot0, R), or empty for "row r itself"), so beam search reorders rows by
-  // rewriting the table, not the cache. start: i32 (R). Both on this device. A query with no visible
-  // slot gets output 0. s.B = R, s.T = T, s.causal must be true. Forward only.
+  // are left padding) and, with a sliding window, slot0 + t - j < s.window. q, out (R*T, NH*HS);
+  // k, v (R*T, NKV*HS); rows ordered (r, t). k_cache, v_cache (S, RC, NKV*HS) in the activation dtype,
+  // time-major with RC >= R physical rows per slot: row r writes physical row r of the new slots and
+  // reads slot j < slot0 from physical row slot_rows[j*R + r] (slot_rows: i32 (slot0, R), or empty for
+  // "row r itself"), so beam search reorders rows by rewriting the table, not the cache. start: i32 (R).
+  // Both on this device. A query with no visible slot gets output 0. s.B = R, s.T = T, s.causal must be
+  // true. Forward only.
   virtual void attention_decode(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
                                 Tensor& k_cache, Tensor& v_cache, const Tensor& start, const Tensor& slot_rows,
                                 int slot0, const AttentionShape& s) = 0;

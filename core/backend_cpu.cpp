@@ -80,6 +80,8 @@ void check_attention_shape(const char* op, const AttentionShape& s) {
   if (s.B < 0 || s.T < 0 || s.NH <= 0 || s.NKV <= 0 || s.HS <= 0 || s.NH % s.NKV != 0)
     bad(op, "bad shape B " + std::to_string(s.B) + " T " + std::to_string(s.T) + " NH " + std::to_string(s.NH) +
                 " NKV " + std::to_string(s.NKV) + " HS " + std::to_string(s.HS) + " (NH must be a multiple of NKV)");
+  if (s.window < 0 || (s.window > 0 && !s.causal))
+    bad(op, "bad sliding window " + std::to_string(s.window) + " (0 for none; a window needs causal attention)");
 }
 
 class CpuBackend final : public Backend {

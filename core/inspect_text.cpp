@@ -93,7 +93,9 @@ std::string model_text(const ojson& j) {
   row(out, "architecture", str(c["norm"]) + ", " + str(c["position"]) + " positions" +
                                (c.contains("rope_theta") ? " (theta " + str(c["rope_theta"]) + ")" : "") + ", " +
                                str(c["activation"]) + ", " +
-                               (c["causal"].get<bool>() ? "causal" : "bidirectional") + ", " +
+                               (c["causal"].get<bool>() ? "causal" : "bidirectional") +
+                               (c.contains("sliding_window") ? " (sliding window " + str(c["sliding_window"]) + ")" : "") +
+                               ", " +
                                (c["post_norm"].get<bool>() ? "post-norm" : "pre-norm") + ", " +
                                (c["tied_head"].get<bool>() ? "tied head" : "separate head") +
                                (c["bias"].get<bool>() ? ", biases" : "") +

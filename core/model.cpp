@@ -475,16 +475,12 @@ Model::Pass Model::pass_begin(const Tensor& tokens, const Tensor& lengths, uint6
     fail_usage("a batch has sequences of " + std::to_string(p.T) + " tokens but the model has " +
                    std::to_string(cfg_.max_positions) + " positions",
                "lower data.max_length to at most " + std::to_string(cfg_.max_positions));
-  if (cfg_.sliding_window > 0 && p.T > cfg_.sliding_window)
-    fail_usage("a batch has sequences of " + std::to_string(p.T) + " tokens, longer than the model's sliding window of " +
-                   std::to_string(cfg_.sliding_window) + ", which this version does not implement",
-               "lower data.max_length to at most " + std::to_string(cfg_.sliding_window));
   p.train = train;
   p.dropout_key = train ? dropout_key : 0;
   p.hidden_p = p.dropout_key != 0 ? hidden_dropout_ : 0.0f;
   p.attention_p = p.dropout_key != 0 ? attention_dropout_ : 0.0f;
   p.shape = AttentionShape{p.B, p.T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
-                           int(cfg_.d_model / cfg_.n_head), cfg_.causal};
+                           int(cfg_.d_model / cfg_.n_head), cfg_.causal, cfg_.sliding_window};
   ensure_acts(p.B, p.T);
   Acts& a = *acts_;
   a.tokens = be_.alloc({p.B, p.T}, DType::i32);

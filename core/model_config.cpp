@@ -194,7 +194,12 @@ ModelConfig llama_from_json(const json& j, const std::string& path, const std::s
     c.qkv_bias = c.o_bias = key_bool_or(j, "attention_bias", path, false);
     c.mlp_bias = key_bool_or(j, "mlp_bias", path, false);
   }
-  if (type == "mistral") c.sliding_window = key_int_or(j, "sliding_window", path, 0);
+  if (type == "mistral") {
+    c.sliding_window = key_int_or(j, "sliding_window", path, 0);  // null: full attention (Mistral v0.2 on)
+    if (c.sliding_window < 0)
+      fail_runtime(where_of(path, "sliding_window") + " must be positive or null, found " +
+                   std::to_string(c.sliding_window));
+  }
   c.causal = true;
   c.tied_head = key_bool_or(j, "tie_word_embeddings", path, false);
   c.conv1d_weights = false;

@@ -39,7 +39,7 @@ struct ModelConfig {
   bool post_norm = false;   // norm after each residual add (BERT/RoBERTa), not before each sub-layer
   int position_offset = 0;  // learned positions start at this row (RoBERTa: pad_token_id + 1)
   int type_vocab_size = 0;  // token-type embedding rows (RoBERTa); 0 = none
-  int sliding_window = 0;   // attention window (Mistral); 0 = full attention
+  int sliding_window = 0;   // attention window (Mistral): query i sees keys i-W+1..i; 0 = full attention
   bool causal = true;       // decoder (causal) or encoder (bidirectional)
   bool tied_head = true;    // LM head shares the token embedding
   bool conv1d_weights = false;  // weights stored (in, out) as GPT-2's Conv1D, not (out, in)

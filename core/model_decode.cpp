@@ -140,11 +140,6 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
         fail_usage("token id " + std::to_string(id) + " of sequence " + std::to_string(r) +
                        " is outside the model's vocabulary [0, " + std::to_string(V) + ")",
                    "check that the tokenizer matches the model");
-      if (cfg_.sliding_window > 0 && p >= cfg_.sliding_window)
-        fail_usage("sequence " + std::to_string(r) + " reaches position " + std::to_string(p) +
-                       ", past the model's sliding window of " + std::to_string(cfg_.sliding_window) +
-                       ", which this version does not implement",
-                   "shorten the prompt or lower max_new_tokens");
       if (p >= cfg_.max_positions)
         fail_usage("sequence " + std::to_string(r) + " reaches position " + std::to_string(p) + " but the model has " +
                        std::to_string(cfg_.max_positions) + " positions",
@@ -185,7 +180,7 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
     c.dirty = false;
   }
 
-  AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true};
+  AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true, cfg_.sliding_window};
   const GeluKind gelu = cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh;
   auto norm = [&](Tensor& out, const Tensor& inp, const Norm& n) {
     if (cfg_.norm == NormKind::layernorm)

@@ -259,9 +259,11 @@ void rope(Real* x, int64_t ldx, int B, int T, int nheads, int HS, double theta, 
 
 // ---- attention ----
 
-// Key t2 is visible to query t of batch row b: inside the sequence and, when causal, not in the future.
+// Key t2 is visible to query t of batch row b: inside the sequence and, when causal, not in the future
+// and, with a sliding window, fewer than s.window positions back (AttentionShape, backend.h).
 inline bool attention_visible(const AttentionShape& s, const int32_t* lengths, int b, int t, int t2) {
   if (s.causal && t2 > t) return false;
+  if (s.window > 0 && t - t2 >= s.window) return false;
   return !lengths || t2 < lengths[b];
 }
 
@@ -391,13 +393,15 @@ void attention_backward(Real* dq, int64_t lddq, Real* dk, int64_t lddk, Real* dv
 
 // Attention over a key/value cache, for incremental decoding (the shape of FlashAttention's
 // flash_attn_with_kvcache): k and v of T new tokens per row are first written into cache slots
-// slot0..slot0+T-1, then query (r, t) attends to row r's slots j with start[r] <= j <= slot0 + t.
-// q, out (R*T, NH*HS) and k, v (R*T, NKV*HS) have rows ordered (r, t). The caches are time-major,
-// (S, RC, NKV*HS) contiguous with RC >= R physical rows per slot: row r writes its new tokens to physical
-// row r, and reads slot j < slot0 from physical row slot_rows[j*R + r] (r itself when slot_rows is
-// null), so beam search reorders rows by rewriting that table instead of moving the cache (a block
-// table with blocks of one token, as in paged attention). A query with no visible slot (left padding
-// not reached yet) gets output 0. Scores, softmax and the weighted sum accumulate in double.
+// slot0..slot0+T-1, then query (r, t) attends to row r's slots j with start[r] <= j <= slot0 + t and,
+// with a sliding window, slot0 + t - j < s.window (a row's slots are its positions plus a constant, the
+// left padding, so this is the window on positions). q, out (R*T, NH*HS) and k, v (R*T, NKV*HS) have
+// rows ordered (r, t). The caches are time-major, (S, RC, NKV*HS) contiguous with RC >= R physical rows
+// per slot: row r writes its new tokens to physical row r, and reads slot j < slot0 from physical row
+// slot_rows[j*R + r] (r itself when slot_rows is null), so beam search reorders rows by rewriting that
+// table instead of moving the cache (a block table with blocks of one token, as in paged attention). A
+// query with no visible slot (left padding not reached yet) gets output 0. Scores, softmax and the
+// weighted sum accumulate in double.
 template <class Real>
 void attention_decode(Real* out, int64_t ldo, const Real* q, int64_t ldq, const Real* k, int64_t ldk,
                       const Real* v, int64_t ldv, Real* k_cache, Real* v_cache, int S, int RC,
@@ -435,7 +439,8 @@ void attention_decode(Real* out, int64_t ldo, const Real* q, int64_t ldq, const 
     for (int t = 0; t < T; ++t) {
       const int64_t qrow = int64_t(r) * T + t;
       const Real* qt = q + qrow * ldq + int64_t(h) * HS;
-      const int j0 = start[r], j1 = slot0 + t + 1;  // visible slots [j0, j1)
+      const int j1 = slot0 + t + 1;  // visible slots [j0, j1)
+      const int j0 = s.window > 0 ? std::max(start[r], j1 - s.window) : start[r];
       double maxval = -INFINITY, sum = 0;
       for (int j = j0; j < j1; ++j) {
         const Real* kj = k_cache + phys(j, r) * CKV + int64_t(g) * HS;

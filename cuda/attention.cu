@@ -7,7 +7,9 @@
 //
 // Layout: q, out, dq (B*T, NH*HS); k, v, dk, dv (B*T, NKV*HS); rows (b, t), head h in columns
 // [h*HS, (h+1)*HS), each with its own ld (column blocks of a fused qkv are fine). Query head h reads
-// key/value head h / (NH/NKV). Key j is visible to query t when j < lengths[b] and (not causal or j <= t).
+// key/value head h / (NH/NKV). Key j is visible to query t when j < lengths[b], (not causal or j <= t) and,
+// with a sliding window W, t - j < W; key tiles wholly outside a block's window are skipped, and the dk/dv
+// kernel walks only the queries whose window reaches its keys.
 //
 // These kernels serve every case the tensor-core ones (cuda/attention_tc.cu: 16-bit q, k, v with a head
 // size of 64 or 128, on sm_80 and later) do not, and all of them under LORA_ATTENTION=simple.
@@ -67,7 +69,7 @@ static __global__ void attention_forward_kernel(AttnArgs a, void* out, DType tou
     for (int e = 0; e < kDimsPerLane; ++e) o[r][e] = 0.0f;
   }
   const int kend = a.causal ? min(len, q0 + kRowTile) : len;
-  for (int k0 = 0; k0 < kend; k0 += kColTile) {
+  for (int k0 = key_begin(a, q0, kColTile); k0 < kend; k0 += kColTile) {
     __syncthreads();  // the previous tile is consumed (and sq is loaded, on the first pass)
     load_tile(sk, KS, kColTile, a.k, a.tk, a.ldk, b, a.T, k0, int64_t(g) * HS, HS, 1.0f);
     load_tile(sv, HS, kColTile, a.v, a.tv, a.ldv, b, a.T, k0, int64_t(g) * HS, HS, 1.0f);
@@ -149,15 +151,12 @@ static __global__ void attention_dq_kernel(AttnArgs a, const void* dout, DType t
   float acc[kRowsPerWarp][kDimsPerLane], row_lse[kRowsPerWarp], row_D[kRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int t = q0 + warp * kRowsPerWarp + r;
-    const int64_t stat = (int64_t(b) * a.NH + h) * a.T + t;
-    row_lse[r] = t < a.T ? lse[stat] : INFINITY;
-    row_D[r] = t < a.T ? D[stat] : 0.0f;
+    query_stats(a, lse, D, b, h, q0 + warp * kRowsPerWarp + r, row_lse[r], row_D[r]);
 #pragma unroll
     for (int e = 0; e < kDimsPerLane; ++e) acc[r][e] = 0.0f;
   }
   const int kend = a.causal ? min(len, q0 + kRowTile) : len;
-  for (int k0 = 0; k0 < kend; k0 += kColTile) {
+  for (int k0 = key_begin(a, q0, kColTile); k0 < kend; k0 += kColTile) {
     __syncthreads();
     load_tile(sk, KS, kColTile, a.k, a.tk, a.ldk, b, a.T, k0, int64_t(g) * HS, HS, 1.0f);
     load_tile(sv, KS, kColTile, a.v, a.tv, a.ldv, b, a.T, k0, int64_t(g) * HS, HS, 1.0f);
@@ -224,19 +223,15 @@ static __global__ void attention_dkdv_kernel(AttnArgs a, const void* dout, DType
     for (int e = 0; e < kDimsPerLane; ++e) gk[r][e] = gv[r][e] = 0.0f;
 
   // Keys at or beyond len are seen by no query: their gradients stay 0.
-  const int qbegin = a.causal ? k0 : 0;
+  const int qbegin = a.causal ? k0 : 0, qend = query_end(a, k0, kRowTile);
   const bool any_key = k0 < len;
   for (int h = g * group; any_key && h < (g + 1) * group; ++h) {
-    for (int i0 = qbegin; i0 < a.T; i0 += kColTile) {
+    for (int i0 = qbegin; i0 < qend; i0 += kColTile) {
       __syncthreads();
       load_tile(sq, KS, kColTile, a.q, a.tq, a.ldq, b, a.T, i0, int64_t(h) * HS, HS, a.scale);
       load_tile(sdo, KS, kColTile, dout, tdo, lddo, b, a.T, i0, int64_t(h) * HS, HS, 1.0f);
-      if (threadIdx.x < kColTile) {
-        const int t = i0 + threadIdx.x;
-        const int64_t stat = (int64_t(b) * a.NH + h) * a.T + t;
-        slse[threadIdx.x] = t < a.T ? lse[stat] : INFINITY;
-        sD[threadIdx.x] = t < a.T ? D[stat] : 0.0f;
-      }
+      if (threadIdx.x < kColTile)
+        query_stats(a, lse, D, b, h, i0 + threadIdx.x, slse[threadIdx.x], sD[threadIdx.x]);
       __syncthreads();
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -302,6 +297,8 @@ static AttnArgs attention_args(const char* op, const MatRef& q, const MatRef& k,
   cuda_require(v.rows == N && v.cols == int64_t(s.NKV) * s.HS, op, "v must be (B*T, NKV*HS)");
   cuda_require(cuda_is_float(q.dtype) && cuda_is_float(k.dtype) && cuda_is_float(v.dtype), op, "q, k, v must be float");
   cuda_require(drop.p >= 0.0f && drop.p < 1.0f, op, "attention dropout p must be in [0, 1)");
+  cuda_require(s.window >= 0 && (s.window == 0 || s.causal), op,
+               "the sliding window must be 0 (none) or positive with causal attention");
   cuda_require(lengths.empty() || (lengths.dtype == DType::i32 && lengths.numel() == s.B &&
                                    lengths.device == Device::cuda),
                op, "lengths must be an i32 (B) tensor on the GPU");
@@ -312,6 +309,7 @@ static AttnArgs attention_args(const char* op, const MatRef& q, const MatRef& k,
   a.lengths = lengths.empty() ? nullptr : static_cast<const int*>(lengths.data);
   a.B = s.B; a.T = s.T; a.NH = s.NH; a.NKV = s.NKV; a.HS = s.HS;
   a.causal = s.causal;
+  a.window = s.window;
   a.scale = 1.0f / std::sqrt(float(s.HS));
   a.drop = drop;
   a.drop_scale = drop.p > 0.0f ? 1.0f / (1.0f - drop.p) : 1.0f;

@@ -4,6 +4,7 @@
 // warp per slot, lanes over the head dimensions), then the block folds the chunk into an online softmax
 // (Milakov & Gimelshein 2018) and each thread accumulates its output dimensions in fp32. Slots are read
 // through the slot_rows table (physical row of each (slot, row)), so reordering beams moves no cache.
+// With a sliding window only the window's slots are scored.
 //
 // This first version favours clarity over speed: decoding attention is a small part of a generation
 // step next to the GEMMs, and one block per (row, head) keeps every query independent.
@@ -24,6 +25,7 @@ struct DecodeArgs {
   const int* start;      // (R)
   const int* slot_rows;  // (slot0, R) or null
   int R, T, RC, S, NH, NKV, HS, slot0;
+  int window;  // sliding window (AttentionShape::window); 0 = none
   float scale;
 };
 
@@ -64,7 +66,10 @@ static __global__ void attention_decode_kernel(DecodeArgs a, void* out, DType to
   const int n = blockIdx.x, h = blockIdx.y, r = n / a.T, t = n % a.T, g = h / (a.NH / a.NKV);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
   const int64_t CKV = int64_t(a.NKV) * a.HS, koff = int64_t(g) * a.HS;
-  const int j1 = a.slot0 + t + 1, j0 = min(max(a.start[r], 0), j1);  // visible slots [j0, j1)
+  // Visible slots [j0, j1): from the row's start (left padding before it) and, with a window, from
+  // slot_q - window + 1, slot_q = slot0 + t: a row's slots are its positions plus a constant.
+  const int j1 = a.slot0 + t + 1, first = a.window > 0 ? max(a.start[r], j1 - a.window) : a.start[r];
+  const int j0 = min(max(first, 0), j1);
   const int64_t qoff = int64_t(n) * a.ldq + int64_t(h) * a.HS;
   float m = -INFINITY, l = 0.0f, acc[2] = {0.0f, 0.0f};
   for (int c0 = j0; c0 < j1; c0 += kChunk) {
@@ -117,6 +122,7 @@ void attention_decode(CudaContext& ctx, const MatRef& out, const MatRef& q, cons
   cuda_require(s.B > 0 && s.T > 0 && s.NH > 0 && s.NKV > 0 && s.HS > 0 && s.NH % s.NKV == 0, op,
                "bad attention shape (NH must be a multiple of NKV)");
   cuda_require(s.causal, op, "decoding attention is causal");
+  cuda_require(s.window >= 0, op, "the sliding window must be 0 (none) or positive");
   cuda_require(s.HS <= kMaxHS, op, "head size above " + std::to_string(kMaxHS) + " is not supported");
   const int64_t N = int64_t(s.B) * s.T, CQ = int64_t(s.NH) * s.HS, CKV = int64_t(s.NKV) * s.HS;
   cuda_require(q.rows == N && q.cols == CQ && out.rows == N && out.cols == CQ, op, "q and out must be (R*T, NH*HS)");
@@ -146,6 +152,7 @@ void attention_decode(CudaContext& ctx, const MatRef& out, const MatRef& q, cons
   a.start = static_cast<const int*>(start.data);
   a.slot_rows = slot_rows.empty() ? nullptr : static_cast<const int*>(slot_rows.data);
   a.R = s.B; a.T = s.T; a.RC = RC; a.S = S; a.NH = s.NH; a.NKV = s.NKV; a.HS = s.HS; a.slot0 = slot0;
+  a.window = s.window;
   a.scale = 1.0f / std::sqrt(float(s.HS));
   LORA_LAUNCH(attention_decode_kernel, dim3(unsigned(N), unsigned(s.NH)), kThreads, 0, ctx.stream)(a, out.data, out.dtype,
                                                                                           out.ld);

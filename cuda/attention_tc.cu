@@ -11,7 +11,9 @@
 // score gradients dS are rounded to the operand dtype before their products; row statistics (max, sum,
 // lse, D) stay f32. Dropout on the probabilities works there too, per element from its coordinates
 // (drop_factor, cuda/attention.cuh): P after dropout feeds the products with V and dout, the sum l stays
-// that of P, and dS = P * (factor * dP - D).
+// that of P, and dS = P * (factor * dP - D). With a sliding window W (Mistral), the forward and dq
+// kernels start at the key tile holding their first query's oldest visible key and the dk/dv kernel
+// stops after the query tile holding its last key's newest viewer, so a row costs O(W), not O(T).
 //
 // Shared memory per block, HS = 128: forward 110 KiB, dq 111 KiB, dk/dv 120.5 KiB; HS = 64: 70, 79, 88.5
 // (one or two blocks an SM on Hopper). Untuned: a first tensor-core version, checked on the CPU emulation
@@ -51,16 +53,31 @@ __device__ __forceinline__ __nv_bfloat16 to_t<__nv_bfloat16>(float x) { return _
 template <>
 __device__ __forceinline__ __half to_t<__half>(float x) { return __float2half_rn(x); }
 
-// dst (rows, ld) <- rows t0.. of head column block col0 of src (b*T + t, ld_src), zero past T.
-template <typename T>
-__device__ void tile_load(T* dst, int ld, int rows, const void* src, int64_t ld_src, int b, int T_, int t0,
-                          int64_t col0, int HS) {
+// dst (rows, HS + kPad16) <- rows t0.. of head column block col0 of src (b*T + t, ld_src), zero past T.
+template <typename T, int HS>
+__device__ void tile_load(T* dst, int rows, const void* src, int64_t ld_src, int b, int T_, int t0, int64_t col0) {
   const T* s = static_cast<const T*>(src);
   const T zero = to_t<T>(0.0f);
   for (int idx = threadIdx.x; idx < rows * HS; idx += blockDim.x) {
     const int r = idx / HS, d = idx % HS, t = t0 + r;
-    dst[r * ld + d] = t < T_ ? s[(int64_t(b) * T_ + t) * ld_src + col0 + d] : zero;
+    dst[r * (HS + kPad16) + d] = t < T_ ? s[(int64_t(b) * T_ + t) * ld_src + col0 + d] : zero;
   }
+}
+
+// The tiles the kernels walk, rows t0.. (zero past T): k and v of kv head g (the key tiles of the forward
+// and dq, dk/dv's own rows) ...
+template <typename T, int HS>
+__device__ void kv_tiles_load(T* sk, T* sv, int rows, const AttnArgs& a, int b, int t0, int g) {
+  tile_load<T, HS>(sk, rows, a.k, a.ldk, b, a.T, t0, int64_t(g) * HS);
+  tile_load<T, HS>(sv, rows, a.v, a.ldv, b, a.T, t0, int64_t(g) * HS);
+}
+
+// ... and q and dout of query head h (dq's own rows, the query tiles of dk/dv).
+template <typename T, int HS>
+__device__ void q_dout_tiles_load(T* sq, T* sdo, int rows, const AttnArgs& a, const void* dout, int64_t lddo, int b,
+                                  int t0, int h) {
+  tile_load<T, HS>(sq, rows, a.q, a.ldq, b, a.T, t0, int64_t(h) * HS);
+  tile_load<T, HS>(sdo, rows, dout, lddo, b, a.T, t0, int64_t(h) * HS);
 }
 
 // out (16, 16 * n_tiles) f32 tile at `out` (ld kSL) = A (16, K) * B, B given per 16-column tile by its
@@ -114,17 +131,16 @@ static __global__ void attention_tc_forward_kernel(AttnArgs a, void* out, DType 
   float* wo = so + warp * 16 * OL;
   const T* wq = sq + warp * 16 * L;
 
-  tile_load<T>(sq, L, kTcRows, a.q, a.ldq, b, a.T, q0, int64_t(h) * HS, HS);
+  tile_load<T, HS>(sq, kTcRows, a.q, a.ldq, b, a.T, q0, int64_t(h) * HS);
   for (int i = lane; i < 16 * OL; i += 32) wo[i] = 0.0f;
   float m[16], l[16];
   #pragma unroll
   for (int r = 0; r < 16; ++r) m[r] = -INFINITY, l[r] = 0.0f;
 
   const int kend = a.causal ? min(len, q0 + kTcRows) : len;
-  for (int k0 = 0; k0 < kend; k0 += kTcCols) {
+  for (int k0 = key_begin(a, q0, kTcCols); k0 < kend; k0 += kTcCols) {
     __syncthreads();
-    tile_load<T>(sk, L, kTcCols, a.k, a.ldk, b, a.T, k0, int64_t(g) * HS, HS);
-    tile_load<T>(sv, L, kTcCols, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
+    kv_tiles_load<T, HS>(sk, sv, kTcCols, a, b, k0, g);
     __syncthreads();
     // S = Q K^T (16, 64): K (keys, HS) row-major is K^T column-major.
     warp_gemm_to_smem<T>(ws, wq, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sk});
@@ -220,25 +236,18 @@ static __global__ void attention_tc_dq_kernel(AttnArgs a, const void* dout, int6
   float* ws = ss + warp * 16 * kSL;
   float* wdp = sdp + warp * 16 * kSL;
   T* wds = sds + warp * 16 * PL;
-  tile_load<T>(sq, L, kTcRows, a.q, a.ldq, b, a.T, q0, int64_t(h) * HS, HS);
-  tile_load<T>(sdo, L, kTcRows, dout, lddo, b, a.T, q0, int64_t(h) * HS, HS);
+  q_dout_tiles_load<T, HS>(sq, sdo, kTcRows, a, dout, lddo, b, q0, h);
   float row_lse[16], row_D[16];
   #pragma unroll
-  for (int r = 0; r < 16; ++r) {
-    const int t = q0 + warp * 16 + r;
-    const int64_t stat = (int64_t(b) * a.NH + h) * a.T + t;
-    row_lse[r] = t < a.T ? lse[stat] : INFINITY;
-    row_D[r] = t < a.T ? D[stat] : 0.0f;
-  }
+  for (int r = 0; r < 16; ++r) query_stats(a, lse, D, b, h, q0 + warp * 16 + r, row_lse[r], row_D[r]);
   FragC acc[HS / 16];
   #pragma unroll
   for (int n = 0; n < HS / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
 
   const int kend = a.causal ? min(len, q0 + kTcRows) : len;
-  for (int k0 = 0; k0 < kend; k0 += kTcCols) {
+  for (int k0 = key_begin(a, q0, kTcCols); k0 < kend; k0 += kTcCols) {
     __syncthreads();
-    tile_load<T>(sk, L, kTcCols, a.k, a.ldk, b, a.T, k0, int64_t(g) * HS, HS);
-    tile_load<T>(sv, L, kTcCols, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
+    kv_tiles_load<T, HS>(sk, sv, kTcCols, a, b, k0, g);
     __syncthreads();
     warp_gemm_to_smem<T>(ws, sq + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sk});
     warp_gemm_to_smem<T>(wdp, sdo + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sv});
@@ -299,8 +308,7 @@ static __global__ void attention_tc_dkdv_kernel(AttnArgs a, const void* dout, in
   float* wdp = sdp + warp * 16 * kSL;
   T* wp = sp + warp * 16 * PL;
   T* wds = sds + warp * 16 * PL;
-  tile_load<T>(sk, L, kTcRows, a.k, a.ldk, b, a.T, k0, int64_t(g) * HS, HS);
-  tile_load<T>(sv, L, kTcRows, a.v, a.ldv, b, a.T, k0, int64_t(g) * HS, HS);
+  kv_tiles_load<T, HS>(sk, sv, kTcRows, a, b, k0, g);
   FragC gk[HS / 16], gv[HS / 16];
   #pragma unroll
   for (int n = 0; n < HS / 16; ++n) {
@@ -308,18 +316,14 @@ static __global__ void attention_tc_dkdv_kernel(AttnArgs a, const void* dout, in
     wmma::fill_fragment(gv[n], 0.0f);
   }
 
-  const int qbegin = a.causal ? k0 : 0;  // causal: queries before the block's first key see none of it
+  // Causal: queries before the block's first key see none of it; with a window, nor do queries past the
+  // window of its last key.
+  const int qbegin = a.causal ? k0 : 0, qend = query_end(a, k0, kTcRows);
   for (int h = g * group; k0 < len && h < (g + 1) * group; ++h) {
-    for (int i0 = qbegin; i0 < a.T; i0 += kTcCols) {
+    for (int i0 = qbegin; i0 < qend; i0 += kTcCols) {
       __syncthreads();
-      tile_load<T>(sq, L, kTcCols, a.q, a.ldq, b, a.T, i0, int64_t(h) * HS, HS);
-      tile_load<T>(sdo, L, kTcCols, dout, lddo, b, a.T, i0, int64_t(h) * HS, HS);
-      for (int i = threadIdx.x; i < kTcCols; i += blockDim.x) {
-        const int t = i0 + i;
-        const int64_t stat = (int64_t(b) * a.NH + h) * a.T + t;
-        slse[i] = t < a.T ? lse[stat] : INFINITY;
-        sD[i] = t < a.T ? D[stat] : 0.0f;
-      }
+      q_dout_tiles_load<T, HS>(sq, sdo, kTcCols, a, dout, lddo, b, i0, h);
+      for (int i = threadIdx.x; i < kTcCols; i += blockDim.x) query_stats(a, lse, D, b, h, i0 + i, slse[i], sD[i]);
       __syncthreads();
       warp_gemm_to_smem<T>(ws, sk + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sq});
       warp_gemm_to_smem<T>(wdp, sv + warp * 16 * L, L, HS / 16, kTcCols / 16, TimesTransposed<T, L>{sdo});

@@ -8,9 +8,14 @@ What it builds, with fixed seeds, in float32 on the CPU:
   adapter/        a PEFT LoRA adapter on it (r 4, alpha 8, q k v o gate up down projections,
                   init_lora_weights=False, B made non-zero), saved with save_pretrained
   reference.safetensors  base_logits, logits, loss, grad/<PEFT name> (see README.md there)
+With --family mistral the model is a MistralForCausalLM of the same shapes with sliding_window 5, shorter
+than the batch (mistral-tiny/), and generate.json adds greedy and beam-search continuations by
+transformers' generate that run past the window. The script checks that transformers applies the window
+(eager and SDPA attention agree, and both differ from full attention) before it writes anything.
 The batch is tests/fixtures/golden/batch.json (same convention; read, not rewritten).
 
 Run:  python3 scripts/make_golden_llama.py --out tests/fixtures/golden-llama
+      python3 scripts/make_golden_llama.py --family mistral --out tests/fixtures/golden-mistral
 """
 import argparse
 import json
@@ -24,40 +29,52 @@ import peft
 import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 V = 97
 LORA_R, LORA_ALPHA = 4, 8
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+WINDOW = 5  # Mistral's sliding_window: shorter than the batch's 12 and 9 tokens
+# (config class, model class, checkpoint folder) per family.
+FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM, "llama-tiny"),
+            "mistral": (MistralConfig, MistralForCausalLM, "mistral-tiny")}
+# Generation past the window: prompts of 1 to 7 tokens and 12 new ones (up to 19 positions).
+PROMPTS = [[5, 17, 42], [88, 3, 61, 20, 9, 73, 14], [33], [64, 29, 8, 50, 81]]
+MAX_NEW = 12
+PAD_ID = 0
 
 
-def make_config():
-    return LlamaConfig(
+def make_config(family):
+    extra = {"sliding_window": WINDOW} if family == "mistral" else {}
+    return FAMILIES[family][0](
         num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=64, vocab_size=V, max_position_embeddings=64, rope_theta=10000.0,
         rms_norm_eps=1e-5, tie_word_embeddings=False, hidden_act="silu", attention_bias=False,
         mlp_bias=False, attention_dropout=0.0, bos_token_id=V - 1, eos_token_id=V - 1,
-        initializer_range=0.2)
+        initializer_range=0.2, **extra)
 
 
-def load_base(path):
-    return LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager")
+def load_base(family, path, attn="eager", **override):
+    config = FAMILIES[family][0].from_pretrained(path, **override)
+    return FAMILIES[family][1].from_pretrained(path, config=config, torch_dtype=torch.float32,
+                                               attn_implementation=attn)
 
 
-def build_base(out, seed):
+def build_base(family, out, seed):
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(make_config())
+    model = FAMILIES[family][1](make_config(family))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-    model.save_pretrained(out / "llama-tiny", safe_serialization=True)
-    (out / "llama-tiny" / "generation_config.json").unlink(missing_ok=True)
+    sub = FAMILIES[family][2]
+    model.save_pretrained(out / sub, safe_serialization=True)
+    (out / sub / "generation_config.json").unlink(missing_ok=True)
 
 
-def build_adapter(out, seed):
-    base = load_base(out / "llama-tiny")
+def build_adapter(family, out, seed):
+    base = load_base(family, out / FAMILIES[family][2])
     torch.manual_seed(seed + 2)
     cfg = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS, lora_dropout=0.0, bias="none",
                      init_lora_weights=False, task_type="CAUSAL_LM")
@@ -80,27 +97,88 @@ def shifted_ce(logits, labels):
     return F.cross_entropy(logits[:, :-1, :].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def check_window(out, ids, mask, base_logits):
+    """transformers applies Mistral's window: SDPA agrees with eager; full attention (sliding_window None)
+    agrees on the first WINDOW positions, which the window does not cut, and differs after them."""
+    d = out / "mistral-tiny"
+    with torch.no_grad():
+        sdpa = load_base("mistral", d, attn="sdpa").eval()(input_ids=ids, attention_mask=mask).logits
+        full = load_base("mistral", d, sliding_window=None).eval()(input_ids=ids, attention_mask=mask).logits
+    checks = [("sdpa against eager", rel(sdpa, base_logits), "<", 1e-5),
+              ("full attention, first window", rel(full[:, :WINDOW], base_logits[:, :WINDOW]), "<", 1e-5),
+              ("full attention, after the window", rel(full[:, WINDOW:], base_logits[:, WINDOW:]), ">", 1e-2)]
+    for what, err, op, bound in checks:
+        print(f"window check: {what}: normwise relative difference {err:.3g}")
+        if not (err < bound if op == "<" else err > bound):
+            raise SystemExit(f"transformers did not apply sliding_window {WINDOW} as expected ({what}: {err:.3g})")
+
+
+def run_generate(model, prompt, num_beams):
+    # generation_config's eos (96, from config.json) would apply when none is passed: set none.
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = PAD_ID
+    ids = torch.tensor([prompt], dtype=torch.long)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             num_beams=num_beams, num_return_sequences=1, max_new_tokens=MAX_NEW,
+                             length_penalty=1.0, early_stopping=False, eos_token_id=None, pad_token_id=PAD_ID)
+    return out[0, len(prompt):].tolist()
+
+
+def generate_cases(out):
+    """Greedy and beam-search continuations past the window, one prompt at a time (as
+    scripts/make_generate_fixtures.py), in its generate.json format; each case also run with full
+    attention, and at least one must differ, or the fixture would not test the window."""
+    def load(adapter, **override):
+        m = load_base("mistral", out / "mistral-tiny", **override)
+        return (PeftModel.from_pretrained(m, out / "adapter") if adapter else m).eval()
+    cases, differ = [], 0
+    for name, adapter, beams in (("greedy base", False, 1), ("greedy adapter", True, 1), ("beam 3 adapter", True, 3)):
+        model, full = load(adapter), load(adapter, sliding_window=None)
+        outs = [run_generate(model, p, beams) for p in PROMPTS]
+        outs_full = [run_generate(full, p, beams) for p in PROMPTS]
+        n = sum(a != b for a, b in zip(outs, outs_full))
+        differ += n
+        print(f"generate {name}: {n} of {len(PROMPTS)} continuations differ from full attention's")
+        cases.append(dict(name=name, adapter=adapter, num_beams=beams, max_new_tokens=MAX_NEW, length_penalty=1.0,
+                          no_repeat_ngram_size=0, eos_token_id=-1, pad_token_id=PAD_ID, outputs=outs))
+    if differ == 0:
+        raise SystemExit("every continuation is the same with full attention: the fixture would not test the window")
+    return dict(format="lora-generate-fixture", version=1,
+                versions=dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__),
+                prompts=PROMPTS, cases=cases)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("tests/fixtures/golden-llama"))
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="llama")
+    ap.add_argument("--out", type=Path, default=None, help="default: tests/fixtures/golden-<family>")
     ap.add_argument("--golden", type=Path, default=Path("tests/fixtures/golden"))
     ap.add_argument("--seed", type=int, default=4321)
     args = ap.parse_args()
-    out = args.out
+    family = args.family
+    out = args.out or Path(f"tests/fixtures/golden-{family}")
+    sub = FAMILIES[family][2]
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    for sub in ("llama-tiny", "adapter"):
-        shutil.rmtree(out / sub, ignore_errors=True)
+    for d in (sub, "adapter"):
+        shutil.rmtree(out / d, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    build_base(out, args.seed)
-    build_adapter(out, args.seed)
+    build_base(family, out, args.seed)
+    build_adapter(family, out, args.seed)
     ids, mask, labels = load_batch(args.golden)
 
     ref = {}
     with torch.no_grad():
-        base = load_base(out / "llama-tiny").eval()
+        base = load_base(family, out / sub).eval()
         ref["base_logits"] = base(input_ids=ids, attention_mask=mask).logits
-    model = PeftModel.from_pretrained(load_base(out / "llama-tiny"), out / "adapter", is_trainable=True)
+    if family == "mistral":
+        check_window(out, ids, mask, ref["base_logits"])
+    model = PeftModel.from_pretrained(load_base(family, out / sub), out / "adapter", is_trainable=True)
     model.train()
     res = model(input_ids=ids, attention_mask=mask, labels=labels)
     loss = res.loss
@@ -119,8 +197,14 @@ def main():
     ref = {k: v.detach().to(torch.float32).contiguous() for k, v in ref.items()}
     save_file(ref, str(out / "reference.safetensors"), metadata={"lora_golden": (
         f"version=1 torch={torch.__version__} transformers={transformers.__version__} peft={peft.__version__}")})
-    (out / "README.md").write_text(README.format(torch=torch.__version__, transformers=transformers.__version__,
-                                                 peft=peft.__version__, n=n))
+    if family == "mistral":
+        with open(out / "generate.json", "w") as f:
+            json.dump(generate_cases(out), f, indent=1)
+            f.write("\n")
+    readme = README if family == "llama" else README_MISTRAL
+    (out / "README.md").write_text(readme.format(torch=torch.__version__, transformers=transformers.__version__,
+                                                 peft=peft.__version__, n=n, window=WINDOW, before=WINDOW - 1,
+                                                 max_new=MAX_NEW))
     print(f"loss {ref['loss'].item():.6f}, {n} LoRA gradients")
 
 
@@ -142,6 +226,30 @@ float32 on the CPU, fixed seeds. Regenerate with
   and the first 3 positions).
 - `reference.safetensors`: `base_logits` (2,12,97) of the base model; `logits` (2,12,97) and `loss` (1)
   of base + adapter (eager attention, train mode, dropout 0); `grad/<PEFT name>` d loss / d each LoRA tensor.
+"""
+
+README_MISTRAL = """# Golden fixtures, Mistral's sliding-window attention (reference implementation)
+
+Made by `scripts/make_golden_llama.py --family mistral` with PyTorch {torch}, transformers {transformers},
+PEFT {peft}, float32 on the CPU, fixed seeds. Regenerate with
+
+    python3 scripts/make_golden_llama.py --family mistral --out tests/fixtures/golden-mistral
+
+- `mistral-tiny/`: random MistralForCausalLM of the shapes of `../golden-llama/llama-tiny` (2 layers, hidden
+  32, 4 heads, 2 KV heads, head_dim 8, intermediate 64, vocab 97, untied head, RMSNorm weights
+  1 + 0.1*N(0,1)) with `sliding_window` {window}: query i sees keys i-{before}..i, itself and the {before} before
+  it, so the batch's 12 and 9 tokens run past it.
+- `adapter/`: PEFT LoRA r 4, alpha 8 on q_proj k_proj v_proj o_proj gate_proj up_proj down_proj,
+  init_lora_weights=False; {n} tensors.
+- The batch is `../golden/batch.json` (B 2, T 12, lengths [12, 9], right padding).
+- `reference.safetensors`: `base_logits`, `logits`, `loss` and `grad/<PEFT name>` as in `../golden-llama`
+  (eager attention, train mode, dropout 0).
+- `generate.json`: `model.generate` (greedy, base and adapter; beam 3, adapter), {max_new} new tokens after
+  prompts of 1 to 7 tokens, one prompt at a time, no EOS; the format of `../generate/generate.json`.
+
+Before writing, the script checks that transformers applies the window: SDPA attention gives eager's
+logits, and full attention (`sliding_window` None) gives them on the first {window} positions only;
+some generated continuations differ with full attention.
 """
 
 if __name__ == "__main__":

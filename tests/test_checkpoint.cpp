@@ -331,6 +331,10 @@ TEST_CASE("config.json mappers") {
     ModelConfig m = model_config_from_json(j, "mistral.json");
     CHECK(m.sliding_window == 4096);
     CHECK(model_config_from_json(model_config_to_json(m), "back").sliding_window == 4096);
+    j["sliding_window"] = nullptr;  // Mistral v0.2 on: full attention
+    CHECK(model_config_from_json(j, "mistral.json").sliding_window == 0);
+    j["sliding_window"] = -1;
+    CHECK_THROWS_AS(model_config_from_json(j, "mistral.json"), Error);
   }
   SUBCASE("roberta") {
     json j = {{"model_type", "roberta"},  {"hidden_size", 768},   {"intermediate_size", 3072},

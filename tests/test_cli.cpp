@@ -230,30 +230,39 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 75; --resume continues from it")
 }
 
 TEST_CASE("a LLaMA-family model with a SentencePiece tokenizer trains and evaluates end to end") {
-  auto d = scratch_dir("cli-llama");
-  write_text(d / "config.json",
-             R"({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
-                 "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 512,
-                 "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
-                 "tie_word_embeddings": false, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2})");
-  fs::create_directories(d / "tok");
-  fs::copy_file(LORA_FIXTURES "/tokenizer/sp/tokenizer.model", d / "tok" / "tokenizer.model");
-  CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
-                            " --tokenizer " + (d / "tok").string() + " --seed 3");
-  INFO(init.out);
-  REQUIRE(init.code == 0);
-  fs::path rec = recipe(d, "", (d / "model").string());
-  CliResult r = lora_run("train " + rec.string() + " --set lora.targets=[q,k,v,o,gate,up,down] --set train.max_steps=3");
-  INFO(r.out);
-  REQUIRE(r.code == 0);
-  std::ifstream cfg(d / "run" / "adapter_config.json");
-  std::string text((std::istreambuf_iterator<char>(cfg)), std::istreambuf_iterator<char>());
-  CHECK(contains(text, "\"gate_proj\""));
-  CHECK(contains(text, "\"fan_in_fan_out\": false"));
-  CliResult e = lora_run("eval " + rec.string() + " --adapter " + (d / "run").string() + " --set data.eval=" +
-                         (d / "train.txt").string() + " --no-generate");
-  INFO(e.out);
-  CHECK(e.code == 0);
-  CHECK(contains(e.out, "perplexity"));
-  fs::remove_all(d);
+  // LLaMA; and Mistral with a sliding window of 4 tokens, shorter than every example, which also
+  // generates its predictions (KV-cache decoding past the window).
+  for (const std::string family : {"llama", "mistral"}) {
+    CAPTURE(family);
+    const bool mistral = family == "mistral";
+    auto d = scratch_dir("cli-" + family);
+    write_text(d / "config.json",
+               R"({"model_type": ")" + family + R"(", "num_hidden_layers": 2, "hidden_size": 64,
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 512,
+                   "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+                   "tie_word_embeddings": false, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2)" +
+                   (mistral ? R"(, "sliding_window": 4})" : "}"));
+    fs::create_directories(d / "tok");
+    fs::copy_file(LORA_FIXTURES "/tokenizer/sp/tokenizer.model", d / "tok" / "tokenizer.model");
+    CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
+                              " --tokenizer " + (d / "tok").string() + " --seed 3");
+    INFO(init.out);
+    REQUIRE(init.code == 0);
+    if (mistral) CHECK(contains(lora_run("info " + (d / "model").string()).out, "causal (sliding window 4)"));
+    fs::path rec = recipe(d, "", (d / "model").string());
+    CliResult r = lora_run("train " + rec.string() + " --set lora.targets=[q,k,v,o,gate,up,down] --set train.max_steps=3");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    std::ifstream cfg(d / "run" / "adapter_config.json");
+    std::string text((std::istreambuf_iterator<char>(cfg)), std::istreambuf_iterator<char>());
+    CHECK(contains(text, "\"gate_proj\""));
+    CHECK(contains(text, "\"fan_in_fan_out\": false"));
+    CliResult e = lora_run("eval " + rec.string() + " --adapter " + (d / "run").string() + " --set data.eval=" +
+                           (d / "train.txt").string() + (mistral ? " --set eval.max_new_tokens=12" : " --no-generate"));
+    INFO(e.out);
+    CHECK(e.code == 0);
+    CHECK(contains(e.out, "perplexity"));
+    if (mistral) CHECK(fs::exists(d / "run" / "eval-eval" / "predictions.txt"));
+    fs::remove_all(d);
+  }
 }

@@ -332,7 +332,7 @@ AttentionLowp attention_lowp_reference(DType act, const AttentionShape& s, const
     for (int h = 0; h < NH; ++h) {
       const int g = h / group;
       for (int t = 0; t < T; ++t) {
-        auto vis = [&](int j) { return j < len && (!s.causal || j <= t); };
+        auto vis = [&](int j) { return j < len && (!s.causal || j <= t) && (s.window == 0 || t - j < s.window); };
         auto factor = [&](int j) {
           return drop.p == 0 ? 1.0 : attention_keep(drop, NH, T, b, h, t, j) ? 1.0 / (1.0 - double(drop.p)) : 0.0;
         };
@@ -418,15 +418,24 @@ void expect_lowp(const std::string& what, DType act, const Tensor& got, const Te
                                        << ", the same-precision reference's " << ref);
 }
 
-TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forward and backward, dropout") {
+TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, sliding window, forward, backward, dropout") {
   struct Case {
     int B, T, NH, NKV, HS;
     bool causal;
     std::vector<int32_t> lengths;  // empty: no padding
+    int window = 0;
   };
+  // The windowed cases: T = 200 spans four 64-row tiles of the tensor-core kernels (HS 64; the fp32
+  // kernels' 16-row blocks and 32-wide tiles in f32), so blocks skip whole key tiles and cut others, and
+  // one on the fp32 kernels (HS 16) in every dtype. The windows put tile bounds where an error of one
+  // shows: with 66 (2 mod 64 and mod 32) a block's first visible key opens a key tile (tensor-core and
+  // fp32 kernels) and a key block's last viewer opens a query tile (tensor cores); with 18, a key block's
+  // last viewer opens a query tile of the fp32 dk/dv kernel (16 + 18 - 2 = 32). Skipping one tile too
+  // many at either end then changes the result (checked by breaking key_begin and query_end by one).
   const Case cases[] = {
       {2, 37, 4, 2, 16, true, {37, 20}},  {2, 33, 2, 2, 64, false, {25, 33}}, {1, 70, 3, 1, 48, true, {}},
       {1, 40, 2, 1, 128, true, {}},       {1, 20, 1, 1, 256, false, {13}},
+      {2, 200, 4, 2, 64, true, {200, 137}, 66}, {2, 37, 4, 2, 16, true, {37, 20}, 18},
   };
   // Without dropout, and with dropout on the probabilities: the GPU regenerates the CPU's mask from the
   // same (seed, offset, b, h, i, j), so the comparison and its tolerance are the same.
@@ -435,9 +444,9 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
     for (const Case& c : cases)
     for (const AttentionDropout& drop : drops) {
       INFO("B=" << c.B << " T=" << c.T << " NH=" << c.NH << " NKV=" << c.NKV << " HS=" << c.HS
-                << " causal=" << c.causal << " dropout=" << drop.p);
+                << " causal=" << c.causal << " window=" << c.window << " dropout=" << drop.p);
       AttentionShape s;
-      s.B = c.B; s.T = c.T; s.NH = c.NH; s.NKV = c.NKV; s.HS = c.HS; s.causal = c.causal;
+      s.B = c.B; s.T = c.T; s.NH = c.NH; s.NKV = c.NKV; s.HS = c.HS; s.causal = c.causal; s.window = c.window;
       const int64_t N = int64_t(c.B) * c.T, CQ = int64_t(c.NH) * c.HS, CKV = int64_t(c.NKV) * c.HS;
       auto qkv = P.random({N, CQ + 2 * CKV}, P.act, -2.0f, 2.0f);  // fused, as GPT-2's c_attn
       Pair::Both lengths;
@@ -484,6 +493,51 @@ TEST_CASE("cuda attention: causal and bidirectional, padding, grouped KV, forwar
       AttentionLowp lowp = attention_lowp_reference(P.act, s, c.lengths, qkv.cpu, dout.cpu, out.cpu, drop);
       expect_lowp("attention out (tensor cores)", P.act, P.gpu->download(out.gpu), lowp.out, out.cpu);
       expect_lowp("attention dq|dk|dv (tensor cores)", P.act, P.gpu->download(dqkv.gpu), lowp.dqkv, dqkv.cpu);
+    }
+  }
+}
+
+TEST_CASE("cuda attention_decode: left padding, reordered rows, grouped KV, with and without a sliding window") {
+  // Three rows left-padded to start at slots 0, 5 and 20; a prefill of 40 slots, then 3 more with the
+  // rows reordered through slot_rows as beam search does (rows 1 and 2 both continue row 0). Windows: none,
+  // 24 (the prefill's late queries lose their first slots) and 5 (a few slots each).
+  const int R = 3, RC = 4, NH = 4, NKV = 2, S = 50;
+  const std::vector<int32_t> start = {0, 5, 20}, perm = {2, 0, 0};
+  FOR_EACH_ACTIVATION(12) {
+    for (int HS : {16, 64})
+    for (int window : {0, 24, 5}) {
+      INFO("HS=" << HS << " window=" << window);
+      const int64_t CQ = int64_t(NH) * HS, CKV = int64_t(NKV) * HS;
+      AttentionShape s;
+      s.B = R; s.NH = NH; s.NKV = NKV; s.HS = HS; s.causal = true; s.window = window;
+      Pair::Both kc{tensor_host({S, RC, CKV}), P.gpu->alloc({S, RC, CKV}, P.act)};
+      Pair::Both vc{tensor_host({S, RC, CKV}), P.gpu->alloc({S, RC, CKV}, P.act)};
+      for (int chunk = 0; chunk < 2; ++chunk) {
+        const int slot0 = chunk == 0 ? 0 : 40, T = chunk == 0 ? 40 : 3;
+        INFO("slots " << slot0 << ".." << slot0 + T - 1);
+        s.T = T;
+        std::vector<int32_t> st(start), table;
+        if (chunk == 1) {
+          for (int r = 0; r < R; ++r) st[size_t(r)] = start[size_t(perm[size_t(r)])];
+          for (int j = 0; j < slot0; ++j) table.insert(table.end(), perm.begin(), perm.end());
+        }
+        auto st_both = P.ints({R}, st);
+        Pair::Both rows;
+        if (!table.empty()) rows = P.ints({slot0, R}, table);
+        auto q = P.random({int64_t(R) * T, CQ}), k = P.random({int64_t(R) * T, CKV}), v = P.random({int64_t(R) * T, CKV});
+        auto out = P.poisoned({int64_t(R) * T, CQ}, P.act);
+        P.cpu->attention_decode(mat(out.cpu), mat(q.cpu), mat(k.cpu), mat(v.cpu), kc.cpu, vc.cpu, st_both.cpu, rows.cpu,
+                                slot0, s);
+        P.gpu->attention_decode(mat(out.gpu), mat(q.gpu), mat(k.gpu), mat(v.gpu), kc.gpu, vc.gpu, st_both.gpu, rows.gpu,
+                                slot0, s);
+        // f32 normwise, as the attention test above explains; bf16 and f16 elementwise.
+        if (P.act == DType::f32) {
+          const double err = normwise_error(P.gpu->download(out.gpu), out.cpu);
+          CHECK_MESSAGE(err <= P.tol, "attention_decode out [f32]: normwise error " << err << " > " << P.tol);
+        } else {
+          P.expect("attention_decode out", out);
+        }
+      }
     }
   }
 }

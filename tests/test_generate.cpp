@@ -22,6 +22,7 @@
 #include "core/fsutil.h"
 #include "core/generate.h"
 #include "core/model.h"
+#include "tests/test_util.h"
 
 using namespace lora;
 
@@ -56,12 +57,6 @@ double rel_err(const float* a, const float* b, int64_t V) {
     r = std::max(r, double(std::fabs(b[v])));
   }
   return d / r;
-}
-
-std::vector<std::vector<int32_t>> fixture_prompts(const nlohmann::json& j) {
-  std::vector<std::vector<int32_t>> out;
-  for (const auto& p : j["prompts"]) out.push_back(p.get<std::vector<int32_t>>());
-  return out;
 }
 
 // Sequences of different lengths for the cache tests: prompt + arbitrary continuation ids.
@@ -118,74 +113,77 @@ void check_decode_matches_full(Model& m, int chunk) {
 }
 }  // namespace
 
-TEST_CASE("attention_decode equals attention_forward on each row's unpadded sequence") {
-  auto be = backend_cpu_create();
-  const int R = 3, RC = 4, NH = 2, HS = 8, C = NH * HS, S = 10;
-  const int start[R] = {0, 4, 7};
-  std::mt19937 gen(5);
-  std::normal_distribution<float> nd;
-  // Full per-sequence tensors (S, C) of q, k, v; sequence i occupies slots [start[i], S).
-  std::vector<Tensor> q(R), k(R), v(R);
-  for (int i = 0; i < R; ++i)
-    for (Tensor* t : {&q[i], &k[i], &v[i]}) {
-      *t = tensor_host({S, C});
-      for (int64_t n = 0; n < t->numel(); ++n) t->f32()[n] = nd(gen);
-    }
-  Tensor kc = tensor_host({S, RC, C}), vc = tensor_host({S, RC, C});  // one spare physical row per slot
-  // Chunk 1 (slots [0, 6)): row r is sequence r. Chunk 2 (slots [6, 10)): rows are reordered as beam
-  // search would, row r continuing sequence perm[r] (row 1 and 2 both continue sequence 0), through the
-  // slot_rows table; the new slots are written at physical rows 0..2.
-  const int perm[R] = {2, 0, 0};
-  for (int chunk = 0; chunk < 2; ++chunk) {
-    const int s0 = chunk == 0 ? 0 : 6, T = chunk == 0 ? 6 : 4;
-    int seq[R];
-    for (int r = 0; r < R; ++r) seq[r] = chunk == 0 ? r : perm[r];
-    Tensor st = tensor_host({R}, DType::i32), table;
-    for (int r = 0; r < R; ++r) st.i32()[r] = start[seq[r]];
-    if (chunk == 1) {
-      table = tensor_host({s0, R}, DType::i32);
-      for (int j = 0; j < s0; ++j)
-        for (int r = 0; r < R; ++r) table.i32()[j * R + r] = perm[r];
-    }
-    Tensor qq = tensor_host({R * T, C}), kk = tensor_host({R * T, C}), vv = tensor_host({R * T, C});
-    Tensor out = tensor_host({R * T, C});
-    for (int r = 0; r < R; ++r)
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < C; ++c) {
-          qq.f32()[(r * T + t) * C + c] = q[seq[r]].f32()[(s0 + t) * C + c];
-          kk.f32()[(r * T + t) * C + c] = k[seq[r]].f32()[(s0 + t) * C + c];
-          vv.f32()[(r * T + t) * C + c] = v[seq[r]].f32()[(s0 + t) * C + c];
+TEST_CASE("attention_decode equals attention_forward on each row's unpadded sequence, with and without a window") {
+  for (int window : {0, 3}) {
+    CAPTURE(window);
+    auto be = backend_cpu_create();
+    const int R = 3, RC = 4, NH = 2, HS = 8, C = NH * HS, S = 10;
+    const int start[R] = {0, 4, 7};
+    std::mt19937 gen(5);
+    std::normal_distribution<float> nd;
+    // Full per-sequence tensors (S, C) of q, k, v; sequence i occupies slots [start[i], S).
+    std::vector<Tensor> q(R), k(R), v(R);
+    for (int i = 0; i < R; ++i)
+      for (Tensor* t : {&q[i], &k[i], &v[i]}) {
+        *t = tensor_host({S, C});
+        for (int64_t n = 0; n < t->numel(); ++n) t->f32()[n] = nd(gen);
+      }
+    Tensor kc = tensor_host({S, RC, C}), vc = tensor_host({S, RC, C});  // one spare physical row per slot
+    // Chunk 1 (slots [0, 6)): row r is sequence r. Chunk 2 (slots [6, 10)): rows are reordered as beam
+    // search would, row r continuing sequence perm[r] (row 1 and 2 both continue sequence 0), through the
+    // slot_rows table; the new slots are written at physical rows 0..2.
+    const int perm[R] = {2, 0, 0};
+    for (int chunk = 0; chunk < 2; ++chunk) {
+      const int s0 = chunk == 0 ? 0 : 6, T = chunk == 0 ? 6 : 4;
+      int seq[R];
+      for (int r = 0; r < R; ++r) seq[r] = chunk == 0 ? r : perm[r];
+      Tensor st = tensor_host({R}, DType::i32), table;
+      for (int r = 0; r < R; ++r) st.i32()[r] = start[seq[r]];
+      if (chunk == 1) {
+        table = tensor_host({s0, R}, DType::i32);
+        for (int j = 0; j < s0; ++j)
+          for (int r = 0; r < R; ++r) table.i32()[j * R + r] = perm[r];
+      }
+      Tensor qq = tensor_host({R * T, C}), kk = tensor_host({R * T, C}), vv = tensor_host({R * T, C});
+      Tensor out = tensor_host({R * T, C});
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t)
+          for (int c = 0; c < C; ++c) {
+            qq.f32()[(r * T + t) * C + c] = q[seq[r]].f32()[(s0 + t) * C + c];
+            kk.f32()[(r * T + t) * C + c] = k[seq[r]].f32()[(s0 + t) * C + c];
+            vv.f32()[(r * T + t) * C + c] = v[seq[r]].f32()[(s0 + t) * C + c];
+          }
+      AttentionShape shape{R, T, NH, NH, HS, true, window};
+      be->attention_decode(mat(out), mat(qq), mat(kk), mat(vv), kc, vc, st, table, s0, shape);
+      for (int r = 0; r < R; ++r) {
+        const int i = seq[r], len = S - start[i];
+        Tensor qr = q[i].rows(start[i], len), kr = k[i].rows(start[i], len), vr = v[i].rows(start[i], len);
+        Tensor ref = tensor_host({len, C});
+        be->attention_forward(mat(ref), mat(qr), mat(kr), mat(vr), AttentionShape{1, len, NH, NH, HS, true, window},
+                              Tensor(), AttentionDropout{});
+        for (int t = 0; t < T; ++t) {
+          CAPTURE(chunk);
+          CAPTURE(r);
+          CAPTURE(t);
+          const int p = s0 + t - start[i];
+          const float* o = out.f32() + (r * T + t) * C;
+          if (p < 0) {
+            for (int c = 0; c < C; ++c) CHECK(o[c] == 0.0f);  // no visible slot yet
+            continue;
+          }
+          CHECK(rel_err(o, ref.f32() + p * C, C) < 1e-6);
         }
-    AttentionShape shape{R, T, NH, NH, HS, true};
-    be->attention_decode(mat(out), mat(qq), mat(kk), mat(vv), kc, vc, st, table, s0, shape);
-    for (int r = 0; r < R; ++r) {
-      const int i = seq[r], len = S - start[i];
-      Tensor qr = q[i].rows(start[i], len), kr = k[i].rows(start[i], len), vr = v[i].rows(start[i], len);
-      Tensor ref = tensor_host({len, C});
-      be->attention_forward(mat(ref), mat(qr), mat(kr), mat(vr), AttentionShape{1, len, NH, NH, HS, true}, Tensor(),
-                            AttentionDropout{});
-      for (int t = 0; t < T; ++t) {
-        CAPTURE(chunk);
-        CAPTURE(r);
-        CAPTURE(t);
-        const int p = s0 + t - start[i];
-        const float* o = out.f32() + (r * T + t) * C;
-        if (p < 0) {
-          for (int c = 0; c < C; ++c) CHECK(o[c] == 0.0f);  // no visible slot yet
-          continue;
-        }
-        CHECK(rel_err(o, ref.f32() + p * C, C) < 1e-6);
       }
     }
+    // Bad slots, starts and table entries are caught, not read out of bounds.
+    Tensor one = tensor_host({R, C}), st = tensor_host({R}, DType::i32), table = tensor_host({2, R}, DType::i32);
+    const AttentionShape s1{R, 1, NH, NH, HS, true};
+    CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, Tensor(), S, s1));
+    table.i32()[4] = RC;
+    CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, table, 2, s1));
+    st.i32()[1] = S + 1;
+    CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, Tensor(), 0, s1));
   }
-  // Bad slots, starts and table entries are caught, not read out of bounds.
-  Tensor one = tensor_host({R, C}), st = tensor_host({R}, DType::i32), table = tensor_host({2, R}, DType::i32);
-  const AttentionShape s1{R, 1, NH, NH, HS, true};
-  CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, Tensor(), S, s1));
-  table.i32()[4] = RC;
-  CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, table, 2, s1));
-  st.i32()[1] = S + 1;
-  CHECK_THROWS(be->attention_decode(mat(one), mat(one), mat(one), mat(one), kc, vc, st, Tensor(), 0, s1));
 }
 
 TEST_CASE("decode_step logits equal the full forward pass at every position") {
@@ -232,42 +230,8 @@ TEST_CASE("kv_cache_select reorders, duplicates and drops rows") {
 }
 
 TEST_CASE("generate reproduces transformers' generate token for token") {
-  auto j = json_read_file(kFixture);
-  REQUIRE(j["format"] == "lora-generate-fixture");
-  auto prompts = fixture_prompts(j);
   Tiny base(false), with_adapter(true);
-  int cases = 0;
-  for (const auto& c : j["cases"]) {
-    CAPTURE(c["name"].get<std::string>());
-    Model& m = c["adapter"].get<bool>() ? with_adapter.model : base.model;
-    GenerateOptions o;
-    o.beam_size = c["num_beams"].get<int>();
-    o.max_new_tokens = c["max_new_tokens"].get<int>();
-    o.length_penalty = c["length_penalty"].get<float>();
-    o.no_repeat_ngram_size = c["no_repeat_ngram_size"].get<int>();
-    o.eos_id = c["eos_token_id"].get<int32_t>();
-    std::vector<std::vector<int32_t>> expected;
-    for (const auto& out : c["outputs"]) {
-      auto ids = out.get<std::vector<int32_t>>();
-      if (!ids.empty() && ids.back() == o.eos_id) ids.pop_back();  // ours leave the final EOS out
-      expected.push_back(ids);
-    }
-    REQUIRE(expected.size() == prompts.size());
-    for (int batch : {int(prompts.size()), 1, 4}) {
-      CAPTURE(batch);
-      o.batch_size = batch;
-      size_t calls = 0;
-      auto got = generate(m, prompts, o, [&](size_t done) { CHECK(done > 0); ++calls; });
-      CHECK(calls == (prompts.size() + batch - 1) / batch);
-      REQUIRE(got.size() == expected.size());
-      for (size_t i = 0; i < got.size(); ++i) {
-        CAPTURE(i);
-        CHECK(got[i] == expected[i]);
-      }
-    }
-    ++cases;
-  }
-  CHECK(cases >= 6);
+  CHECK(generate_fixture_check(json_read_file(kFixture), base.model, with_adapter.model) >= 6);
 }
 
 TEST_CASE("generate_greedy equals generate with beam size 1, and stops at the model's positions") {

@@ -1,8 +1,10 @@
 // Golden tests for the LLaMA family: our CPU model against transformers + PEFT on the tiny random
 // LlamaForCausalLM and PEFT adapter in tests/fixtures/golden-llama (made by scripts/make_golden_llama.py;
-// RMSNorm, rotary positions, SwiGLU, 4 query / 2 key-value heads, untied LM head). The batch is the
-// GPT-2 golden batch (tests/fixtures/golden/batch.json). Tolerances as test_golden.cpp: logits and loss
-// 1e-5 normwise relative, LoRA gradients 1e-4.
+// RMSNorm, rotary positions, SwiGLU, 4 query / 2 key-value heads, untied LM head), and on a
+// MistralForCausalLM of the same shapes whose sliding window (5) is shorter than the batch, in
+// tests/fixtures/golden-mistral (--family mistral), with transformers' generate past the window. The
+// batch is the GPT-2 golden batch (tests/fixtures/golden/batch.json). Tolerances as test_golden.cpp:
+// logits and loss 1e-5 normwise relative, LoRA gradients 1e-4.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -24,10 +26,104 @@ namespace fs = std::filesystem;
 
 namespace {
 const std::string kDir = std::string(LORA_FIXTURES) + "/golden-llama";
+const std::string kMistralDir = std::string(LORA_FIXTURES) + "/golden-mistral";
 
 struct Fixture : GoldenModel {
   Fixture() : GoldenModel(kDir, "llama-tiny") {}
 };
+struct MistralFixture : GoldenModel {
+  MistralFixture() : GoldenModel(kMistralDir, "mistral-tiny") {}
+};
+
+void check_base_logits(GoldenModel& f, const std::string& what) {
+  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
+  double err = logits_rel_error(ours, f.ref_tensor("base_logits"), f.g);
+  MESSAGE(what << " base logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+}
+
+// Base + the fixture's PEFT adapter (already loaded): logits and mean loss.
+void check_adapter_logits_and_loss(GoldenModel& f, const std::string& what) {
+  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
+  double err = logits_rel_error(ours, f.ref_tensor("logits"), f.g);
+  MESSAGE(what << " adapter logits normwise relative error " << err);
+  CHECK(err < 1e-5);
+  LossStats s = f.loss(0);
+  double loss = s.loss_sum / double(s.tokens), ref = f.ref_tensor("loss").f32()[0];
+  MESSAGE(what << " loss " << loss << " vs PEFT " << ref << ", relative error " << std::fabs(loss - ref) / ref);
+  CHECK(s.tokens == 15);
+  CHECK(std::fabs(loss - ref) / ref < 1e-5);
+}
+
+// Every LoRA gradient of the mean loss against PEFT's (adapter already loaded).
+void check_lora_grads(GoldenModel& f, const std::string& what) {
+  f.model.zero_grads();
+  LossStats s = f.loss(0);
+  f.model.zero_grads();
+  f.loss(1.0f / float(s.tokens));
+  auto grads = f.model.trainable().size();
+  auto named = peft_named_grads(f.model, "base_model.model.model.");
+  CHECK(grads == 28);
+  CHECK(named.size() == 28);
+  double worst = 0;
+  for (auto& [name, grad] : named) {
+    double err = rel_error(*grad, f.ref_tensor("grad/" + name));
+    worst = std::max(worst, err);
+    INFO(name << " normwise relative error " << err);
+    CHECK(err < 1e-4);
+  }
+  MESSAGE(what << " worst LoRA gradient normwise relative error " << worst);
+}
+
+// Activation recomputation gives the same loss and gradients, bit for bit (adapter already loaded).
+void check_recompute(GoldenModel& f) {
+  f.model.zero_grads();
+  LossStats plain = f.loss(1.0f / 15.0f);
+  std::vector<Tensor> g_plain;
+  for (auto& p : f.model.trainable()) g_plain.push_back(f.be->download(*p.grad));
+  f.model.set_recompute(true);
+  f.model.zero_grads();
+  LossStats re = f.loss(1.0f / 15.0f);
+  CHECK(re.loss_sum == plain.loss_sum);
+  size_t i = 0;
+  for (auto& p : f.model.trainable()) CHECK(rel_error(f.be->download(*p.grad), g_plain[i++]) == 0.0);
+}
+
+// decode_step's logits against the full forward pass. Row 0: the first 12 tokens of example 0; row 1:
+// example 1's 9 tokens, left-padded by 3 slots. Prefill 5 slots, then one slot at a time.
+void check_decode_matches_forward(GoldenModel& f, const std::string& what) {
+  const int T = f.g.T;
+  Tensor full = f.model.logits(f.g.tokens, f.g.lengths);  // (2,T,V)
+  const int64_t V = full.dim(2);
+  KvCache cache = f.model.kv_cache_create({0, 3}, T + 2);
+  auto feed = [&](int s0, int n) {
+    Tensor tok = tensor_host({2, n}, DType::i32);
+    for (int t = 0; t < n; ++t) {
+      const int s = s0 + t;
+      tok.i32()[t] = f.g.tokens.i32()[s];
+      tok.i32()[n + t] = s >= 3 ? f.g.tokens.i32()[T + s - 3] : 0;
+    }
+    return f.model.decode_step(cache, tok);
+  };
+  double worst = 0;
+  auto compare = [&](const Tensor& lg, int s) {
+    for (int r = 0; r < 2; ++r) {
+      const int t = r == 0 ? s : s - 3;
+      if (t < 0) continue;
+      double md = 0, mr = 0;
+      for (int64_t v = 0; v < V; ++v) {
+        const float ref = full.f32()[(int64_t(r) * T + t) * V + v];
+        md = std::max(md, double(std::fabs(lg.f32()[r * V + v] - ref)));
+        mr = std::max(mr, double(std::fabs(ref)));
+      }
+      worst = std::max(worst, md / mr);
+    }
+  };
+  compare(feed(0, 5), 4);
+  for (int s = 5; s < T; ++s) compare(feed(s, 1), s);
+  MESSAGE(what << " decode vs full forward worst normwise relative error " << worst);
+  CHECK(worst < 1e-5);
+}
 }  // namespace
 
 TEST_CASE("golden llama: the config maps to RMSNorm, rotary, SwiGLU, grouped KV heads, untied head") {
@@ -44,60 +140,25 @@ TEST_CASE("golden llama: the config maps to RMSNorm, rotary, SwiGLU, grouped KV 
 
 TEST_CASE("golden llama: base model logits equal transformers'") {
   Fixture f;
-  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
-  double err = logits_rel_error(ours, f.ref_tensor("base_logits"), f.g);
-  MESSAGE("llama base logits normwise relative error " << err);
-  CHECK(err < 1e-5);
+  check_base_logits(f, "llama");
 }
 
 TEST_CASE("golden llama: PEFT adapter logits and loss") {
   Fixture f;
   adapter_load(f.model, kDir + "/adapter");
-  Tensor ours = f.model.logits(f.g.tokens, f.g.lengths);
-  double err = logits_rel_error(ours, f.ref_tensor("logits"), f.g);
-  MESSAGE("llama adapter logits normwise relative error " << err);
-  CHECK(err < 1e-5);
-  LossStats s = f.loss(0);
-  double loss = s.loss_sum / double(s.tokens), ref = f.ref_tensor("loss").f32()[0];
-  MESSAGE("llama loss " << loss << " vs PEFT " << ref << ", relative error " << std::fabs(loss - ref) / ref);
-  CHECK(s.tokens == 15);
-  CHECK(std::fabs(loss - ref) / ref < 1e-5);
+  check_adapter_logits_and_loss(f, "llama");
 }
 
 TEST_CASE("golden llama: every LoRA gradient equals PEFT's") {
   Fixture f;
   adapter_load(f.model, kDir + "/adapter");
-  f.model.zero_grads();
-  LossStats s = f.loss(0);
-  f.model.zero_grads();
-  f.loss(1.0f / float(s.tokens));
-  auto grads = f.model.trainable().size();
-  auto named = peft_named_grads(f.model, "base_model.model.model.");
-  CHECK(grads == 28);
-  CHECK(named.size() == 28);
-  double worst = 0;
-  for (auto& [name, grad] : named) {
-    double err = rel_error(*grad, f.ref_tensor("grad/" + name));
-    worst = std::max(worst, err);
-    INFO(name << " normwise relative error " << err);
-    CHECK(err < 1e-4);
-  }
-  MESSAGE("llama worst LoRA gradient normwise relative error " << worst);
+  check_lora_grads(f, "llama");
 }
 
 TEST_CASE("golden llama: activation recomputation gives the same loss and gradients") {
   Fixture f;
   adapter_load(f.model, kDir + "/adapter");
-  f.model.zero_grads();
-  LossStats plain = f.loss(1.0f / 15.0f);
-  std::vector<Tensor> g_plain;
-  for (auto& p : f.model.trainable()) g_plain.push_back(f.be->download(*p.grad));
-  f.model.set_recompute(true);
-  f.model.zero_grads();
-  LossStats re = f.loss(1.0f / 15.0f);
-  CHECK(re.loss_sum == plain.loss_sum);
-  size_t i = 0;
-  for (auto& p : f.model.trainable()) CHECK(rel_error(f.be->download(*p.grad), g_plain[i++]) == 0.0);
+  check_recompute(f);
 }
 
 TEST_CASE("golden llama: lora_init on roles and HF names; adapter_save -> adapter_load round trip") {
@@ -131,39 +192,7 @@ TEST_CASE("golden llama: lora_init on roles and HF names; adapter_save -> adapte
 TEST_CASE("golden llama: decode_step logits equal the full forward pass (rope at absolute positions)") {
   Fixture f;
   adapter_load(f.model, kDir + "/adapter");
-  // Row 0: the first 12 tokens of example 0; row 1: example 1's 9 tokens, left-padded by 3 slots.
-  const int T = f.g.T;
-  Tensor full = f.model.logits(f.g.tokens, f.g.lengths);  // (2,T,V)
-  const int64_t V = full.dim(2);
-  KvCache cache = f.model.kv_cache_create({0, 3}, T + 2);
-  // Prefill 5 slots, then one slot at a time.
-  auto feed = [&](int s0, int n) {
-    Tensor tok = tensor_host({2, n}, DType::i32);
-    for (int t = 0; t < n; ++t) {
-      const int s = s0 + t;
-      tok.i32()[t] = f.g.tokens.i32()[s];
-      tok.i32()[n + t] = s >= 3 ? f.g.tokens.i32()[T + s - 3] : 0;
-    }
-    return f.model.decode_step(cache, tok);
-  };
-  double worst = 0;
-  auto compare = [&](const Tensor& lg, int s) {
-    for (int r = 0; r < 2; ++r) {
-      const int t = r == 0 ? s : s - 3;
-      if (t < 0) continue;
-      double md = 0, mr = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        const float ref = full.f32()[(int64_t(r) * T + t) * V + v];
-        md = std::max(md, double(std::fabs(lg.f32()[r * V + v] - ref)));
-        mr = std::max(mr, double(std::fabs(ref)));
-      }
-      worst = std::max(worst, md / mr);
-    }
-  };
-  compare(feed(0, 5), 4);
-  for (int s = 5; s < T; ++s) compare(feed(s, 1), s);
-  MESSAGE("llama decode vs full forward worst normwise relative error " << worst);
-  CHECK(worst < 1e-5);
+  check_decode_matches_forward(f, "llama");
 }
 
 TEST_CASE("golden llama: AdamW steps lower the loss, with LoRA dropout and in a full fine-tune") {
@@ -191,4 +220,51 @@ TEST_CASE("golden llama: AdamW steps lower the loss, with LoRA dropout and in a 
     MESSAGE((full ? "full" : "lora") << " fine-tune loss " << first << " -> " << last);
     CHECK(last < first);
   }
+}
+
+TEST_CASE("golden mistral: sliding_window 5 maps into the config; without it the model does not match") {
+  MistralFixture f;
+  const ModelConfig& c = f.ck.config();
+  CHECK(c.family == "llama");
+  CHECK(c.model_type == "mistral");
+  CHECK(c.sliding_window == 5);
+  CHECK(f.g.T > c.sliding_window);
+  // The fixture tests the window: full attention gives other logits past the first 5 positions.
+  ModelConfig full = c;
+  full.sliding_window = 0;
+  Model m(*f.be, full);
+  m.load_base(f.ck);
+  double err = logits_rel_error(m.logits(f.g.tokens, f.g.lengths), f.ref_tensor("base_logits"), f.g);
+  MESSAGE("mistral base logits with full attention: normwise relative error " << err);
+  CHECK(err > 1e-2);
+}
+
+TEST_CASE("golden mistral: base model logits equal transformers' with the sliding window") {
+  MistralFixture f;
+  check_base_logits(f, "mistral");
+}
+
+TEST_CASE("golden mistral: PEFT adapter logits, loss and every LoRA gradient") {
+  MistralFixture f;
+  adapter_load(f.model, kMistralDir + "/adapter");
+  check_adapter_logits_and_loss(f, "mistral");
+  check_lora_grads(f, "mistral");
+}
+
+TEST_CASE("golden mistral: activation recomputation gives the same loss and gradients") {
+  MistralFixture f;
+  adapter_load(f.model, kMistralDir + "/adapter");
+  check_recompute(f);
+}
+
+TEST_CASE("golden mistral: decode_step past the window equals the full forward pass, with left padding") {
+  MistralFixture f;
+  adapter_load(f.model, kMistralDir + "/adapter");
+  check_decode_matches_forward(f, "mistral");
+}
+
+TEST_CASE("golden mistral: generate past the window reproduces transformers' generate token for token") {
+  MistralFixture base, with_adapter;
+  adapter_load(with_adapter.model, kMistralDir + "/adapter");
+  CHECK(generate_fixture_check(json_read_file(kMistralDir + "/generate.json"), base.model, with_adapter.model) == 3);
 }

@@ -514,6 +514,8 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
       {"bidirectional, padding incl. an empty sequence", {3, 5, 2, 2, 4, false}, {5, 3, 0}},
       {"causal, grouped kv, padding incl. an empty sequence", {3, 6, 4, 2, 4, true}, {6, 4, 0}},
       {"bidirectional, one kv head, padding", {2, 5, 3, 1, 4, false}, {2, 5}},
+      {"causal, sliding window 3, grouped kv, padding incl. an empty sequence", {3, 7, 4, 2, 4, true, 3}, {7, 5, 0}},
+      {"causal, sliding window 1 (each query sees itself)", {1, 4, 2, 1, 4, true, 1}, {}},
   };
   // Without dropout, and with a fixed dropout mask on the probabilities (a function of the seed).
   const AttentionDropout drops[] = {{}, {0.3f, 99, 7}};
@@ -585,18 +587,19 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
                    block(from_backend(*be, *grads[i]), N, int(grads[i]->dim(1)), col0[i], cols[i]),
                    block(dqkv, N, ld, want0[i], cols[i]), f32_rtol);
 
-    // Softmax rows sum to 1 over visible keys, masked keys get exactly 0, rows with no key are all 0.
+    // Softmax rows sum to 1 over visible keys [lo, hi), masked keys get exactly 0, rows with no key are all 0.
     vec p = from_backend(*be, saved);
     const int group = s.NH / s.NKV;
     for (int b = 0; b < s.B; ++b)
       for (int h = 0; h < s.NH; ++h)
         for (int t = 0; t < s.T; ++t) {
           const int L = len ? len[b] : s.T;
-          const int visible = std::min(L, s.causal ? t + 1 : s.T);
+          const int lo = s.window > 0 ? std::max(0, t - s.window + 1) : 0, hi = std::min(L, s.causal ? t + 1 : s.T);
+          const int visible = std::max(0, hi - lo);
           double sum = 0;
           for (int t2 = 0; t2 < s.T; ++t2) {
             double pv = p[((b * s.NH + h) * s.T + t) * s.T + t2];
-            if (t2 >= visible) CHECK(pv == 0.0);
+            if (t2 < lo || t2 >= hi) CHECK(pv == 0.0);
             sum += pv;
           }
           CHECK(sum == doctest::Approx(visible > 0 ? 1.0 : 0.0).epsilon(1e-6));
@@ -620,6 +623,64 @@ TEST_CASE("attention: backward matches finite differences; float on a fused qkv 
             for (int d = 0; d < s.HS; ++d) CHECK(got_out[(b * s.T + t) * (CQ + 2) + 1 + h * s.HS + d] == 0.0);
         }
   }
+}
+
+TEST_CASE("attention with a sliding window: forward equals a brute-force masked softmax; a window >= T is none") {
+  auto be = backend_cpu_create();
+  Rng rng(12);
+  const int B = 3, T = 9, NH = 4, NKV = 2, HS = 4, CQ = NH * HS, CKV = NKV * HS, N = B * T, group = NH / NKV;
+  const std::vector<int32_t> lengths = {9, 6, 0};
+  vec q = rng.normal(N * CQ), k = rng.normal(N * CKV), v = rng.normal(N * CKV);
+  // Mistral's rule written out on its own (transformers' masking_utils: kv_idx <= q_idx and
+  // kv_idx > q_idx - sliding_window), plus the padding: softmax over the visible keys, in double.
+  auto brute = [&](int W) {
+    vec out(N * CQ, 0.0);
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < NH; ++h)
+        for (int i = 0; i < T; ++i) {
+          vec e(T, 0.0);
+          double mx = -INFINITY, sum = 0;
+          auto seen = [&](int j) { return j <= i && j > i - W && j < lengths[b]; };
+          for (int j = 0; j < T; ++j) {
+            if (!seen(j)) continue;
+            double sc = 0;
+            for (int d = 0; d < HS; ++d) sc += q[(b * T + i) * CQ + h * HS + d] * k[(b * T + j) * CKV + (h / group) * HS + d];
+            e[j] = sc / std::sqrt(double(HS));
+            mx = std::max(mx, e[j]);
+          }
+          for (int j = 0; j < T; ++j) sum += (e[j] = seen(j) ? std::exp(e[j] - mx) : 0.0);
+          for (int d = 0; d < HS; ++d)
+            for (int j = 0; j < T; ++j)
+              if (sum > 0) out[(b * T + i) * CQ + h * HS + d] += e[j] / sum * v[(b * T + j) * CKV + (h / group) * HS + d];
+        }
+    return out;
+  };
+  vec none(N * CQ), probs(B * NH * T * T);
+  ref::attention_forward(none.data(), CQ, q.data(), CQ, k.data(), CKV, v.data(), CKV, probs.data(),
+                         AttentionShape{B, T, NH, NKV, HS, true}, lengths.data(), AttentionDropout{});
+  Tensor tq = to_backend(*be, q, {N, CQ}), tk = to_backend(*be, k, {N, CKV}), tv = to_backend(*be, v, {N, CKV});
+  Tensor tlen = to_backend_i32(*be, lengths, {B}), tout = be->alloc({N, CQ}, DType::f32);
+  for (int W : {1, 2, 5, T - 1, T, T + 3}) {
+    CAPTURE(W);
+    const AttentionShape s{B, T, NH, NKV, HS, true, W};
+    vec out(N * CQ);
+    ref::attention_forward(out.data(), CQ, q.data(), CQ, k.data(), CKV, v.data(), CKV, probs.data(), s,
+                           lengths.data(), AttentionDropout{});
+    expect_close("windowed attention, double", out, brute(W), 1e-12);
+    be->attention_forward(mat(tout), mat(tq), mat(tk), mat(tv), s, tlen, AttentionDropout{});
+    expect_close("windowed attention, cpu backend", from_backend(*be, tout), brute(W), f32_rtol);
+    if (W >= T) CHECK(out == none);  // every causal key is within the window
+    if (W < T) CHECK(out != none);
+    if (W == 1)  // each query sees only itself: out = v of its row, where the row is inside the sequence
+      for (int b = 0; b < B; ++b)
+        for (int i = 0; i < lengths[b]; ++i)
+          for (int h = 0; h < NH; ++h)
+            for (int d = 0; d < HS; ++d)
+              CHECK(out[(b * T + i) * CQ + h * HS + d] == doctest::Approx(v[(b * T + i) * CKV + (h / group) * HS + d]));
+  }
+  // A negative window, or a window on bidirectional attention, is refused.
+  for (const AttentionShape& bad : {AttentionShape{B, T, NH, NKV, HS, true, -1}, AttentionShape{B, T, NH, NKV, HS, false, 3}})
+    CHECK_THROWS(be->attention_forward(mat(tout), mat(tq), mat(tk), mat(tv), bad, tlen, AttentionDropout{}));
 }
 
 TEST_CASE("attention dropout keeps about 1-p of the probabilities; p = 0 is none, whatever the seed") {

@@ -1,5 +1,6 @@
 // Helpers shared by the test executables: scratch directories, running the built `lora` binary,
-// catching lora::Error, normwise error measures, and the golden batch of tests/fixtures/golden.
+// catching lora::Error, normwise error measures, the golden batch of tests/fixtures/golden, and the
+// check of generate() against a generation fixture.
 #pragma once
 #include <doctest/doctest.h>
 #include <sys/wait.h>
@@ -11,9 +12,12 @@
 #include <memory>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/generate.h"
 #include "core/model.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
@@ -198,4 +202,46 @@ inline void trainables_perturb(lora::Model& m, float freq) {
     be.upload(*p.master, h);
   }
   m.sync_values();
+}
+
+// generate() against a generation fixture made by transformers' generate, one prompt at a time
+// (format "lora-generate-fixture": tests/fixtures/generate, tests/fixtures/golden-mistral): every case,
+// with all prompts batched together and in batches of 1 and 4 (left-padded rows start at different
+// slots). base and with_adapter serve the cases with "adapter" false and true. Returns the cases run.
+inline int generate_fixture_check(const nlohmann::json& j, lora::Model& base, lora::Model& with_adapter) {
+  REQUIRE(j["format"] == "lora-generate-fixture");
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& p : j["prompts"]) prompts.push_back(p.get<std::vector<int32_t>>());
+  int cases = 0;
+  for (const auto& c : j["cases"]) {
+    CAPTURE(c["name"].get<std::string>());
+    lora::Model& m = c["adapter"].get<bool>() ? with_adapter : base;
+    lora::GenerateOptions o;
+    o.beam_size = c["num_beams"].get<int>();
+    o.max_new_tokens = c["max_new_tokens"].get<int>();
+    o.length_penalty = c["length_penalty"].get<float>();
+    o.no_repeat_ngram_size = c["no_repeat_ngram_size"].get<int>();
+    o.eos_id = c["eos_token_id"].get<int32_t>();
+    std::vector<std::vector<int32_t>> expected;
+    for (const auto& out : c["outputs"]) {
+      auto ids = out.get<std::vector<int32_t>>();
+      if (!ids.empty() && ids.back() == o.eos_id) ids.pop_back();  // ours leave the final EOS out
+      expected.push_back(ids);
+    }
+    REQUIRE(expected.size() == prompts.size());
+    for (int batch : {int(prompts.size()), 1, 4}) {
+      CAPTURE(batch);
+      o.batch_size = batch;
+      size_t calls = 0;
+      auto got = lora::generate(m, prompts, o, [&](size_t done) { CHECK(done > 0); ++calls; });
+      CHECK(calls == (prompts.size() + batch - 1) / batch);
+      REQUIRE(got.size() == expected.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        CAPTURE(i);
+        CHECK(got[i] == expected[i]);
+      }
+    }
+    ++cases;
+  }
+  return cases;
 }
