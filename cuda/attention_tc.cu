@@ -133,6 +133,7 @@ static __global__ void attention_tc_forward_kernel(AttnArgs a, void* out, DType 
 
   tile_load<T, HS>(sq, kTcRows, a.q, a.ldq, b, a.T, q0, int64_t(h) * HS);
   for (int i = lane; i < 16 * OL; i += 32) wo[i] = 0.0f;
+  __syncwarp();  // the final store reads other lanes' zeros where no key tile runs (an empty sequence)
   float m[16], l[16];
   #pragma unroll
   for (int r = 0; r < 16; ++r) m[r] = -INFINITY, l[r] = 0.0f;
