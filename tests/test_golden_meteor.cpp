@@ -19,6 +19,7 @@
 
 #include "core/metrics.h"
 #include "meteor_test_util.h"
+#include "scorer_files.h"
 
 using namespace lora;
 using nlohmann::json;
@@ -27,39 +28,6 @@ namespace {
 
 std::string g_jar;
 const std::string DIR = std::string(LORA_FIXTURES) + "/metrics";
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "cannot read " << path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string strip(const std::string& s) {
-  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
-
-// The official scorer's readers (measure_scores.read_lines).
-std::vector<std::string> read_predictions() {
-  std::vector<std::string> out;
-  std::istringstream in(read_all(DIR + "/predictions.txt"));
-  for (std::string line; std::getline(in, line);) out.push_back(strip(line));
-  return out;
-}
-
-References read_references() {
-  References out(1);
-  std::istringstream in(read_all(DIR + "/references.txt"));
-  for (std::string line; std::getline(in, line);) {
-    line = strip(line);
-    if (line.empty()) out.emplace_back();
-    else out.back().push_back(line);
-  }
-  if (out.back().empty()) out.pop_back();
-  return out;
-}
 
 // One Java process for every test case (the JVM and the paraphrase table load in ~20 s).
 MeteorScorer& scorer() {
@@ -70,9 +38,9 @@ MeteorScorer& scorer() {
 }  // namespace
 
 TEST_CASE("METEOR equals pycocoevalcap's on the fixture corpus, segment by segment") {
-  const std::vector<std::string> p = read_predictions();
-  const References r = read_references();
-  const json v = json::parse(read_all(DIR + "/reference_values.json"));
+  const std::vector<std::string> p = lora_test::scorer_read_predictions(DIR + "/predictions.txt");
+  const References r = lora_test::scorer_read_references(DIR + "/references.txt");
+  const json v = json::parse(lora_test::scorer_file_text(DIR + "/reference_values.json"));
   REQUIRE(p.size() == 50);
   REQUIRE(r.size() == 50);
   size_t calls = 0;
@@ -102,8 +70,8 @@ TEST_CASE("METEOR equals pycocoevalcap's on the fixture corpus, segment by segme
 }
 
 TEST_CASE("references are grouped per segment, and scores come back in segment order") {
-  const std::vector<std::string> p = read_predictions();
-  const References r = read_references();
+  const std::vector<std::string> p = lora_test::scorer_read_predictions(DIR + "/predictions.txt");
+  const References r = lora_test::scorer_read_references(DIR + "/references.txt");
   // Every reference of segments with several, each as a segment of its own, then the groups in reverse.
   std::vector<std::string> preds;
   References refs;

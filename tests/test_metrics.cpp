@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/metrics.h"
+#include "scorer_files.h"
 
 using namespace lora;
 using nlohmann::json;
@@ -23,38 +24,9 @@ namespace {
 
 const std::string DIR = std::string(LORA_FIXTURES) + "/metrics";
 
-std::string file_read(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE_MESSAGE(f.good(), "cannot read " << path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string strip(const std::string& s) {
-  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
-
-// The official scorer's readers: one prediction a line; reference groups separated by blank lines.
-std::vector<std::string> read_predictions(const std::string& path) {
-  std::vector<std::string> out;
-  std::istringstream in(file_read(path));
-  for (std::string line; std::getline(in, line);) out.push_back(strip(line));
-  return out;
-}
-
-References read_references(const std::string& path) {
-  References out(1);
-  std::istringstream in(file_read(path));
-  for (std::string line; std::getline(in, line);) {
-    line = strip(line);
-    if (line.empty()) out.emplace_back();
-    else out.back().push_back(line);
-  }
-  if (out.back().empty()) out.pop_back();
-  return out;
-}
+using lora_test::scorer_read_predictions;
+using lora_test::scorer_read_references;
+std::string file_read(const std::string& path) { return lora_test::scorer_file_text(path); }
 
 std::string join(const std::vector<std::string>& w) {
   std::string s;
@@ -71,8 +43,8 @@ struct Corpus {
 const Corpus& corpus() {
   static Corpus c = [] {
     Corpus x;
-    x.predictions = read_predictions(DIR + "/predictions.txt");
-    x.references = read_references(DIR + "/references.txt");
+    x.predictions = scorer_read_predictions(DIR + "/predictions.txt");
+    x.references = scorer_read_references(DIR + "/references.txt");
     x.values = json::parse(file_read(DIR + "/reference_values.json"));
     return x;
   }();
@@ -192,7 +164,7 @@ TEST_CASE("e2e files are written in the official scorer's format") {
   e2e_files_write((dir / "p.txt").string(), (dir / "r.txt").string(), {"one\ntwo", "three"}, {{"a", "b"}, {"c"}});
   CHECK(file_read((dir / "p.txt").string()) == "one two\nthree\n");
   CHECK(file_read((dir / "r.txt").string()) == "a\nb\n\nc\n");
-  CHECK(read_references((dir / "r.txt").string()) == References{{"a", "b"}, {"c"}});
+  CHECK(scorer_read_references((dir / "r.txt").string()) == References{{"a", "b"}, {"c"}});
   fs::remove_all(dir);
 }
 
