@@ -72,7 +72,7 @@ const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
 TEST_CASE("cuda tanh forward and backward (from the output, aliased)") {
   for (DType act : kActivations) {
     Pair P(act, 21);
-    INFO("activations " << dtype_name(act) << ", LORA_TEST_SEED=" << test_seed());
+    INFO("activations " << std::string(dtype_name(act)) << ", LORA_TEST_SEED=" << test_seed());
     auto inp = P.random({13, 70}, act, -3.0f, 3.0f);
     auto out = P.poisoned({13, 70}, act);
     P.cpu->tanh_forward(out.cpu, inp.cpu);
@@ -90,7 +90,7 @@ TEST_CASE("cuda tanh forward and backward (from the output, aliased)") {
 TEST_CASE("cuda mse_loss on a column of a wider buffer: losses and the gradient in place") {
   for (DType act : kActivations) {
     Pair P(act, 22);
-    INFO("activations " << dtype_name(act) << ", LORA_TEST_SEED=" << test_seed());
+    INFO("activations " << std::string(dtype_name(act)) << ", LORA_TEST_SEED=" << test_seed());
     const int64_t N = 37;
     auto preds = P.random({N, 3}, act, -4.0f, 4.0f);  // predictions in column 1, ld 3
     auto targets = P.random({N}, DType::f32, -4.0f, 4.0f);
@@ -105,7 +105,7 @@ TEST_CASE("cuda mse_loss on a column of a wider buffer: losses and the gradient 
 TEST_CASE("cuda mat_copy: the first token of each sequence, gathered and scattered back") {
   for (DType act : kActivations) {
     Pair P(act, 23);
-    INFO("activations " << dtype_name(act) << ", LORA_TEST_SEED=" << test_seed());
+    INFO("activations " << std::string(dtype_name(act)) << ", LORA_TEST_SEED=" << test_seed());
     const int64_t B = 5, T = 7, C = 24;
     auto hidden = P.random({B * T, C}, act);
     auto first = P.poisoned({B, C}, act);
@@ -142,7 +142,7 @@ TEST_CASE("cuda roberta classify_step: logits, loss and gradients equal the CPU 
   for (std::string head : {"cls", "reg"})
     for (DType act : kActivations)
     for (bool dropout : {false, true}) {
-      INFO(head << ", activations " << dtype_name(act) << (dropout ? ", dropout 0.1" : ""));
+      INFO(head << ", activations " << std::string(dtype_name(act)) << std::string(dropout ? ", dropout 0.1" : ""));
       Tensor tokens = tensor_host({B, T}, DType::i32), lengths = tensor_host({B}, DType::i32), labels = tensor_host({B});
       for (int b = 0; b < B; ++b) {
         lengths.i32()[b] = j["lengths"][b].get<int>();

@@ -99,7 +99,7 @@ struct Pair {
 #define FOR_EACH_ACTIVATION(salt)                                   \
   for (DType act_ : kActivations)                                   \
     if (Pair P(act_, salt); true)                                   \
-      if (INFO("activations " << dtype_name(act_) << ", LORA_TEST_SEED=" << test_seed()); true)
+      if (INFO("activations " << std::string(dtype_name(act_)) << ", LORA_TEST_SEED=" << test_seed()); true)
 
 }  // namespace
 

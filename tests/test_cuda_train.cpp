@@ -226,7 +226,7 @@ struct Pair {
   static std::unique_ptr<Backend> cuda(DType activations) {
     std::string why;
     auto be = backend_cuda_create(&why, activations);
-    REQUIRE_MESSAGE(be != nullptr, "CUDA backend (" << dtype_name(activations) << "): " << why);
+    REQUIRE_MESSAGE(be != nullptr, "CUDA backend (" << std::string(dtype_name(activations)) << "): " << why);
     return be;
   }
   explicit Pair(DType activations)

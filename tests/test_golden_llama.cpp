@@ -217,7 +217,7 @@ TEST_CASE("golden llama: AdamW steps lower the loss, with LoRA dropout and in a 
       opt.step(1e-2f, 1.0f);
       f.model.sync_values();
     }
-    MESSAGE((full ? "full" : "lora") << " fine-tune loss " << first << " -> " << last);
+    MESSAGE(std::string(full ? "full" : "lora") << " fine-tune loss " << first << " -> " << last);
     CHECK(last < first);
   }
 }

@@ -237,7 +237,7 @@ TEST_CASE("golden roberta: AdamW steps lower the loss with head and LoRA dropout
         opt.step(1e-2f, 1.0f);
         f.model.sync_values();
       }
-      MESSAGE(head << (full ? " full" : " lora") << " fine-tune loss " << first << " -> " << last);
+      MESSAGE(head << std::string(full ? " full" : " lora") << " fine-tune loss " << first << " -> " << last);
       CHECK(last < first);
     }
 }
