@@ -54,6 +54,11 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
+bool executable_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
 // `name` in $PATH as execvp would find it (an empty entry is the current directory); "" when absent.
 std::string program_find(const std::string& name) {
   const char* env = std::getenv("PATH");
@@ -64,12 +69,33 @@ std::string program_find(const std::string& name) {
     std::string dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
     if (dir.empty()) dir = ".";
     const std::string candidate = dir + "/" + name;
-    struct stat st;
-    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
-      return candidate;
+    if (executable_file(candidate)) return candidate;
     if (end == std::string::npos) return "";
     start = end + 1;
   }
+}
+
+// The java to run: $JAVA_HOME/bin/java when JAVA_HOME is set (as Java's own launch scripts and build
+// tools prefer it), else `java` on PATH. A JAVA_HOME without bin/java is an error, not a silent fallback.
+std::string java_find() {
+  const char* home = std::getenv("JAVA_HOME");
+  if (home && *home) {
+    const std::string java = (fs::path(home) / "bin" / "java").string();
+    if (executable_file(java)) return java;
+    fail_runtime("METEOR needs Java: JAVA_HOME is '" + std::string(home) + "', but " + java +
+                     " is not an executable file",
+                 "set JAVA_HOME to a Java runtime's folder (the one holding bin/java), or unset it to use the java "
+                 "on PATH");
+  }
+  const std::string java = program_find("java");
+  if (java.empty()) {
+    const char* path = std::getenv("PATH");
+    fail_runtime("METEOR needs Java, but there is no `java` on PATH (" +
+                     std::string(path ? path : "PATH is not set") + ") and JAVA_HOME is not set",
+                 "install a Java runtime (Debian: apt-get install default-jre-headless), put its bin directory on "
+                 "PATH or set JAVA_HOME; or unset eval.meteor_jar and LORA_METEOR_JAR to evaluate without METEOR");
+  }
+  return java;
 }
 
 // data/paraphrase-en.gz beside the jar as named, else beside the file a symbolic link points to.
@@ -194,15 +220,7 @@ std::string meteor_jar_check(const std::string& jar, const std::string& source) 
                      (fs::path(jar).parent_path() / "data" / "paraphrase-en.gz").string() + " beside " + what,
                  "keep the jar in its folder as pycocoevalcap installs it: meteor-1.5.jar beside "
                  "data/paraphrase-en.gz");
-  const std::string java = program_find("java");
-  if (java.empty()) {
-    const char* path = std::getenv("PATH");
-    fail_runtime("METEOR needs Java, but there is no `java` on PATH (" +
-                     std::string(path ? path : "PATH is not set") + ")",
-                 "install a Java runtime (Debian: apt-get install default-jre-headless) or put its bin directory on "
-                 "PATH; or unset eval.meteor_jar and LORA_METEOR_JAR to evaluate without METEOR");
-  }
-  return java;
+  return java_find();
 }
 
 // ---- the child process ----

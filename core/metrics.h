@@ -72,8 +72,8 @@ TextMetrics metrics_text(const std::vector<std::string>& predictions, const Refe
 // The texts are ptb_tokenize'd and joined by spaces; the hypothesis loses any "|||" and has double
 // spaces collapsed, as meteor.py does. Errors are lora::Error (EXIT_CODE_RUNTIME) naming what was
 // expected and what was found: a missing, unreadable or non-jar file, a missing paraphrase table, no
-// `java` on PATH, java exiting (its stderr's end is quoted; out of memory with -Xmx2G is named), an
-// answer that does not parse, or no answer for 5 minutes. The child is always reaped; no temp files.
+// java ($JAVA_HOME/bin/java, else `java` on PATH), java exiting (its stderr's end is quoted; out of
+// memory with -Xmx2G is named), an answer that does not parse, or no answer for 5 minutes. The child is always reaped; no temp files.
 
 struct MeteorScores {
   double corpus = 0;             // the jar's final score over every segment
@@ -86,7 +86,8 @@ std::string meteor_jar_find(const std::string& configured, std::string* source =
 // How to get the jar and point lora at it (pip install pycocoevalcap; the jar's path inside it).
 std::string meteor_jar_hint();
 // Checks, without starting Java, that `jar` can run as METEOR: a readable regular file that is a zip,
-// data/paraphrase-en.gz beside it, `java` on PATH. Returns java's path. `source` names the setting in messages.
+// data/paraphrase-en.gz beside it, and java: $JAVA_HOME/bin/java when JAVA_HOME is set, else `java` on PATH.
+// Returns java's path. `source` names the setting in messages.
 std::string meteor_jar_check(const std::string& jar, const std::string& source = "");
 
 // One `java -jar` process for any number of score() calls (the JVM and the paraphrase table take

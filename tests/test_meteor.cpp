@@ -51,6 +51,7 @@ struct Scratch {
   fs::path dir = temp_dir();
   std::string jar = write_fake_jar(dir / "meteor");
   fs::path bin = dir / "bin";
+  EnvScope no_java_home{"JAVA_HOME", nullptr};  // the tests put their stand-in java on PATH
   // `java` on a PATH of its own for the scope of the returned guard.
   std::unique_ptr<EnvScope> java(const std::string& body) {
     write_script(bin, "java", body);
@@ -131,6 +132,19 @@ TEST_CASE("the jar is checked before Java starts") {
   }
   auto guard = s.java("exit 0\n");
   CHECK(meteor_jar_check(s.jar) == (s.bin / "java").string());
+  // JAVA_HOME, when set, is preferred to PATH; one without bin/java is an error, not a fallback to PATH.
+  write_script(s.dir / "jdk" / "bin", "java", "exit 0\n");
+  {
+    EnvScope home("JAVA_HOME", (s.dir / "jdk").c_str());
+    CHECK(meteor_jar_check(s.jar) == (s.dir / "jdk" / "bin" / "java").string());
+  }
+  {
+    EnvScope home("JAVA_HOME", (s.dir / "empty-bin").c_str());
+    e = meteor_error([&] { meteor_jar_check(s.jar); });
+    CHECK(contains(e, "JAVA_HOME is '" + (s.dir / "empty-bin").string() + "', but " +
+                          (s.dir / "empty-bin" / "bin" / "java").string() + " is not an executable file"));
+    CHECK(contains(e, "unset it to use the java on PATH"));
+  }
 }
 
 TEST_CASE("meteor.py's protocol: one SCORE line per segment with all its references, then EVAL") {
