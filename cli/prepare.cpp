@@ -10,7 +10,7 @@ namespace lora {
 
 std::shared_ptr<PrepareCliOptions> setup_prepare(CLI::App& app) {
   auto o = std::make_shared<PrepareCliOptions>();
-  app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required()->check(CLI::ExistingFile);
+  app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required();  // recipe_load reports a missing file
   app.add_option("--set", o->overrides, "Override a recipe key, e.g. --set data.max_length=256 (repeatable)")
       ->allow_extra_args(false);
   app.add_option("--split", o->split, "Which datasets: train (data.train), eval (data.eval) or all (default)")

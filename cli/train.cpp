@@ -10,7 +10,7 @@ namespace lora {
 
 std::shared_ptr<TrainCliOptions> setup_train(CLI::App& app) {
   auto o = std::make_shared<TrainCliOptions>();
-  app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required()->check(CLI::ExistingFile);
+  app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required();  // recipe_load reports a missing file
   app.add_option("--set", o->overrides, "Override a recipe key, e.g. --set train.lr=1e-4 (repeatable)")
       ->allow_extra_args(false);
   app.add_option("--resume", o->resume, "Resume from the newest committed checkpoint in this run directory");

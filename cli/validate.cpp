@@ -10,7 +10,7 @@ namespace lora {
 
 std::shared_ptr<ValidateCliOptions> setup_validate(CLI::App& app) {
   auto o = std::make_shared<ValidateCliOptions>();
-  app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required()->check(CLI::ExistingFile);
+  app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required();  // recipe_load reports a missing file
   app.add_option("--set", o->overrides, "Override a recipe key, e.g. --set data.train=other.txt (repeatable)")
       ->allow_extra_args(false);
   return o;

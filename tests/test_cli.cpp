@@ -49,7 +49,14 @@ TEST_CASE("version and help") {
 TEST_CASE("a missing recipe file is a usage error") {
   CliResult r = lora_run("train /nonexistent/recipe.yaml");
   CHECK(r.code == 2);
-  CHECK(contains(r.out, "/nonexistent/recipe.yaml"));
+  CHECK(contains(r.out, "error: recipe /nonexistent/recipe.yaml does not exist"));
+  CHECK(contains(r.out, "hint: check the path"));
+  for (const char* cmd : {"validate", "prepare", "eval"}) {
+    CAPTURE(cmd);
+    r = lora_run(std::string(cmd) + " /nonexistent/recipe.yaml" + (std::string(cmd) == "eval" ? " --adapter x" : ""));
+    CHECK(r.code == 2);
+    CHECK(contains(r.out, "recipe /nonexistent/recipe.yaml does not exist"));
+  }
 }
 
 TEST_CASE("unknown recipe key: named, with its line and a suggestion") {
