@@ -35,7 +35,7 @@ PrepareReport prepare_run(const Recipe& recipe, const std::string& split) {
     s.result = session_split_prepare(recipe, source, *tok);
     s.note = session_split_note(name, source, s.result);
     Dataset d = Dataset::open(s.result.path, cfg.vocab_size);  // the checks train makes when it opens it
-    classify_data_check(d, cfg, name);
+    session_split_check(d, cfg, name, source, recipe.data.max_length);
     s.stats = dataset_length_stats(d, s.result.info.max_length);
     rep.splits.push_back(std::move(s));
   }

@@ -6,6 +6,7 @@
 #include "core/checkpoint.h"
 #include "core/classify.h"
 #include "core/error.h"
+#include "core/inspect.h"
 
 namespace lora {
 
@@ -38,6 +39,17 @@ std::unique_ptr<Tokenizer> session_tokenizer_load(const Recipe& r, const ModelCo
 
 DatasetPrepareResult session_split_prepare(const Recipe& r, const std::string& path, const Tokenizer& tok) {
   return dataset_prepare(path, r.data.format, tok, r.data.max_length, r.data.cache_dir, classify_dataset_options(r));
+}
+
+void session_split_check(const Dataset& d, const ModelConfig& cfg, const std::string& split, const std::string& source,
+                         int max_length) {
+  classify_data_check(d, cfg, split);
+  const LengthStats st = dataset_length_stats(d, d.info().max_length);
+  if (st.max > cfg.max_positions)
+    fail_usage(source + ": examples of up to " + std::to_string(st.max) + " tokens, but the model has " +
+                   std::to_string(cfg.max_positions) + " positions (data.max_length is " + std::to_string(max_length) +
+                   ")",
+               "lower data.max_length to at most " + std::to_string(cfg.max_positions));
 }
 
 std::string session_split_note(const std::string& what, const std::string& path, const DatasetPrepareResult& p) {
@@ -78,8 +90,8 @@ Session session_open(const Recipe& r, bool need_train, bool quiet) {
     s.train = open_split(r.data.train, r, *s.tok, cfg.vocab_size, "train", s.notes);
   }
   if (!r.data.eval.empty()) s.eval = open_split(r.data.eval, r, *s.tok, cfg.vocab_size, "eval", s.notes);
-  if (s.train) classify_data_check(*s.train, cfg, "train");
-  if (s.eval) classify_data_check(*s.eval, cfg, "eval");
+  if (s.train) session_split_check(*s.train, cfg, "train", r.data.train, r.data.max_length);
+  if (s.eval) session_split_check(*s.eval, cfg, "eval", r.data.eval, r.data.max_length);
   return s;
 }
 

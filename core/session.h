@@ -33,6 +33,12 @@ std::string session_tokenizer_dir(const Recipe& r);
 std::unique_ptr<Tokenizer> session_tokenizer_load(const Recipe& r, const ModelConfig& cfg);
 // Tokenizes one split (data.train or data.eval) into data.cache_dir, or reuses the cached file.
 DatasetPrepareResult session_split_prepare(const Recipe& r, const std::string& path, const Tokenizer& tok);
+// The checks every command makes of an opened split against the model, before any step: classification
+// data for a classifier only, labels in range (classify_data_check), and no example longer than the
+// model's positions (which would otherwise stop a run at the first batch that holds one, hours in).
+// `source` names the file in messages, `split` is "train" or "eval". lora::Error (exit 2) otherwise.
+void session_split_check(const Dataset& d, const ModelConfig& cfg, const std::string& split, const std::string& source,
+                         int max_length);
 // The line train prints for a split: "train: SRC -> CACHE (tokenized), N examples, T tokens, ...".
 std::string session_split_note(const std::string& what, const std::string& path, const DatasetPrepareResult& p);
 // The LoRA spec a recipe asks for.

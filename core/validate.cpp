@@ -189,14 +189,10 @@ std::string check_split(State& st, const std::string& split, const std::string& 
   const bool prepared = fs::is_regular_file(source, ec) && path_is_hdf5(source);
   DatasetPrepareResult p = session_split_prepare(r, source, *st.tok);
   auto d = std::make_shared<Dataset>(Dataset::open(p.path, c.vocab_size));
-  classify_data_check(*d, c, split);  // glue data for a classifier, labels in range; no glue data for an LM
+  session_split_check(*d, c, split, source, r.data.max_length);  // as train and eval check it
   const std::string what = prepared ? "prepared dataset, " : "";
   const DatasetInfo& info = d->info();
   LengthStats s = dataset_length_stats(*d, info.max_length);
-  if (s.max > c.max_positions)
-    fail_usage(source + ": examples of up to " + std::to_string(s.max) + " tokens, but the model has " +
-                   std::to_string(c.max_positions) + " positions (data.max_length is " + std::to_string(r.data.max_length) + ")",
-               "lower data.max_length to at most " + std::to_string(c.max_positions));
   std::string out = source + ": " + what + info.format + ", " + std::to_string(info.n_examples) + " examples, " +
                     std::to_string(info.n_tokens) + " tokens, lengths " + std::to_string(s.min) + "-" +
                     std::to_string(s.max) + ", " + std::to_string(info.n_truncated) + " truncated, " +

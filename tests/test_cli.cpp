@@ -273,3 +273,30 @@ TEST_CASE("a LLaMA-family model with a SentencePiece tokenizer trains and evalua
     fs::remove_all(d);
   }
 }
+
+TEST_CASE("examples longer than the model's positions stop train, prepare and validate before any step") {
+  auto d = scratch_dir("cli-positions");
+  write_text(d / "config.json",
+             R"({"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
+                 "intermediate_size": 64, "vocab_size": 512, "max_position_embeddings": 8, "hidden_act": "silu",
+                 "bos_token_id": 1, "eos_token_id": 2})");
+  fs::create_directories(d / "tok");
+  fs::copy_file(LORA_FIXTURES "/tokenizer/sp/tokenizer.model", d / "tok" / "tokenizer.model");
+  CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
+                            " --tokenizer " + (d / "tok").string() + " --seed 3");
+  INFO(init.out);
+  REQUIRE(init.code == 0);
+  const fs::path rec = recipe(d, "", (d / "model").string());  // data.max_length 64, examples > 8 tokens
+  for (const char* cmd : {"train", "prepare", "validate"}) {
+    CAPTURE(cmd);
+    CliResult r = lora_run(std::string(cmd) + " " + rec.string());
+    INFO(r.out);
+    CHECK(r.code == 2);
+    CHECK(contains(r.out, "train.txt: examples of up to "));
+    CHECK(contains(r.out, "tokens, but the model has 8 positions (data.max_length is 64)"));
+    CHECK(contains(r.out, "lower data.max_length to at most 8"));
+    CHECK(!contains(r.out, "step 1"));
+  }
+  CHECK(!fs::exists(d / "run" / "checkpoints"));
+  fs::remove_all(d);
+}
