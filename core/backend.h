@@ -33,8 +33,9 @@ struct AttentionShape {
   int NKV = 0;        // key/value heads (== NH without grouped-query attention)
   int HS = 0;         // head size
   bool causal = true; // causal (decoder) or bidirectional (encoder)
-  // Sliding-window attention (Mistral's sliding_window), causal only; 0 = no window. Query t sees key
-  // t2 iff t2 <= t and t - t2 < window: itself and the window - 1 keys before it. That is transformers'
+  // Sliding-window attention (Mistral's sliding_window, Qwen2's on its sliding layers: the model passes
+  // ModelConfig::window_of(layer)), causal only; 0 = no window. Query t sees key t2 iff t2 <= t and
+  // t - t2 < window: itself and the window - 1 keys before it. That is transformers'
   // rule (masking_utils.py: sliding_window_overlay, kv_idx > q_idx - sliding_window, and-ed with the
   // causal kv_idx <= q_idx; MistralModel builds it for eager and SDPA attention alike, and its
   // DynamicSlidingWindowLayer keeps the last sliding_window - 1 keys for decoding). Padding, grouped

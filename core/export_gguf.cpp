@@ -313,6 +313,19 @@ ExportReport export_run(const ExportOptions& o) {
     std::string arch;
     if (!base_dir.empty()) {
       arch = gguf_arch_for(cfg);
+      // llama.cpp's llama and qwen2 graphs (src/models/llama.cpp, qwen2.cpp) build full attention on every
+      // layer: a base's sliding window is lost in its GGUF. That concerns the base model, not the adapter
+      // file, and changes nothing for sequences no longer than the window, so it is a note, not a refusal.
+      int sliding = 0;  // layers with a window
+      for (int l = 0; l < cfg.n_layer; ++l) sliding += cfg.window_of(l) > 0;
+      const std::string where = sliding == cfg.n_layer ? "every layer"
+                                : "on " + std::to_string(sliding) + " of " + std::to_string(cfg.n_layer) + " layers";
+      if (sliding > 0)
+        rep.notes.push_back("the base model attends through a sliding window of " + std::to_string(cfg.sliding_window) +
+                            " tokens (" + where + "), which llama.cpp's " + arch + " architecture does not "
+                            "implement: there every layer attends over the whole context, so llama.cpp's outputs "
+                            "match transformers' and lora's only for sequences of at most " +
+                            std::to_string(cfg.sliding_window) + " tokens");
     } else if (family == "gpt2") {
       arch = "gpt2";
     } else {

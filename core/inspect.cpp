@@ -89,7 +89,15 @@ ojson config_json(const ModelConfig& c) {
   j["post_norm"] = c.post_norm;
   j["tied_head"] = c.tied_head;
   j["bias"] = c.bias;
-  if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
+  if (c.has_window()) {
+    j["sliding_window"] = c.sliding_window;
+    if (!c.sliding_layers.empty()) {  // Qwen2: the window applies to these layers only
+      ojson layers = ojson::array();
+      for (int l = 0; l < c.n_layer; ++l)
+        if (c.window_of(l) > 0) layers.push_back(l);
+      j["sliding_layers"] = layers;
+    }
+  }
   j["head"] = c.head == HeadKind::classifier ? (c.num_labels == 1 ? "regression" : "classifier") : "lm";
   if (c.head == HeadKind::classifier) j["num_labels"] = c.num_labels;
   return j;
@@ -201,9 +209,10 @@ ojson inspect_path(const std::string& path, const InspectOptions& o) {
 }
 
 // {"kind": "model", "path", "family", "model_type", "config": {layers, d_model, heads, kv_heads, head_dim,
-//  d_ff, vocab_size, context, norm, position, activation, ...}, "tensors", "parameters", "dtypes", "bytes",
-//  "weight_files": [...], "shards", "sharded", "tokenizer_files": [...], "tokenizer": {kind, vocab_size,
-//  eos_id} or "tokenizer_error": message}
+//  d_ff, vocab_size, context, norm, position, activation, ..., sliding_window and sliding_layers (the layers
+//  it applies to, where not every layer) when some layer attends through a window}, "tensors", "parameters",
+//  "dtypes", "bytes", "weight_files": [...], "shards", "sharded", "tokenizer_files": [...], "tokenizer":
+//  {kind, vocab_size, eos_id} or "tokenizer_error": message}
 ojson inspect_model(const std::string& dir) {
   Checkpoint ck = Checkpoint::open(dir);
   const ModelConfig& c = ck.config();

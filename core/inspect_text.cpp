@@ -90,12 +90,15 @@ std::string model_text(const ojson& j) {
   row(out, "config", str(c["layers"]) + " layers, d_model " + str(c["d_model"]) + ", " + str(c["heads"]) + " heads (" +
                          str(c["kv_heads"]) + " key/value heads, head_dim " + str(c["head_dim"]) + "), d_ff " +
                          str(c["d_ff"]) + ", vocab " + str(c["vocab_size"]) + ", context " + str(c["context"]));
+  std::string window;  // " (sliding window 4096)", Qwen2's " (sliding window 4096 on layers 28-31)"
+  if (c.contains("sliding_window"))
+    window = " (sliding window " + str(c["sliding_window"]) +
+             (!c.contains("sliding_layers") ? ""
+              : (c["sliding_layers"].size() == 1 ? " on layer " : " on layers ") + ranges(c["sliding_layers"])) + ")";
   row(out, "architecture", str(c["norm"]) + ", " + str(c["position"]) + " positions" +
                                (c.contains("rope_theta") ? " (theta " + str(c["rope_theta"]) + ")" : "") + ", " +
                                str(c["activation"]) + ", " +
-                               (c["causal"].get<bool>() ? "causal" : "bidirectional") +
-                               (c.contains("sliding_window") ? " (sliding window " + str(c["sliding_window"]) + ")" : "") +
-                               ", " +
+                               (c["causal"].get<bool>() ? "causal" : "bidirectional") + window + ", " +
                                (c["post_norm"].get<bool>() ? "post-norm" : "pre-norm") + ", " +
                                (c["tied_head"].get<bool>() ? "tied head" : "separate head") +
                                (c["bias"].get<bool>() ? ", biases" : "") +

@@ -63,6 +63,9 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
   const int NKV = cfg.n_kv_head > 0 ? cfg.n_kv_head : cfg.n_head;
   if (cfg.n_head % NKV != 0)
     fail_usage(std::to_string(cfg.n_head) + " heads are not a multiple of " + std::to_string(NKV) + " key/value heads");
+  if (!cfg.sliding_layers.empty() && int64_t(cfg.sliding_layers.size()) != cfg.n_layer)
+    throw std::logic_error("ModelConfig: sliding_layers has " + std::to_string(cfg.sliding_layers.size()) +
+                           " entries for " + std::to_string(cfg.n_layer) + " layers");
   const int64_t C = cfg.d_model, F = cfg.d_ff, CKV = int64_t(NKV) * (C / cfg.n_head);
   // Tensor layout (names as in the checkpoint, without the family prefix): GPT-2's (Conv1D weights,
   // fused c_attn, "h.N."), the LLaMA family's (nn.Linear, separate q/k/v projections, "layers.N.") or
@@ -479,8 +482,9 @@ Model::Pass Model::pass_begin(const Tensor& tokens, const Tensor& lengths, uint6
   p.dropout_key = train ? dropout_key : 0;
   p.hidden_p = p.dropout_key != 0 ? hidden_dropout_ : 0.0f;
   p.attention_p = p.dropout_key != 0 ? attention_dropout_ : 0.0f;
+  // The window is per layer (ModelConfig::window_of): block_forward and block_backward set it.
   p.shape = AttentionShape{p.B, p.T, cfg_.n_head, cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head,
-                           int(cfg_.d_model / cfg_.n_head), cfg_.causal, cfg_.sliding_window};
+                           int(cfg_.d_model / cfg_.n_head), cfg_.causal, 0};
   ensure_acts(p.B, p.T);
   Acts& a = *acts_;
   a.tokens = be_.alloc({p.B, p.T}, DType::i32);
@@ -528,6 +532,8 @@ void Model::block_forward(const Pass& p, int l) {
   const int k = recompute_ ? 0 : l;
   const bool fused = !blk.qkv.hf_name.empty();
   const AttentionDropout drop{p.attention_p, dropout_seed(p.dropout_key, block_drop_key(l, DropSite::attn_probs)), 0};
+  AttentionShape shape = p.shape;
+  shape.window = cfg_.window_of(l);
   Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
   Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
   if (!post) norm_forward(ln1, m1, r1, res, blk.ln1);
@@ -536,7 +542,7 @@ void Model::block_forward(const Pass& p, int l) {
     Tensor qkv = R(a.qkv[k], 3 * C);
     linear_forward(blk.qkv, attn_in, qkv, l, 0, p.dropout_key, p.train);
     a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                           mat_cols(qkv, 2 * C, C), p.shape, a.lengths, drop);
+                                           mat_cols(qkv, 2 * C, C), shape, a.lengths, drop);
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
            v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
@@ -547,7 +553,7 @@ void Model::block_forward(const Pass& p, int l) {
       be_.rope(mat(q), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, false);
       be_.rope(mat(kk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, false);
     }
-    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), p.shape, a.lengths, drop);
+    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), shape, a.lengths, drop);
   }
   Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
   linear_forward(blk.attn_out, att, proj, l, 1, p.dropout_key, p.train);
@@ -597,6 +603,8 @@ void Model::block_backward(const Pass& p, int l) {
   const bool fused = !blk.qkv.hf_name.empty();
   const uint64_t key = p.dropout_key;
   const AttentionDropout drop{p.attention_p, dropout_seed(key, block_drop_key(l, DropSite::attn_probs)), 0};
+  AttentionShape shape = p.shape;
+  shape.window = cfg_.window_of(l);
   Tensor dres = R(a.dres, C), dln = R(a.dln, C), datt = R(a.datt, C);
   // The gradient of a projection's output before its hidden dropout, in the forward's scratch (free here).
   Tensor dproj = R(a.proj, C);
@@ -652,7 +660,7 @@ void Model::block_backward(const Pass& p, int l) {
     Tensor qkv = R(a.qkv[k], 3 * C), dqkv = R(a.dqkv, 3 * C);
     be_.attention_backward(mat_cols(dqkv, 0, C), mat_cols(dqkv, C, C), mat_cols(dqkv, 2 * C, C), mat(datt),
                            mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C), mat(att),
-                           a.att_saved[k], p.shape, a.lengths, drop);
+                           a.att_saved[k], shape, a.lengths, drop);
     linear_backward(blk.qkv, attn_in, dqkv, dattn_in, l, 0, key);
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
@@ -660,7 +668,7 @@ void Model::block_backward(const Pass& p, int l) {
     Tensor dq = qkv_part(a.dqkv, 0, N, C), dk = qkv_part(a.dqkv, N * C, N, CKV),
            dv = qkv_part(a.dqkv, N * C + N * CKV, N, CKV), dln2 = R(a.dln2, C);
     be_.attention_backward(mat(dq), mat(dk), mat(dv), mat(datt), mat(q), mat(kk), mat(v), mat(att),
-                           a.att_saved[k], p.shape, a.lengths, drop);
+                           a.att_saved[k], shape, a.lengths, drop);
     if (rotary) {  // the gradient of a rotation is the inverse rotation of the gradient
       be_.rope(mat(dq), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, true);
       be_.rope(mat(dk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, true);

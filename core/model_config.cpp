@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -164,6 +165,78 @@ ModelConfig gpt2_from_json(const json& j, const std::string& path) {
   return c;
 }
 
+// config.json's layer_types, checked as transformers' PreTrainedConfig.validate_layer_type checks it for
+// every model_type: a list of strings, one per layer. {} when absent or null.
+std::vector<std::string> layer_types_read(const json& j, const std::string& path, int n_layer) {
+  const json* v = key_find(j, "layer_types");
+  if (!v) return {};
+  if (!v->is_array())
+    fail_runtime(where_of(path, "layer_types") + " must be a list of strings, found " + v->dump());
+  if (int64_t(v->size()) != n_layer)
+    fail_runtime(where_of(path, "layer_types") + " has " + std::to_string(v->size()) + " entries, expected " +
+                     std::to_string(n_layer) + " (one per layer, num_hidden_layers)",
+                 "give each layer \"full_attention\" or \"sliding_attention\", or drop the key");
+  std::vector<std::string> types;
+  for (size_t i = 0; i < v->size(); ++i) {
+    if (!(*v)[i].is_string())
+      fail_runtime(where_of(path, "layer_types") + " entry " + std::to_string(i) + " must be a string, found " +
+                   (*v)[i].dump());
+    types.push_back((*v)[i].get<std::string>());
+  }
+  return types;
+}
+
+// Sliding-window attention, as transformers 5.23 configures it.
+// Mistral (MistralConfig, modeling_mistral.py): sliding_window on every layer; null = full attention
+//   (Mistral v0.2 on), absent = MistralConfig's default 4096. MistralConfig only warns about a
+//   layer_types key and MistralModel never reads it, so we follow transformers: the list is checked as
+//   above and otherwise ignored. LLaMA has no window; its layer_types is treated the same way.
+// Qwen2 (Qwen2Config.__post_init__, Qwen2Attention, Qwen2Model.forward): sliding_window (default 4096)
+//   counts only when use_sliding_window is true (otherwise transformers sets it to null). The sliding
+//   layers are those layer_types marks "sliding_attention" ("attention" is transformers' legacy
+//   spelling of "full_attention", remap_legacy_layer_types); without layer_types, the layers
+//   i >= max_window_layers (default 28) when the window is not null. Refused: other attention kinds
+//   (chunked_attention, ...: Qwen2Model builds no mask for them), and a layer marked sliding with no
+//   window, on which transformers itself fails (create_sliding_window_causal_mask with a null window).
+void window_parse(ModelConfig& c, const json& j, const std::string& path) {
+  const std::vector<std::string> types = layer_types_read(j, path, c.n_layer);
+  // sliding_window as both config classes read it: absent = their default 4096, null = no window.
+  auto window_read = [&]() {
+    auto it = j.find("sliding_window");
+    if (it == j.end()) return 4096;
+    if (it->is_null()) return 0;
+    int w = key_int(j, "sliding_window", path);
+    if (w <= 0)
+      fail_runtime(where_of(path, "sliding_window") + " must be a positive integer or null, found " + std::to_string(w),
+                   "the window counts the keys a query sees, itself included; null means full attention");
+    return w;
+  };
+  if (c.model_type == "mistral") c.sliding_window = window_read();
+  if (c.model_type != "qwen2") return;
+  const bool use = key_bool_or(j, "use_sliding_window", path, false);
+  const int max_window_layers = key_int_or(j, "max_window_layers", path, 28);
+  c.sliding_window = use ? window_read() : 0;
+  c.sliding_layers.assign(size_t(c.n_layer), false);
+  for (int i = 0; i < c.n_layer; ++i) {
+    if (types.empty()) {
+      c.sliding_layers[size_t(i)] = c.sliding_window > 0 && i >= max_window_layers;
+      continue;
+    }
+    const std::string& t = types[size_t(i)];
+    if (t != "full_attention" && t != "attention" && t != "sliding_attention")
+      fail_usage(where_of(path, "layer_types") + " entry " + std::to_string(i) + " is '" + t +
+                     "'; only 'full_attention' and 'sliding_attention' are supported for qwen2",
+                 "this attention kind is not implemented; use a checkpoint without it");
+    if (t == "sliding_attention" && c.sliding_window == 0)
+      fail_runtime(where_of(path, "layer_types") + " marks layer " + std::to_string(i) +
+                       " 'sliding_attention' but the config has no window (" +
+                       (use ? "sliding_window is null" : "use_sliding_window is false") + ")",
+                   "set use_sliding_window to true and sliding_window to the window, or mark the layer "
+                   "'full_attention'; transformers cannot run this config either");
+    c.sliding_layers[size_t(i)] = t == "sliding_attention";
+  }
+}
+
 // LLaMA, Mistral and Qwen2 share one layout: RMSNorm, rotary positions, SwiGLU, grouped K/V heads.
 ModelConfig llama_from_json(const json& j, const std::string& path, const std::string& type) {
   ModelConfig c;
@@ -189,17 +262,11 @@ ModelConfig llama_from_json(const json& j, const std::string& path, const std::s
   if (type == "qwen2") {
     c.qkv_bias = true;  // Qwen2Attention: q/k/v Linear with bias=True, o_proj without
     c.o_bias = c.mlp_bias = false;
-    if (key_bool_or(j, "use_sliding_window", path, false)) refuse(path, "use_sliding_window", "true", "false");
   } else {
     c.qkv_bias = c.o_bias = key_bool_or(j, "attention_bias", path, false);
     c.mlp_bias = key_bool_or(j, "mlp_bias", path, false);
   }
-  if (type == "mistral") {
-    c.sliding_window = key_int_or(j, "sliding_window", path, 0);  // null: full attention (Mistral v0.2 on)
-    if (c.sliding_window < 0)
-      fail_runtime(where_of(path, "sliding_window") + " must be positive or null, found " +
-                   std::to_string(c.sliding_window));
-  }
+  window_parse(c, j, path);
   c.causal = true;
   c.tied_head = key_bool_or(j, "tie_word_embeddings", path, false);
   c.conv1d_weights = false;
@@ -369,6 +436,23 @@ json model_config_to_json(const ModelConfig& c) {
       j["mlp_bias"] = c.mlp_bias;
     }
     if (type == "mistral") j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    if (type == "qwen2" && c.sliding_window > 0) {
+      // As Qwen2Config saves them: layer_types names every layer's kind; max_window_layers (which older
+      // readers use instead) is written where it says the same, i.e. the sliding layers are i >= it.
+      j["use_sliding_window"] = true;
+      j["sliding_window"] = c.sliding_window;
+      json types = json::array();
+      int first = c.n_layer;
+      bool suffix = true;
+      for (int l = 0; l < c.n_layer; ++l) {
+        const bool sliding = c.window_of(l) > 0;
+        types.push_back(sliding ? "sliding_attention" : "full_attention");
+        if (sliding) first = std::min(first, l);
+        else if (first < l) suffix = false;
+      }
+      j["layer_types"] = types;
+      if (suffix) j["max_window_layers"] = first;
+    }
   } else if (c.family == "roberta") {
     j["model_type"] = "roberta";
     j["architectures"] = {"RobertaForSequenceClassification"};

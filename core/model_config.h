@@ -2,8 +2,11 @@
 // one small mapper per family. The model code reads only this struct, never the family name.
 // Supported model_type values: gpt2; llama, mistral, qwen2 (family "llama": same tensor layout);
 // roberta. Settings we cannot honour (rope_scaling, other activations, ...) are refused, never ignored.
+// Sliding-window attention: Mistral's applies to every layer, Qwen2's to the layers its layer_types
+// (or max_window_layers) marks sliding; the model asks window_of(layer) either way.
 #pragma once
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -39,7 +42,9 @@ struct ModelConfig {
   bool post_norm = false;   // norm after each residual add (BERT/RoBERTa), not before each sub-layer
   int position_offset = 0;  // learned positions start at this row (RoBERTa: pad_token_id + 1)
   int type_vocab_size = 0;  // token-type embedding rows (RoBERTa); 0 = none
-  int sliding_window = 0;   // attention window (Mistral): query i sees keys i-W+1..i; 0 = full attention
+  int sliding_window = 0;   // attention window W: query i sees keys i-W+1..i; 0 = full attention everywhere
+  std::vector<bool> sliding_layers;  // (n_layer) the layers that use the window (Qwen2's layer_types);
+                                     // empty = every layer (Mistral)
   bool causal = true;       // decoder (causal) or encoder (bidirectional)
   bool tied_head = true;    // LM head shares the token embedding
   bool conv1d_weights = false;  // weights stored (in, out) as GPT-2's Conv1D, not (out, in)
@@ -50,6 +55,17 @@ struct ModelConfig {
   int eos_token_id = -1;
   int bos_token_id = -1;
   int pad_token_id = -1;
+
+  // The attention window of block `layer` (AttentionShape::window): sliding_window on a sliding layer,
+  // 0 (full attention) on the others.
+  int window_of(int layer) const {
+    return sliding_layers.empty() || sliding_layers[size_t(layer)] ? sliding_window : 0;
+  }
+  bool has_window() const {  // some layer attends through a window
+    for (int l = 0; l < n_layer; ++l)
+      if (window_of(l) > 0) return true;
+    return false;
+  }
 };
 
 // JSON text parsed with duplicate keys rejected (a plain parse keeps the last silently); errors name

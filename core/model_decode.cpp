@@ -180,7 +180,7 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
     c.dirty = false;
   }
 
-  AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true, cfg_.sliding_window};
+  AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true, 0};  // window: per layer, below
   const GeluKind gelu = cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh;
   auto norm = [&](Tensor& out, const Tensor& inp, const Norm& n) {
     if (cfg_.norm == NormKind::layernorm)
@@ -190,6 +190,7 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
   };
   for (int l = 0; l < cfg_.n_layer; ++l) {
     Block& blk = blocks_[l];
+    shape.window = cfg_.window_of(l);
     norm(ln, x, blk.ln1);
     if (!blk.qkv.hf_name.empty()) {
       decode_linear(be_, blk.qkv, ln, qkv);

@@ -10,6 +10,7 @@ python3 scripts/make_golden.py --out tests/fixtures/golden
 python3 scripts/make_golden_lowp.py --golden tests/fixtures/golden
 python3 scripts/make_golden_llama.py --out tests/fixtures/golden-llama
 python3 scripts/make_golden_llama.py --family mistral --out tests/fixtures/golden-mistral
+python3 scripts/make_golden_llama.py --family qwen2-swa --out tests/fixtures/golden-qwen2-swa
 python3 scripts/make_golden_roberta.py --out tests/fixtures/golden-roberta
 python3 scripts/make_tokenizer_fixtures.py ../shared/data
 python3 scripts/make_generate_fixtures.py

@@ -301,6 +301,29 @@ TEST_CASE("gguf: LLaMA-family adapters, q and k lora_b in llama.cpp's rotary ord
   check(qwen, "qwen2", false);
 }
 
+TEST_CASE("gguf: a base with a sliding window exports with a note; llama.cpp's graphs attend over everything") {
+  auto notes_for = [](const std::string& golden, const std::string& base) {
+    ExportOptions o;
+    o.adapter_dir = golden + "/adapter";
+    o.base_dir = golden + "/" + base;
+    o.out = temp_dir() + "/adapter.gguf";
+    ExportReport rep = export_run(o);
+    CHECK(rep.tensors == 28);
+    std::string all;
+    for (const auto& n : rep.notes) all += n + "\n";
+    return all;
+  };
+  const std::string fx = std::string(LORA_FIXTURES);
+  std::string qwen2 = notes_for(fx + "/golden-qwen2-swa", "qwen2-swa-tiny");
+  CHECK(contains(qwen2, "sliding window of 5 tokens (on 1 of 2 layers)"));
+  CHECK(contains(qwen2, "llama.cpp's qwen2 architecture does not implement"));
+  CHECK(contains(qwen2, "only for sequences of at most 5 tokens"));
+  std::string mistral = notes_for(fx + "/golden-mistral", "mistral-tiny");
+  CHECK(contains(mistral, "sliding window of 5 tokens (every layer)"));
+  CHECK(contains(mistral, "llama.cpp's llama architecture"));
+  CHECK(!contains(notes_for(fx + "/golden-llama", "llama-tiny"), "sliding window"));
+}
+
 TEST_CASE("gguf refusals: unmappable modules, unknown arch, a directory as --out") {
   SUBCASE("a module llama.cpp has no tensor for") {
     std::string dir = temp_dir() + "/emb";

@@ -2,14 +2,19 @@
 // LlamaForCausalLM and PEFT adapter in tests/fixtures/golden-llama (made by scripts/make_golden_llama.py;
 // RMSNorm, rotary positions, SwiGLU, 4 query / 2 key-value heads, untied LM head), and on a
 // MistralForCausalLM of the same shapes whose sliding window (5) is shorter than the batch, in
-// tests/fixtures/golden-mistral (--family mistral), with transformers' generate past the window. The
-// batch is the GPT-2 golden batch (tests/fixtures/golden/batch.json). Tolerances as test_golden.cpp:
-// logits and loss 1e-5 normwise relative, LoRA gradients 1e-4.
+// tests/fixtures/golden-mistral (--family mistral), with transformers' generate past the window; and on
+// a Qwen2ForCausalLM of the same shapes whose window (5) applies to layer 0 only (layer_types), in
+// tests/fixtures/golden-qwen2-swa (--family qwen2-swa), with generate and a 10-step AdamW trajectory.
+// The batch is the GPT-2 golden batch (tests/fixtures/golden/batch.json). Tolerances as
+// test_golden.cpp: logits and loss 1e-5 normwise relative, LoRA gradients 1e-4, the trajectory 1e-4.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -33,6 +38,10 @@ struct Fixture : GoldenModel {
 };
 struct MistralFixture : GoldenModel {
   MistralFixture() : GoldenModel(kMistralDir, "mistral-tiny") {}
+};
+const std::string kQwen2Dir = std::string(LORA_FIXTURES) + "/golden-qwen2-swa";
+struct Qwen2Fixture : GoldenModel {
+  Qwen2Fixture() : GoldenModel(kQwen2Dir, "qwen2-swa-tiny") {}
 };
 
 void check_base_logits(GoldenModel& f, const std::string& what) {
@@ -267,4 +276,85 @@ TEST_CASE("golden mistral: generate past the window reproduces transformers' gen
   MistralFixture base, with_adapter;
   adapter_load(with_adapter.model, kMistralDir + "/adapter");
   CHECK(generate_fixture_check(json_read_file(kMistralDir + "/generate.json"), base.model, with_adapter.model) == 3);
+}
+
+TEST_CASE("golden qwen2-swa: layer_types puts the window (5) on layer 0 only; other placements do not match") {
+  Qwen2Fixture f;
+  const ModelConfig& c = f.ck.config();
+  CHECK(c.model_type == "qwen2");
+  CHECK(c.qkv_bias);
+  CHECK(c.sliding_window == 5);
+  CHECK(c.window_of(0) == 5);
+  CHECK(c.window_of(1) == 0);
+  CHECK(f.g.T > c.sliding_window);
+  // The fixture tests the placement: full attention, the window on both layers, or on layer 1 only
+  // (max_window_layers 1, the rule without layer_types) all give other logits past the first 5 positions.
+  const std::vector<std::pair<std::string, std::vector<bool>>> others = {
+      {"full attention", {false, false}},
+      {"window on both layers", {true, true}},
+      {"window on layer 1", {false, true}}};
+  for (const auto& [what, sliding] : others) {
+    ModelConfig other = c;
+    other.sliding_layers = sliding;
+    Model m(*f.be, other);
+    m.load_base(f.ck);
+    double err = logits_rel_error(m.logits(f.g.tokens, f.g.lengths), f.ref_tensor("base_logits"), f.g);
+    MESSAGE("qwen2-swa base logits with " << what << ": normwise relative error " << err);
+    CHECK(err > 1e-2);
+  }
+}
+
+TEST_CASE("golden qwen2-swa: base model logits equal transformers' with the window on layer 0") {
+  Qwen2Fixture f;
+  check_base_logits(f, "qwen2-swa");
+}
+
+TEST_CASE("golden qwen2-swa: PEFT adapter logits, loss and every LoRA gradient") {
+  Qwen2Fixture f;
+  adapter_load(f.model, kQwen2Dir + "/adapter");
+  check_adapter_logits_and_loss(f, "qwen2-swa");
+  check_lora_grads(f, "qwen2-swa");
+}
+
+TEST_CASE("golden qwen2-swa: activation recomputation gives the same loss and gradients") {
+  Qwen2Fixture f;
+  adapter_load(f.model, kQwen2Dir + "/adapter");
+  check_recompute(f);
+}
+
+TEST_CASE("golden qwen2-swa: 10 AdamW steps follow PEFT's loss trajectory") {
+  Qwen2Fixture f;
+  adapter_load(f.model, kQwen2Dir + "/adapter");
+  auto traj = json_read_file(kQwen2Dir + "/trajectory.json");
+  AdamWConfig c;
+  c.weight_decay = traj["weight_decay"].get<float>();
+  c.eps = traj["eps"].get<float>();
+  AdamW opt(*f.be, f.model.trainable(), c);
+  const float lr = traj["lr"].get<float>();
+  const auto& losses = traj["losses"];
+  REQUIRE(losses.size() == 10);
+  double worst = 0;
+  for (size_t i = 0; i < losses.size(); ++i) {
+    f.model.zero_grads();
+    LossStats s = f.loss(1.0f / 15.0f);
+    double loss = s.loss_sum / double(s.tokens), ref = losses[i].get<double>();
+    worst = std::max(worst, std::fabs(loss - ref) / ref);
+    INFO("step " << i + 1 << ": ours " << loss << ", PEFT " << ref);
+    CHECK(std::fabs(loss - ref) / ref < 1e-4);
+    opt.step(lr, 1.0f);
+    f.model.sync_values();
+  }
+  MESSAGE("qwen2-swa AdamW trajectory worst relative loss error " << worst);
+}
+
+TEST_CASE("golden qwen2-swa: decode_step past the window equals the full forward pass, with left padding") {
+  Qwen2Fixture f;
+  adapter_load(f.model, kQwen2Dir + "/adapter");
+  check_decode_matches_forward(f, "qwen2-swa");
+}
+
+TEST_CASE("golden qwen2-swa: generate past the window reproduces transformers' generate token for token") {
+  Qwen2Fixture base, with_adapter;
+  adapter_load(with_adapter.model, kQwen2Dir + "/adapter");
+  CHECK(generate_fixture_check(json_read_file(kQwen2Dir + "/generate.json"), base.model, with_adapter.model) == 3);
 }

@@ -140,6 +140,24 @@ TEST_CASE("info on a model directory made by lora init") {
   CHECK(j["tokenizer"]["vocab_size"] == 879);
 }
 
+TEST_CASE("info on windowed models: Mistral's window on every layer, Qwen2's on the layers layer_types marks") {
+  const std::string qwen2 = std::string(LORA_FIXTURES) + "/golden-qwen2-swa/qwen2-swa-tiny";
+  Run r = run_lora("info " + qwen2);
+  INFO(r.all());
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "causal (sliding window 5 on layer 0), pre-norm"));
+  json j = run_json("info " + qwen2);
+  CHECK(j["config"]["sliding_window"] == 5);
+  CHECK(j["config"]["sliding_layers"] == json{0});
+  const std::string mistral = std::string(LORA_FIXTURES) + "/golden-mistral/mistral-tiny";
+  CHECK(contains(run_lora("info " + mistral).out, "causal (sliding window 5), pre-norm"));
+  json m = run_json("info " + mistral);
+  CHECK(m["config"]["sliding_window"] == 5);
+  CHECK(!m["config"].contains("sliding_layers"));
+  json l = run_json("info " + std::string(LORA_FIXTURES) + "/golden-llama/llama-tiny");
+  CHECK(!l["config"].contains("sliding_window"));
+}
+
 TEST_CASE("prepare, then train reuses the cache; info on the run, its adapter, datasets, safetensors and GGUF") {
   const fs::path d = temp_dir();
   const std::string rec = recipe(d);

@@ -153,6 +153,30 @@ TEST_CASE("merge --verify on the LLaMA family: PEFT's golden llama adapter") {
   CHECK(err < 1e-5);
 }
 
+TEST_CASE("merge --verify on Qwen2 with a per-layer sliding window: its window keys are kept") {
+  const std::string dir = std::string(LORA_FIXTURES) + "/golden-qwen2-swa";
+  MergeOptions o;
+  o.base_dir = dir + "/qwen2-swa-tiny";
+  o.adapter_dir = dir + "/adapter";
+  o.out_dir = temp_dir() + "/merged";
+  o.verify = true;
+  MergeReport rep = merge_run(o);
+  REQUIRE(rep.verified);
+  CHECK(rep.verify.passed);
+  CHECK(rep.verify.max_rel < 1e-5);
+  // transformers reads the window from these keys: they are the base's, unchanged.
+  json base = json_read_file(o.base_dir + "/config.json"), merged = json_read_file(o.out_dir + "/config.json");
+  for (const char* key : {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}) {
+    INFO(key);
+    CHECK(merged.at(key) == base.at(key));
+  }
+  GoldenBatch g = golden_batch();
+  SafetensorsFile reference = SafetensorsFile::open(dir + "/reference.safetensors");
+  double err = logits_rel_error(model_logits(o.out_dir, g), reference.to_f32(*reference.find("logits")), g);
+  MESSAGE("qwen2-swa merged logits vs PEFT base + adapter: normwise relative error " << err);
+  CHECK(err < 1e-5);
+}
+
 TEST_CASE("merge of our block-structured q/v adapter equals the adapter's outputs") {
   auto be = backend_cpu_create();
   Checkpoint ck = Checkpoint::open(kGolden + "/gpt2-tiny");
