@@ -166,6 +166,18 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
 
 Model::~Model() = default;
 
+bool Model::checkpoint_head_check(const Checkpoint& ck) const {
+  if (cfg_.head != HeadKind::classifier || !ck.has("classifier.out_proj.weight")) return false;
+  const std::vector<int64_t> stored = ck.shape("classifier.out_proj.weight");
+  if (stored != cls_.out_w.shape)
+    fail_usage("the checkpoint's classification head 'classifier.out_proj.weight' has shape " +
+                   tensor_host(stored).shape_str() + " but the model is set up for " + std::to_string(cfg_.num_labels) +
+                   " labels (model.num_labels)",
+               "set model.num_labels to the checkpoint's number of labels, or start from a checkpoint without "
+               "a classification head");
+  return true;
+}
+
 void Model::load_base(const Checkpoint& ck, bool with_head) {
   auto load = [&](Tensor& dst, const std::string& name) {
     Tensor host = ck.get(name, dst.shape);
@@ -191,14 +203,7 @@ void Model::load_base(const Checkpoint& ck, bool with_head) {
   }
   // A RobertaForSequenceClassification checkpoint carries its head; a pretrained encoder (roberta-base,
   // saved as RobertaForMaskedLM) does not, and lora_init then initialises it as transformers does.
-  if (with_head && cfg_.head == HeadKind::classifier && ck.has("classifier.out_proj.weight")) {
-    const std::vector<int64_t> stored = ck.shape("classifier.out_proj.weight");
-    if (stored != cls_.out_w.shape)
-      fail_usage("the checkpoint's classification head 'classifier.out_proj.weight' has shape " +
-                     tensor_host(stored).shape_str() + " but the model is set up for " +
-                     std::to_string(cfg_.num_labels) + " labels",
-                 "set model.num_labels to the checkpoint's number of labels, or start from a checkpoint without "
-                 "a classification head");
+  if (with_head && checkpoint_head_check(ck)) {
     classifier_set(ck.get("classifier.dense.weight", cls_.dense_w.shape),
                    ck.get("classifier.dense.bias", cls_.dense_b.shape), ck.get("classifier.out_proj.weight", cls_.out_w.shape),
                    ck.get("classifier.out_proj.bias", cls_.out_b.shape));

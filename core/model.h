@@ -156,6 +156,10 @@ class Model {
   // classification head when it has one; with_head false leaves the head to be set from an adapter
   // (merge --verify of an adapter whose head replaces a base head of another size).
   void load_base(const Checkpoint& ck, bool with_head = true);
+  // True when `ck` holds a classification head for this model (a classifier whose checkpoint has
+  // classifier.out_proj.weight); lora::Error (exit 2) when that head has another number of labels than
+  // model.num_labels set up. load_base checks it; `lora validate` calls it without loading weights.
+  bool checkpoint_head_check(const Checkpoint& ck) const;
   // Random base weights (GPT-2's init: N(0, 0.02), zero biases, unit norms) for tests and benchmarks.
   void init_random(uint64_t seed);
   // Adapters per the spec; A Kaiming-uniform(a = sqrt(5)) as PEFT, B zero. In full mode, marks all trainable.

@@ -153,6 +153,7 @@ std::string check_model(State& st) {
   st.be = backend_cpu_create();
   st.model = std::make_unique<Model>(*st.be, c);  // refuses families and shapes the trainer cannot run
   check_tensors(*st.model, *st.ck);
+  st.model->checkpoint_head_check(*st.ck);  // a stored head of another size than model.num_labels stops train
   return st.r.model.path + ": " + c.family + " (" + c.model_type + "), " + std::to_string(c.n_layer) + " layers, d_model " +
          std::to_string(c.d_model) + ", " + std::to_string(c.n_head) + " heads, vocab " + std::to_string(c.vocab_size) +
          ", context " + std::to_string(c.max_positions) +

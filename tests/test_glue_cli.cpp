@@ -218,6 +218,10 @@ TEST_CASE("glue cli: a regression head (num_labels 1, MSE) learns a score; Pears
   CliResult mismatch = lora_run("train " + s.recipe.string() + " --set model.num_labels=1 --set output.dir=" +
                                 (s.dir / "mismatch").string());
   check_clean_error(mismatch, 2, "has shape (2, 64) but the model is set up for 1 labels");
+  // lora validate finds it too, without training (it passed before, and train then stopped).
+  CliResult checked = lora_run("validate " + s.recipe.string() + " --set model.num_labels=1");
+  CHECK(checked.code == 2);
+  CHECK(contains(checked.out, "has shape (2, 64) but the model is set up for 1 labels (model.num_labels)"));
   write_text(s.dir / "reg-train.jsonl", make(768, 11));
   write_text(s.dir / "reg-dev.jsonl", make(128, 12));
   const fs::path run = s.dir / "reg";
