@@ -123,7 +123,8 @@ struct Recipe {
   std::map<std::string, std::string> origin;  // "section.key" -> where set ("r.yaml:12", "--set 'k=v'")
 };
 
-// Equality of the seven sections, field by field; `source` and `origin` are not compared.
+// Equality of the seven sections, field by field (recipe_differences is empty); `source` and `origin`
+// are not compared.
 bool operator==(const Recipe& a, const Recipe& b);
 inline bool operator!=(const Recipe& a, const Recipe& b) { return !(a == b); }
 
@@ -181,6 +182,16 @@ struct RecipeField {
 };
 
 std::vector<RecipeField> recipe_fields(Recipe& recipe);
+
+// One key whose value differs between two recipes, each value as one line of text (paths absolute and
+// normalised, so two spellings of one path are not a difference; lists as "[a, b]").
+struct RecipeDifference {
+  std::string key;  // "section.key"
+  FieldKind kind;
+  std::string a, b;
+};
+// The keys whose values differ, in the field table's order.
+std::vector<RecipeDifference> recipe_differences(const Recipe& a, const Recipe& b);
 const std::vector<std::string>& recipe_section_names();  // model, lora, data, train, eval, output, log
 
 // The candidate closest to `word` (edit distance with transpositions, or a prefix), "" when none is

@@ -156,28 +156,47 @@ std::string recipe_format_number(double value) {
   return s;
 }
 
-bool operator==(const Recipe& a, const Recipe& b) {
+// A field's value as one line of text: numbers as recipe_format_number writes them (exact), lists in
+// brackets, paths absolute and normalised so that two spellings of one file compare equal.
+static std::string field_text(const RecipeField& f) {
+  auto list = [](const std::vector<std::string>& items) {
+    std::string out = "[";
+    for (size_t i = 0; i < items.size(); i++) out += (i ? ", " : "") + items[i];
+    return out + "]";
+  };
+  switch (f.kind) {
+    case FieldKind::path_in:
+    case FieldKind::path_out: {
+      const std::string& p = f.as<std::string>();
+      return p.empty() ? p : fs::absolute(p).lexically_normal().string();
+    }
+    case FieldKind::text:
+    case FieldKind::choice: return f.as<std::string>();
+    case FieldKind::integer: return std::to_string(f.as<int>());
+    case FieldKind::number: return recipe_format_number(f.as<double>());
+    case FieldKind::boolean: return f.as<bool>() ? "true" : "false";
+    case FieldKind::text_list: return list(f.as<std::vector<std::string>>());
+    case FieldKind::int_list: {
+      std::vector<std::string> items;
+      for (int v : f.as<std::vector<int>>()) items.push_back(std::to_string(v));
+      return list(items);
+    }
+  }
+  return "";
+}
+
+std::vector<RecipeDifference> recipe_differences(const Recipe& a, const Recipe& b) {
   Recipe x = a, y = b;
   std::vector<RecipeField> fx = recipe_fields(x), fy = recipe_fields(y);
+  std::vector<RecipeDifference> out;
   for (size_t i = 0; i < fx.size(); i++) {
-    bool same = true;
-    switch (fx[i].kind) {
-      case FieldKind::text:
-      case FieldKind::path_in:
-      case FieldKind::path_out:
-      case FieldKind::choice: same = fx[i].as<std::string>() == fy[i].as<std::string>(); break;
-      case FieldKind::integer: same = fx[i].as<int>() == fy[i].as<int>(); break;
-      case FieldKind::number: same = fx[i].as<double>() == fy[i].as<double>(); break;
-      case FieldKind::boolean: same = fx[i].as<bool>() == fy[i].as<bool>(); break;
-      case FieldKind::text_list:
-        same = fx[i].as<std::vector<std::string>>() == fy[i].as<std::vector<std::string>>();
-        break;
-      case FieldKind::int_list: same = fx[i].as<std::vector<int>>() == fy[i].as<std::vector<int>>(); break;
-    }
-    if (!same) return false;
+    std::string ta = field_text(fx[i]), tb = field_text(fy[i]);
+    if (ta != tb) out.push_back({fx[i].name(), fx[i].kind, std::move(ta), std::move(tb)});
   }
-  return true;
+  return out;
 }
+
+bool operator==(const Recipe& a, const Recipe& b) { return recipe_differences(a, b).empty(); }
 
 std::string recipe_data_format(const std::string& format, const std::string& data_path) {
   if (format != "auto") return format;

@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -97,6 +100,101 @@ std::string train_state_latest(const std::string& path) {
     if (!all.empty()) return all.back().string();
   }
   return "";
+}
+
+namespace {
+
+// Byte equality of two regular files; beyond 1 GiB, the size and the first and last MiB.
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(a, ec);
+  if (ec || size != fs::file_size(b, ec) || ec) return false;
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  if (!fa || !fb) return false;
+  constexpr uintmax_t kWhole = uintmax_t(1) << 30, kEnds = uintmax_t(1) << 20;
+  std::vector<char> ba(1 << 16), bb(1 << 16);
+  auto equal_from = [&](uintmax_t at, uintmax_t n) {
+    fa.seekg(std::streamoff(at));
+    fb.seekg(std::streamoff(at));
+    while (n > 0) {
+      const std::streamsize k = std::streamsize(std::min<uintmax_t>(n, ba.size()));
+      if (!fa.read(ba.data(), k) || !fb.read(bb.data(), k)) return false;
+      if (std::memcmp(ba.data(), bb.data(), size_t(k)) != 0) return false;
+      n -= uintmax_t(k);
+    }
+    return true;
+  };
+  if (size <= kWhole) return equal_from(0, size);
+  return equal_from(0, kEnds) && equal_from(size - kEnds, kEnds);
+}
+
+// A model or tokenizer directory: the same regular files by name and size, the small ones (config,
+// tokenizer files) byte for byte; weights are compared by size only.
+bool same_dir(const fs::path& a, const fs::path& b) {
+  auto files = [](const fs::path& d) {
+    std::map<std::string, uintmax_t> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(d, ec))
+      if (e.is_regular_file(ec)) out[e.path().filename().string()] = e.file_size(ec);
+    return out;
+  };
+  const auto fa = files(a), fb = files(b);
+  if (fa != fb) return false;
+  for (const auto& [name, size] : fa)
+    if (size <= (uintmax_t(16) << 20) && !same_file(a / name, b / name)) return false;
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::string> resume_recipe_check(const Recipe& now, const std::string& ckpt_dir,
+                                             const std::string& resume_arg) {
+  const fs::path stored_path = fs::path(ckpt_dir) / "recipe.yaml";
+  std::error_code ec;
+  if (!fs::is_regular_file(stored_path, ec))
+    return {"note: " + stored_path.string() + " is missing: the recipe could not be compared with the checkpoint's"};
+  const Recipe then = recipe_load(stored_path.string());
+  // Keys that may change when a run resumes (where and how it runs, how it reports), and those that
+  // change only its length.
+  static const std::set<std::string> free_keys = {
+      "model.device", "model.dtype", "train.precision", "train.recompute", "train.eval_every", "train.eval_batches",
+      "data.eval", "data.cache_dir", "lora.init_from"};
+  static const std::set<std::string> free_sections = {"eval", "output", "log"};
+  static const std::set<std::string> length_keys = {"train.max_steps", "train.epochs"};
+  std::vector<std::string> notes, problems;
+  for (const RecipeDifference& d : recipe_differences(now, then)) {
+    const std::string section = d.key.substr(0, d.key.find('.'));
+    if (free_keys.count(d.key) || free_sections.count(section)) continue;
+    if (length_keys.count(d.key)) {
+      notes.push_back("resuming with " + d.key + " " + d.a + " (the checkpoint's run had " + d.b +
+                      "): the run's length and its learning-rate schedule follow the new value");
+      continue;
+    }
+    if (d.kind == FieldKind::path_in && !d.a.empty() && !d.b.empty()) {
+      const fs::path was(d.b), is(d.a);
+      if (!fs::exists(was, ec)) {
+        notes.push_back(d.key + " is now " + d.a + "; the checkpoint ran with " + d.b +
+                        ", which no longer exists: taken as the same " + (d.key == "data.train" ? "data" : "files") +
+                        ", moved");
+        continue;
+      }
+      const bool same = fs::is_directory(was, ec) ? fs::is_directory(is, ec) && same_dir(was, is)
+                                                 : fs::is_regular_file(is, ec) && same_file(was, is);
+      if (same) continue;
+      problems.push_back(d.key + ": now " + d.a + ", the checkpoint ran with " + d.b + " (other content)");
+      continue;
+    }
+    problems.push_back(d.key + ": now " + (d.a.empty() ? "\"\"" : d.a) + ", the checkpoint ran with " +
+                       (d.b.empty() ? "\"\"" : d.b));
+  }
+  if (!problems.empty()) {
+    std::string msg = "--resume " + resume_arg + ": this recipe differs from the one the checkpoint ran with (" +
+                      stored_path.string() + "):";
+    for (const auto& p : problems) msg += "\n  " + p;
+    fail_usage(msg, "resume with the first run's recipe and --set options, or exactly as it ran: lora train " +
+                        stored_path.string() + " --resume " + resume_arg);
+  }
+  return notes;
 }
 
 void train_state_load(const std::string& ckpt_dir, Model& model, AdamW& opt, TrainProgress& p) {

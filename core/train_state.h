@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/model.h"
 #include "core/optimizer.h"
@@ -32,6 +33,17 @@ std::string train_state_save(const std::string& output_dir, Model& model, AdamW&
 // The newest committed checkpoint under path (an output directory, its checkpoints/ folder, or a
 // checkpoint directory itself); "" if there is none.
 std::string train_state_latest(const std::string& path);
+// Compares a resumed run's recipe with the one its checkpoint ran with (CHECKPOINT/recipe.yaml), so that
+// a resume that forgot the first run's --set options does not silently train on other data or settings.
+// Every key that changes what is trained (model, lora, data, optimizer, schedule, batch, seed) must be
+// the same: lora::Error (exit 2) lists every one that is not, with both values and the way to resume
+// exactly. A path that differs is accepted when it holds the same content (files byte for byte,
+// directories by their files' names and sizes and their small files' bytes) or when the checkpoint's
+// path no longer exists (the files moved; a notice says so). Keys that may change on resume (device,
+// precision, recompute, evaluation, output, log; the run's length, with a notice) are allowed.
+// Returns the notices. `resume_arg` is the --resume argument, for messages.
+std::vector<std::string> resume_recipe_check(const Recipe& now, const std::string& ckpt_dir,
+                                             const std::string& resume_arg);
 // Restores model masters, optimizer moments and progress from a checkpoint directory.
 void train_state_load(const std::string& ckpt_dir, Model& model, AdamW& opt, TrainProgress& p);
 

@@ -134,6 +134,16 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   const Recipe& r = recipe;
   const bool resume = !options.resume.empty();
   const std::string out_dir = r.output.dir;
+  // A resume starts from the newest committed checkpoint, with the recipe that checkpoint ran with.
+  std::string resume_from;
+  std::vector<std::string> resume_notes;
+  if (resume) {
+    resume_from = train_state_latest(options.resume);
+    if (resume_from.empty())
+      fail_runtime("--resume " + options.resume + ": no committed checkpoint found there",
+                   "pass the output directory of an earlier run (it holds checkpoints/step-N/COMMITTED)");
+    resume_notes = resume_recipe_check(r, resume_from, options.resume);
+  }
   // From here on a SIGINT/SIGTERM (a scheduler's preemption) lets the current step finish, saves a
   // checkpoint and returns EXIT_CODE_INTERRUPTED.
   g_stop_signal = 0;
@@ -195,13 +205,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
 
   // The output directory: a fresh run refuses to overwrite a finished one unless asked.
   dir_ensure_writable(out_dir, "output directory");
-  std::string resume_from;
-  if (resume) {
-    resume_from = train_state_latest(options.resume);
-    if (resume_from.empty())
-      fail_runtime("--resume " + options.resume + ": no committed checkpoint found there",
-                   "pass the output directory of an earlier run (it holds checkpoints/step-N/COMMITTED)");
-  } else if (!r.output.overwrite && (fs::exists(fs::path(out_dir) / "metrics.jsonl") ||
+  if (!resume && !r.output.overwrite && (fs::exists(fs::path(out_dir) / "metrics.jsonl") ||
                                      !train_state_latest(out_dir).empty())) {
     fail_usage("output directory '" + out_dir + "' already holds a run",
                "resume it with --resume " + out_dir + ", choose another with --output, or set output.overwrite: true");
@@ -227,6 +231,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   }
   TrainLog log(r.log.progress, (fs::path(out_dir) / "metrics.jsonl").string(), total_steps, resume);
   if (resume) log.message("resuming from " + resume_from + " at step " + std::to_string(prog.step));
+  for (const auto& line : resume_notes) log.message(line);
   log.message("training on " + model.backend().name() + ": " + std::to_string(s.train->size()) + " examples, " +
               std::to_string(total_steps) + " steps, memory plan " + mib(plan.total()));
   for (const auto& line : s.notes) log.message(line);
@@ -318,9 +323,13 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     if (g_stop_signal) {
       std::string where = save();
       log.finish();
+      // The run's own resolved recipe holds every --set it was given, so this resumes it exactly.
+      const std::string run_recipe = (fs::path(out_dir) / "recipe.yaml").string();
       std::fprintf(stderr, "stopped by signal %d at step %lld; checkpoint saved to %s\n"
-                   "  resume with: lora train %s --resume %s\n",
-                   int(g_stop_signal), (long long)prog.step, where.c_str(), r.source.c_str(), out_dir.c_str());
+                   "  resume with: lora train %s --resume %s\n"
+                   "  (or with the first run's recipe and the same --set options: lora train %s ... --resume %s)\n",
+                   int(g_stop_signal), (long long)prog.step, where.c_str(), run_recipe.c_str(), out_dir.c_str(),
+                   r.source.c_str(), out_dir.c_str());
       return EXIT_CODE_INTERRUPTED;
     }
   }

@@ -11,8 +11,10 @@
 #include "core/adapter.h"
 #include "core/checkpoint.h"
 #include "core/dataset.h"
+#include "core/error.h"
 #include "core/recipe.h"
 #include "core/safetensors.h"
+#include "core/train_state.h"
 #include "core/trainer.h"
 #include "tests/test_util.h"
 
@@ -163,5 +165,67 @@ TEST_CASE("the same seed gives the same run; another seed does not") {
   const std::string a = file_bytes(d / "a" / "adapter_model.safetensors");
   CHECK(a == file_bytes(d / "b" / "adapter_model.safetensors"));
   CHECK(a != file_bytes(d / "c" / "adapter_model.safetensors"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("a resume checks its recipe against the checkpoint's: what changes training must be the same") {
+  auto d = scratch_dir("resume-recipe");
+  Recipe r = small_recipe(d);
+  r.train.max_steps = 2;
+  r.output.dir = (d / "run").string();
+  REQUIRE(train_run(r, TrainOptions{}) == 0);
+  const std::string ckpt = train_state_latest(r.output.dir);
+  REQUIRE(!ckpt.empty());
+  // Returns the notices, or "ERROR: message hint" when refused.
+  auto check = [&](const Recipe& now) {
+    try {
+      std::string out;
+      for (const auto& n : resume_recipe_check(now, ckpt, r.output.dir)) out += n + "\n";
+      return out;
+    } catch (const Error& e) {
+      CHECK(e.code() == EXIT_CODE_USAGE);
+      return "ERROR: " + std::string(e.what()) + " " + e.hint();
+    }
+  };
+  CHECK(check(r) == "");
+  // Where and how it runs and reports may change.
+  Recipe free = r;
+  free.model.device = "auto";
+  free.train.recompute = true;
+  free.eval.beam_size = 4;
+  free.log.every = 7;
+  free.output.keep_last = 2;
+  CHECK(check(free) == "");
+  // Its length may change, with a notice.
+  Recipe longer = r;
+  longer.train.max_steps = 10;
+  CHECK(contains(check(longer), "resuming with train.max_steps 10 (the checkpoint's run had 2)"));
+  // What is trained may not: every such key is named, with both values and the exact way to resume.
+  Recipe other = r;
+  other.train.lr = 1e-3;
+  other.lora.r = 4;
+  other.lora.targets = {"q", "v"};
+  std::string e = check(other);
+  CHECK(contains(e, "ERROR: --resume " + r.output.dir + ": this recipe differs from the one the checkpoint ran with"));
+  CHECK(contains(e, "lora.r: now 4, the checkpoint ran with 8"));
+  CHECK(contains(e, "lora.targets: now [q, v], the checkpoint ran with [q, v, down]"));
+  CHECK(contains(e, "train.lr: now 0.001, the checkpoint ran with 0.003"));
+  CHECK(contains(e, "lora train " + (fs::path(ckpt) / "recipe.yaml").string() + " --resume " + r.output.dir));
+  // A path may differ when it holds the same content, or when the checkpoint's no longer exists (moved).
+  Recipe copied = r;
+  fs::copy_file(r.data.train, d / "copy.txt");
+  copied.data.train = (d / "copy.txt").string();
+  CHECK(check(copied) == "");
+  write_text(d / "other.txt", "name : Aromi||Aromi is a pub .\n");
+  Recipe changed = r;
+  changed.data.train = (d / "other.txt").string();
+  CHECK(contains(check(changed), "data.train: now " + (d / "other.txt").string() + ", the checkpoint ran with " +
+                                     r.data.train + " (other content)"));
+  fs::remove(r.data.train);
+  CHECK(contains(check(copied), "which no longer exists: taken as the same data, moved"));
+  // train_run refuses before it trains.
+  TrainOptions o;
+  o.resume = r.output.dir;
+  CHECK_THROWS_AS(train_run(other, o), Error);
   fs::remove_all(d);
 }
