@@ -128,8 +128,9 @@ LAYOUT_STRINGS = [
     "\u1e0b\u0323", "d\u0323\u0307", "\u1100\u1161\u11a8", "\u0958", "\uf900", "e\u0301\u0301", "\u0301alone",
     "Tie\u0302\u0301ng Vie\u0323\u0302t", "\u00c5\u0301", "o\u0308\u0304", "\u0041\u0301\u0328",
     "x<|im_end|>\u0301", "e<|endoftext|>\u0301", "e\u0301<|im_start|>",
-    # scripts, emoji
-    "\u65e5\u672c\u8a9e", "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",
+    # scripts, emoji; letters and digits of Unicode 15.0-16.0, which HF's regex engine knows
+    "a\U00031350b", "a\U0002ebf0", "x\U0001e4f0\U0001e4f1\U0001e4f2\U0001e4f3y", "\U00010d4a\U00010d4b z",
+    " \U0001e5d0\U0001e5d1", "\u65e5\u672c\u8a9e", "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",
     "\u0645\u0631\u062d\u0628\u0627", "\u0939\u093f\u0928\u094d\u0926\u0940", "\U0001f44d\U0001f3fd ok",
     # whole words of the LLaMA 3 fixture (ignore_merges) and their neighbours
     " kaleidoscope", "kaleidoscope", " kaleidoscopes", "supercalifragilisticexpialidocious",

@@ -307,6 +307,10 @@ TEST_CASE("Unicode classes follow the Unicode character database") {
   CHECK(lora::unicode_is_letter(0x01C5));    // ǅ, titlecase (Lt)
   CHECK(lora::unicode_is_letter(0x02B0));    // ʰ, modifier letter (Lm)
   CHECK(lora::unicode_is_letter(0x2070E));   // CJK extension B
+  CHECK(lora::unicode_is_letter(0x31350));   // CJK extension H (Unicode 15.0)
+  CHECK(lora::unicode_is_letter(0x10D4A));   // Garay (Unicode 16.0), as HF tokenizers' Oniguruma has it
+  CHECK_FALSE(lora::unicode_is_letter(0x323B0));  // CJK extension J (Unicode 17.0): not yet there
+  CHECK(lora::unicode_is_number(0x1E4F0));   // Nag Mundari digit zero (Unicode 15.0)
   CHECK_FALSE(lora::unicode_is_letter(0x0301));  // combining acute accent (Mn)
   CHECK_FALSE(lora::unicode_is_letter('1'));
   CHECK(lora::unicode_is_number(0x0661));    // Arabic-Indic one (Nd)
