@@ -19,6 +19,9 @@
 //          no LM loss: prompt length 0; the label is the target). Fields (DatasetOptions) default to
 //          the GLUE tasks' names found in the first record; string labels map through label_names.
 //          Pairs longer than max_length lose tokens from the longer text first (HF's longest_first).
+//   [bos]  e2e and jsonl examples begin with the tokenizer's BOS where HF's tokenizer(text) puts one
+//          (Tokenizer::bos_id: LLaMA 3's <|begin_of_text|>), counted in the prompt (no loss), so that
+//          the prompt's ids are tokenizer(prompt)'s; GPT-2, Qwen2 and SentencePiece models have none.
 // Blank lines are skipped. A malformed line (no "||", bad JSON, missing or non-string field, empty
 // completion) is an error naming the file and the 1-based line. Examples longer than max_length are
 // cut to their first max_length tokens (the prompt is kept whole, the completion loses its tail, EOS

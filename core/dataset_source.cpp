@@ -15,8 +15,8 @@ namespace lora {
 
 namespace {
 
-const char* E2E_TEMPLATE = "e2e-v1: encode(mr) [eos] | encode(' ' + text) [eos]";
-const char* JSONL_TEMPLATE = "jsonl-v1: encode(prompt) | encode(completion) [eos]; encode(text) [eos]";
+const char* E2E_TEMPLATE = "e2e-v1: [bos] encode(mr) [eos] | encode(' ' + text) [eos]";
+const char* JSONL_TEMPLATE = "jsonl-v1: [bos] encode(prompt) | encode(completion) [eos]; [bos] encode(text) [eos]";
 const char* GLUE_TEMPLATE = "glue-v1: <s> encode(a) </s> [</s> encode(b) </s>], longest_first truncation";
 
 // One line of a source, before tokenization.
@@ -261,18 +261,18 @@ DatasetTables dataset_tokenize(const std::string& source_path, const std::string
                      " lines, all blank)",
                  "check that data.train / data.eval point at the right file");
 
-  const int32_t eos = tok.eos_id();
+  const int32_t eos = tok.eos_id(), bos = tok.bos_id();
   DatasetTables t;
   t.offsets.push_back(0);
   int64_t n_truncated = 0, n_dropped = 0, first_dropped_line = 0;
   for (const SourceExample& ex : examples) {
     std::vector<int32_t> ids;
-    if (fmt == "e2e") {
-      ids = encode_at(tok, ex.prompt, source_path, ex.line);
-      ids.push_back(eos);
-    } else if (!ex.prompt.empty()) {
-      ids = encode_at(tok, ex.prompt, source_path, ex.line);
+    if (bos >= 0) ids.push_back(bos);  // as HF's tokenizer(prompt) begins; no loss
+    if (fmt == "e2e" || !ex.prompt.empty()) {
+      std::vector<int32_t> prompt = encode_at(tok, ex.prompt, source_path, ex.line);
+      ids.insert(ids.end(), prompt.begin(), prompt.end());
     }
+    if (fmt == "e2e") ids.push_back(eos);
     int64_t prompt_length = int64_t(ids.size());
     std::vector<int32_t> completion =
         encode_at(tok, fmt == "e2e" ? " " + ex.completion : ex.completion, source_path, ex.line);

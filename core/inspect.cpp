@@ -237,7 +237,8 @@ ojson inspect_model(const std::string& dir) {
   if (!tok_files.empty()) {
     try {
       auto tok = tokenizer_load(dir);
-      j["tokenizer"] = {{"kind", tok->kind()}, {"vocab_size", tok->vocab_size()}, {"eos_id", tok->eos_id()}};
+      j["tokenizer"] = {{"kind", tok->kind()}, {"vocab_size", tok->vocab_size()}, {"eos_id", tok->eos_id()},
+                        {"bos_id", tok->bos_id()}};  // bos_id -1: none put before examples
     } catch (const Error& e) {
       j["tokenizer_error"] = e.what();
     }

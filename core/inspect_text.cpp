@@ -111,7 +111,8 @@ std::string model_text(const ojson& j) {
   std::string tok = join(j["tokenizer_files"], ", ");
   if (j.contains("tokenizer"))
     tok = str(j["tokenizer"]["kind"]) + ", " + str(j["tokenizer"]["vocab_size"]) + " tokens, eos " +
-          str(j["tokenizer"]["eos_id"]) + " (" + tok + ")";
+          str(j["tokenizer"]["eos_id"]) +
+          (j["tokenizer"].value("bos_id", -1) >= 0 ? ", bos " + str(j["tokenizer"]["bos_id"]) : "") + " (" + tok + ")";
   else if (j.contains("tokenizer_error"))
     tok = "cannot be loaded: " + str(j["tokenizer_error"]) + " (" + tok + ")";
   else

@@ -1,16 +1,21 @@
-// GPT-2 byte-level BPE (Radford et al., 2019; openai/gpt-2 src/encoder.py, as HF `tokenizers` runs it):
-// also RoBERTa's. Text is split at added/special tokens, each piece is split into words by the GPT-2
-// pattern (bpe_split_words), each word's UTF-8 bytes start as single-byte tokens and are merged by merge
-// rank, lowest first. Token strings in the files spell bytes through GPT-2's byte-to-unicode table.
-// This file: the UTF-8 and byte tables, the pre-tokenizer and encode/decode. Reading the files and
-// building the tables: core/tokenizer_bpe_load.cpp; what the two share: core/tokenizer_bpe.h.
-// Contract: ids equal HF `tokenizers`' for the same files; decode(encode(s)) == s for any byte string;
-// encode is thread-safe (the word cache has a mutex).
+// Byte-level BPE (Radford et al., 2019; openai/gpt-2 src/encoder.py), as HF `tokenizers` runs it: GPT-2's
+// and RoBERTa's, Qwen2's and LLaMA 3's. As tokenizers' AddedVocabulary::extract_and_normalize does, text
+// is split at the added tokens matched in the raw text, each piece between is normalized (NFC for Qwen2)
+// and split at the added tokens matched in normalized text; each remaining piece is split into words by
+// the layout's pattern (core/tokenizer_bpe_split.cpp), and each word's UTF-8 bytes start as single-byte
+// tokens and are merged by merge rank, lowest first (LLaMA 3's ignore_merges first takes a word that is
+// itself in the vocabulary whole). Token strings in the files spell bytes through GPT-2's
+// byte-to-unicode table. This file: the UTF-8 and byte tables and encode/decode. Reading the files and
+// building the tables: core/tokenizer_bpe_load.cpp; what they share: core/tokenizer_bpe.h.
+// Contract: ids equal HF `tokenizers`' for the same files (without the post-processor's BOS, which is
+// bos_id()); decode(encode(s)) == s for any byte string without a normalizer, == NFC(s) with NFC; encode
+// is thread-safe (the word cache has a mutex).
 #include <cstdio>
 #include <functional>
 #include <mutex>
 #include <queue>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -92,72 +97,6 @@ bool vocab_string_to_bytes(const std::string& token, std::string& bytes) {
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------------
-// The GPT-2 pre-tokenizer, by hand on code points. The pattern, tried in this order at each position:
-//   's|'t|'re|'ve|'m|'ll|'d | ?\p{L}+ | ?\p{N}+ | ?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
-
-enum CharClass : uint8_t { CHAR_CLASS_LETTER, CHAR_CLASS_NUMBER, CHAR_CLASS_SPACE, CHAR_CLASS_SYMBOL };
-
-CharClass char_class(uint32_t cp) {
-  if (cp == CP_INVALID) return CHAR_CLASS_SYMBOL;
-  if (unicode_is_letter(cp)) return CHAR_CLASS_LETTER;
-  if (unicode_is_number(cp)) return CHAR_CLASS_NUMBER;
-  if (unicode_is_space(cp)) return CHAR_CLASS_SPACE;
-  return CHAR_CLASS_SYMBOL;
-}
-
-// Length in code points of the contraction at cps[i] ("'s" ... "'d"), 0 if none. Case-sensitive,
-// as in the reference pattern: "'S" is not a contraction.
-size_t contraction_len(const std::vector<uint32_t>& cps, size_t i) {
-  size_t n = cps.size();
-  if (cps[i] != '\'' || i + 1 >= n) return 0;
-  uint32_t a = cps[i + 1];
-  if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
-  if (i + 2 >= n) return 0;
-  uint32_t b = cps[i + 2];
-  if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
-  return 0;
-}
-
-// Appends the words of text[begin, end) as absolute byte ranges.
-void split_words_into(const std::string& text, size_t begin, size_t end,
-                      std::vector<std::pair<size_t, size_t>>& words) {
-  std::vector<uint32_t> cps;
-  std::vector<CharClass> cls;
-  std::vector<size_t> offs;  // byte offset of each code point, plus end
-  for (size_t pos = begin; pos < end;) {
-    offs.push_back(pos);
-    uint32_t cp = utf8_next(text.data(), end, pos);
-    cps.push_back(cp);
-    cls.push_back(char_class(cp));
-  }
-  offs.push_back(end);
-  size_t n = cps.size();
-  size_t i = 0;
-  while (i < n) {
-    size_t j = contraction_len(cps, i);
-    if (j > 0) {
-      j += i;
-    } else {
-      // " ?X+" for the three non-space classes: an optional leading U+0020, then a run of one class.
-      size_t start = (cps[i] == ' ' && i + 1 < n && cls[i + 1] != CHAR_CLASS_SPACE) ? i + 1 : i;
-      CharClass c = cls[start];
-      if (c != CHAR_CLASS_SPACE) {
-        j = start;
-        while (j < n && cls[j] == c) j++;
-      } else {
-        // A whitespace run: "\s+(?!\S)" keeps its last character for the next word when a non-space
-        // follows and the run is longer than one; otherwise "\s+" takes it all.
-        size_t k = i;
-        while (k < n && cls[k] == CHAR_CLASS_SPACE) k++;
-        j = (k < n && k - i >= 2) ? k - 1 : k;
-      }
-    }
-    words.emplace_back(offs[i], offs[j]);
-    i = j;
-  }
-}
-
 // Byte length of the whitespace character ending at text[end], 0 if none (for lstrip of added tokens).
 size_t space_len_before(const std::string& text, size_t lo, size_t end) {
   for (size_t len = 1; len <= 4 && len <= end - lo; len++) {
@@ -170,9 +109,9 @@ size_t space_len_before(const std::string& text, size_t lo, size_t end) {
   return 0;
 }
 
-size_t space_len_at(const std::string& text, size_t pos) {
+size_t space_len_at(const std::string& text, size_t pos, size_t end) {
   size_t next = pos;
-  uint32_t cp = utf8_next(text.data(), text.size(), next);
+  uint32_t cp = utf8_next(text.data(), end, next);
   return (cp != CP_INVALID && unicode_is_space(cp)) ? next - pos : 0;
 }
 
@@ -183,40 +122,65 @@ size_t space_len_at(const std::string& text, size_t pos) {
 
 std::vector<int32_t> BpeTokenizer::encode(const std::string& text) const {
   std::vector<int32_t> ids;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    // The leftmost added token, the longest one where several start at the same byte.
+  encode_added(text, 0, text.size(), false, ids);
+  return ids;
+}
+
+// Splits text[begin, end) at the added tokens of one pass (normalized: those matched in normalized text)
+// and encodes the pieces between: in the first pass they are normalized and go through the second, in
+// the second they are pre-tokenized. Matches are leftmost, the longest where several start at one byte.
+void BpeTokenizer::encode_added(const std::string& text, size_t begin, size_t end, bool normalized,
+                                std::vector<int32_t>& ids) const {
+  auto encode_between = [&](size_t from, size_t to) {
+    if (from >= to) return;
+    if (normalized) {
+      encode_piece(text, from, to, ids);
+    } else if (nfc) {
+      std::string norm = unicode_nfc(text.substr(from, to - from));
+      encode_added(norm, 0, norm.size(), true, ids);
+    } else {
+      encode_added(text, from, to, true, ids);
+    }
+  };
+  const std::string_view view = std::string_view(text).substr(0, end);
+  std::vector<size_t> next_at(added.size(), 0);  // each token's next occurrence at or after pos, or npos
+  std::vector<bool> searched(added.size(), false);
+  size_t pos = begin;
+  while (pos < end) {
     const AddedToken* hit = nullptr;
     size_t hit_at = std::string::npos;
-    for (const AddedToken& t : added) {
-      size_t at = text.find(t.content, pos);
-      bool longer = at == hit_at && at != std::string::npos && t.content.size() > hit->content.size();
+    for (size_t k = 0; k < added.size(); k++) {
+      const AddedToken& t = added[k];
+      if (t.normalized != normalized) continue;
+      if (!searched[k] || next_at[k] < pos) {
+        next_at[k] = view.find(t.match, pos);
+        searched[k] = true;
+      }
+      size_t at = next_at[k];
+      bool longer = at == hit_at && at != std::string::npos && t.match.size() > hit->match.size();
       if (at < hit_at || longer) {
         hit = &t;
         hit_at = at;
       }
     }
-    if (!hit) {
-      encode_piece(text, pos, text.size(), ids);
-      break;
-    }
+    if (!hit) break;
     size_t piece_end = hit_at;
-    size_t next = hit_at + hit->content.size();
+    size_t next = hit_at + hit->match.size();
     if (hit->lstrip) {
       while (size_t len = space_len_before(text, pos, piece_end)) piece_end -= len;
     }
     if (hit->rstrip) {
-      while (next < text.size()) {
-        size_t len = space_len_at(text, next);
+      while (next < end) {
+        size_t len = space_len_at(text, next, end);
         if (len == 0) break;
         next += len;
       }
     }
-    encode_piece(text, pos, piece_end, ids);
+    encode_between(pos, piece_end);
     ids.push_back(hit->id);
     pos = next;
   }
-  return ids;
+  encode_between(pos, end);
 }
 
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
@@ -245,6 +209,12 @@ std::string BpeTokenizer::token_text(int32_t id) const {
   return out;
 }
 
+std::string BpeTokenizer::kind() const {
+  static const char* names[] = {"gpt2-bpe", "qwen2-bpe", "llama3-bpe"};
+  bool nfc_usual = split == BPE_SPLIT_QWEN2;  // Qwen2's layout normalizes; GPT-2's and LLaMA 3's do not
+  return std::string(names[split]) + (nfc == nfc_usual ? "" : nfc ? " with NFC" : " without NFC");
+}
+
 size_t BpeTokenizer::checked(int32_t id) const {
   if (id < 0 || id >= vocab_size() || !id_present[id]) {
     fail_runtime("token id " + std::to_string(id) + " is not in the vocabulary (" +
@@ -260,11 +230,11 @@ void BpeTokenizer::encode_piece(const std::string& text, size_t begin, size_t en
   std::vector<std::pair<size_t, size_t>> words;
   if (add_prefix_space && text[begin] != ' ') {
     std::string spaced = " " + text.substr(begin, end - begin);
-    split_words_into(spaced, 0, spaced.size(), words);
+    split_words_into(spaced, 0, spaced.size(), split, words);
     for (auto& w : words) encode_word(spaced.data() + w.first, w.second - w.first, ids);
     return;
   }
-  split_words_into(text, begin, end, words);
+  split_words_into(text, begin, end, split, words);
   for (auto& w : words) encode_word(text.data() + w.first, w.second - w.first, ids);
 }
 
@@ -309,6 +279,13 @@ std::vector<int32_t> BpeTokenizer::bpe_merge(const char* p, size_t len) const {
 
 void BpeTokenizer::encode_word(const char* p, size_t len, std::vector<int32_t>& ids) const {
   std::string key(p, len);
+  if (ignore_merges) {
+    auto whole = vocab_ids.find(key);
+    if (whole != vocab_ids.end()) {
+      ids.push_back(whole->second);
+      return;
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = cache.find(key);
@@ -326,11 +303,4 @@ void BpeTokenizer::encode_word(const char* p, size_t len, std::vector<int32_t>& 
 }
 
 }  // namespace bpe
-
-std::vector<std::pair<size_t, size_t>> bpe_split_words(const std::string& text) {
-  std::vector<std::pair<size_t, size_t>> words;
-  bpe::split_words_into(text, 0, text.size(), words);
-  return words;
-}
-
 }  // namespace lora

@@ -1,7 +1,7 @@
-// Internal to the GPT-2 byte-level BPE tokenizer: what core/tokenizer_bpe.cpp (the UTF-8 and byte
-// tables, the pre-tokenizer, encode/decode) shares with core/tokenizer_bpe_load.cpp (reading the
-// vocabulary, merges and added-token files and building the tables below). Not part of the public
-// interface, which is core/tokenizer.h.
+// Internal to the byte-level BPE tokenizer: what core/tokenizer_bpe.cpp (the UTF-8 and byte tables,
+// encode/decode) and core/tokenizer_bpe_split.cpp (the pre-tokenizers) share with
+// core/tokenizer_bpe_load.cpp (reading the vocabulary, merges and added-token files and building the
+// tables below). Not part of the public interface, which is core/tokenizer.h.
 #pragma once
 #include <cstdint>
 #include <mutex>
@@ -30,14 +30,20 @@ struct ByteMap {
 
 const ByteMap& byte_map();
 
+// Appends the words of text[begin, end) as absolute byte ranges (core/tokenizer_bpe_split.cpp).
+void split_words_into(const std::string& text, size_t begin, size_t end, BpeSplit split,
+                      std::vector<std::pair<size_t, size_t>>& words);
+
 // The raw bytes a vocabulary string spells; false if it holds a character outside the byte table.
 bool vocab_string_to_bytes(const std::string& token, std::string& bytes);
 
 struct AddedToken {
   std::string content;
   int32_t id;
-  bool lstrip = false;  // absorbs whitespace on its left (RoBERTa's <mask>)
-  bool rstrip = false;  // absorbs whitespace on its right
+  bool lstrip = false;      // absorbs whitespace on its left (RoBERTa's <mask>)
+  bool rstrip = false;      // absorbs whitespace on its right
+  bool normalized = false;  // matched in the normalized text, after the others (tokenizer.json's flag)
+  std::string match;        // what is looked for in text: content, normalized where `normalized` is set
 };
 
 struct Merge {
@@ -58,16 +64,24 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<uint64_t, Merge> merges;
   std::vector<AddedToken> added;      // matched in text before pre-tokenization
   bool add_prefix_space = false;      // tokenizer.json ByteLevel option: a space before each piece
+  bool nfc = false;                   // tokenizer.json normalizer NFC (Qwen2)
+  BpeSplit split = BPE_SPLIT_GPT2;    // the pre-tokenizer's pattern
+  // tokenizer.json model.ignore_merges (LLaMA 3): a word that is itself in the vocabulary is that one
+  // token, whatever the merges would make of it (HF `tokenizers` models/bpe/model.rs).
+  bool ignore_merges = false;
+  std::unordered_map<std::string, int32_t> vocab_ids;  // bytes -> id of the vocabulary's tokens, for it
   int32_t eos = -1;
+  int32_t bos = -1;                   // from the post_processor: put before every example
   std::string hash_hex;
 
   std::vector<int32_t> encode(const std::string& text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   std::string token_text(int32_t id) const override;
   int32_t eos_id() const override { return eos; }
+  int32_t bos_id() const override { return bos; }
   int vocab_size() const override { return static_cast<int>(id_bytes.size()); }
   std::string fingerprint() const override { return hash_hex; }
-  std::string kind() const override { return "gpt2-bpe"; }
+  std::string kind() const override;
 
  private:
   static constexpr size_t CACHE_MAX_WORDS = 1 << 16;    // cleared when full: bounded memory
@@ -76,6 +90,8 @@ class BpeTokenizer : public Tokenizer {
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
   size_t checked(int32_t id) const;
+  void encode_added(const std::string& text, size_t begin, size_t end, bool normalized,
+                    std::vector<int32_t>& ids) const;
   void encode_piece(const std::string& text, size_t begin, size_t end, std::vector<int32_t>& ids) const;
   std::vector<int32_t> bpe_merge(const char* p, size_t len) const;
   void encode_word(const char* p, size_t len, std::vector<int32_t>& ids) const;

@@ -1,8 +1,15 @@
-// Loading the GPT-2 byte-level BPE tokenizer (core/tokenizer_bpe.cpp runs it): reads vocab.json +
-// merges.txt (HF), encoder.json + vocab.bpe (OpenAI) or tokenizer.json, then the added and special tokens
-// of tokenizer.json, added_tokens.json and special_tokens_map.json, checks that they agree and builds the
-// BpeTokenizer tables and fingerprint. Contract: malformed or mismatched files raise lora::Error naming
-// the file (and line where one can be found) with a hint on how to fix them.
+// Loading the byte-level BPE tokenizer (core/tokenizer_bpe.cpp runs it): reads vocab.json + merges.txt
+// (HF), encoder.json + vocab.bpe (OpenAI) or tokenizer.json, then tokenizer.json's layout (normalizer,
+// pre-tokenizer, model options, post-processor) and the added and special tokens of tokenizer.json,
+// added_tokens.json, special_tokens_map.json and tokenizer_config.json, checks that they agree and builds
+// the BpeTokenizer tables and fingerprint. The layouts read, anything else refused with a message:
+//   GPT-2, RoBERTa  no normalizer; ByteLevel with its own regex
+//   Qwen2           NFC; Sequence[Split(Qwen2's pattern, Isolated), ByteLevel(use_regex false)]
+//   LLaMA 3         no normalizer; the same with \p{N}{1,3}; model.ignore_merges; a TemplateProcessing
+//                   post-processor "<|begin_of_text|> $A" (in a Sequence after ByteLevel)
+// (NFC with the other patterns, or none with Qwen2's, is read too.) The BOS is the post-processor's.
+// Contract: malformed, mismatched or unsupported files raise lora::Error naming the file (and line or
+// part where one can be found) with a hint on how to fix them.
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -94,8 +101,14 @@ struct BpeSources {
   std::map<std::string, int32_t> vocab;  // vocabulary string -> id
   std::vector<MergeLine> merges;         // in rank order
   std::vector<AddedToken> added;
-  std::string eos_name;                  // from special_tokens_map.json, if it names one
+  std::string eos_name;                  // from special_tokens_map.json, else tokenizer_config.json
   bool add_prefix_space = false;
+  bool nfc = false;
+  BpeSplit split = BPE_SPLIT_GPT2;
+  bool ignore_merges = false;
+  std::string bos_name;                  // the post-processor's token before every text; empty: none
+  int32_t bos_id = -1;                   // its id, as the post-processor gives it
+  std::string bos_where;                 // the file and part that name it: for messages
 };
 
 const char* VOCAB_HINT =
@@ -152,28 +165,156 @@ void merges_read(const std::string& path, const std::string& raw, BpeSources& sr
   }
 }
 
-// tokenizer.json: the model (when no vocab/merges files), its added tokens and pre-tokenizer options.
+// ---------------------------------------------------------------------------------------------------
+// tokenizer.json's layout
+
+// The split patterns, exactly as transformers' Qwen2Tokenizer (models/qwen2/tokenization_qwen2.py) and
+// Meta's LLaMA 3 tokenizer.json write them; core/tokenizer_bpe_split.cpp matches them by hand.
+const char* QWEN2_PATTERN =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* LLAMA3_PATTERN =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+const char* LAYOUT_HINT =
+    "lora reads byte-level BPE tokenizers in GPT-2's, RoBERTa's, Qwen2's and LLaMA 3's layouts, as their "
+    "releases ship them; for SentencePiece models provide tokenizer.model";
+
+// A JSON value for a message, cut to a readable length.
+std::string brief(const json& j) {
+  std::string s = j.dump();
+  return s.size() <= 300 ? s : s.substr(0, 300) + "...";
+}
+
+std::string type_of(const json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
+}
+
+// An optional boolean option; anything but true, false or null is an error.
+bool bool_of(const json& j, const char* key, bool fallback, const std::string& where) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) {
+    fail_runtime(where + ": " + key + " must be true or false, found " + brief(j[key]), LAYOUT_HINT);
+  }
+  return j[key].get<bool>();
+}
+
+void normalizer_read(const json& norm, const std::string& where, BpeSources& src) {
+  if (norm.is_null()) return;
+  if (type_of(norm) == "NFC") {
+    src.nfc = true;
+    return;
+  }
+  fail_usage(where + ": unsupported normalizer " + brief(norm) +
+                 ": lora supports none (GPT-2, RoBERTa, LLaMA 3) or {\"type\": \"NFC\"} (Qwen2)",
+             LAYOUT_HINT);
+}
+
+void pre_tokenizer_read(const json& pre, const std::string& where, BpeSources& src) {
+  if (type_of(pre) == "ByteLevel" && bool_of(pre, "use_regex", true, where)) {  // GPT-2's own regex
+    src.add_prefix_space = bool_of(pre, "add_prefix_space", false, where);
+    return;
+  }
+  const json& list = type_of(pre) == "Sequence" && pre.contains("pretokenizers") ? pre["pretokenizers"] : json();
+  if (list.is_array() && list.size() == 2 && type_of(list[0]) == "Split" && type_of(list[1]) == "ByteLevel" &&
+      !bool_of(list[1], "use_regex", true, where)) {
+    const json& split = list[0];
+    const json& pattern = split.contains("pattern") ? split["pattern"] : json();
+    std::string regex = pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()
+                            ? pattern["Regex"].get<std::string>()
+                            : "";
+    if (regex == QWEN2_PATTERN) {
+      src.split = BPE_SPLIT_QWEN2;
+    } else if (regex == LLAMA3_PATTERN) {
+      src.split = BPE_SPLIT_LLAMA3;
+    } else {
+      fail_usage(where + ": unsupported Split pattern " + brief(pattern) +
+                     ": lora matches exactly two, Qwen2's {\"Regex\": " + json(QWEN2_PATTERN).dump() +
+                     "} and LLaMA 3's, the same with \\p{N}{1,3} in place of \\p{N}",
+                 LAYOUT_HINT);
+    }
+    if (!split.contains("behavior") || split["behavior"] != "Isolated" || bool_of(split, "invert", false, where)) {
+      fail_usage(where + ": the Split must have \"behavior\": \"Isolated\" and \"invert\": false, found " +
+                     brief(split),
+                 LAYOUT_HINT);
+    }
+    if (bool_of(list[1], "add_prefix_space", false, where)) {
+      fail_usage(where + ": ByteLevel after Split with \"add_prefix_space\": true (a space before every word) "
+                     "is not supported; Qwen2's and LLaMA 3's releases have false",
+                 LAYOUT_HINT);
+    }
+    return;
+  }
+  fail_usage(where + ": unsupported pre_tokenizer " + brief(pre) +
+                 ": lora supports ByteLevel with its own regex (GPT-2, RoBERTa) and Sequence[Split(Qwen2's or "
+                 "LLaMA 3's pattern, Isolated), ByteLevel(use_regex false)] (Qwen2, LLaMA 3)",
+             LAYOUT_HINT);
+}
+
+// The post-processor: only the token it puts before a single text matters (a BOS); ByteLevel changes
+// offsets, not ids, and RoBERTa's <s> A </s> is laid out by the GLUE template itself.
+void post_processor_read(const json& post, const std::string& where, BpeSources& src) {
+  std::string type = type_of(post);
+  if (post.is_null() || type == "ByteLevel" || type == "RobertaProcessing") return;
+  if (type == "Sequence" && post.contains("processors") && post["processors"].is_array()) {
+    for (size_t k = 0; k < post["processors"].size(); k++) {
+      post_processor_read(post["processors"][k], where + ".processors[" + std::to_string(k) + "]", src);
+    }
+    return;
+  }
+  const std::string supported =
+      ": lora supports none, ByteLevel, RobertaProcessing, and TemplateProcessing whose single template is "
+      "$A or one special token then $A (LLaMA 3's \"<|begin_of_text|> $A\"), alone or in a Sequence";
+  if (type != "TemplateProcessing") {
+    fail_usage(where + ": unsupported post_processor " + brief(post) + supported, LAYOUT_HINT);
+  }
+  const json& single = post.contains("single") ? post["single"] : json();
+  auto is_text = [](const json& piece) {
+    return piece.is_object() && piece.contains("Sequence") && piece["Sequence"].is_object() &&
+           piece["Sequence"].contains("id") && piece["Sequence"]["id"] == "A";
+  };
+  if (single.is_array() && single.size() == 1 && is_text(single[0])) return;
+  bool bos_first = single.is_array() && single.size() == 2 && is_text(single[1]) && single[0].is_object() &&
+                   single[0].contains("SpecialToken") && single[0]["SpecialToken"].is_object() &&
+                   single[0]["SpecialToken"].contains("id") && single[0]["SpecialToken"]["id"].is_string();
+  if (!bos_first) {
+    fail_usage(where + ": unsupported TemplateProcessing, single template " + brief(single) + supported,
+               LAYOUT_HINT);
+  }
+  if (!src.bos_name.empty()) {
+    fail_usage(where + ": a second TemplateProcessing puts another token before the text" + supported,
+               LAYOUT_HINT);
+  }
+  std::string name = single[0]["SpecialToken"]["id"].get<std::string>();
+  std::string entry_where = where + " special_tokens[" + json(name).dump() + "]";
+  const json& specials = post.contains("special_tokens") ? post["special_tokens"] : json();
+  const json& entry = specials.is_object() && specials.contains(name) ? specials[name] : json();
+  const json& ids = entry.is_object() && entry.contains("ids") ? entry["ids"] : json();
+  if (!ids.is_array() || ids.size() != 1) {
+    fail_runtime(entry_where + ": expected {\"ids\": [one id], ...} for the token before the text, found " +
+                     brief(entry),
+                 "tokenizer.json is HF `tokenizers`' format; re-save it with save_pretrained");
+  }
+  src.bos_name = name;
+  src.bos_id = json_id(ids[0], entry_where + ".ids[0]", LAYOUT_HINT, INT32_MAX);
+  src.bos_where = entry_where;
+}
+
+// tokenizer.json: the model (when no vocab/merges files), its added tokens and its layout.
 void tokenizer_json_read(const std::string& path, bool want_model, BpeSources& src) {
   std::string raw = tokenizer_file_read(path);
   const std::string hint = "tokenizer.json is HF `tokenizers`' format; re-save it with save_pretrained";
   json doc = json_parse_file(path, raw, hint);
   json_require_object(doc, path, hint);
 
-  // Only the GPT-2 setup is implemented: no normalizer, a ByteLevel pre-tokenizer with the GPT-2 pattern.
-  const json& norm = doc.contains("normalizer") ? doc["normalizer"] : json();
-  const json& pre = doc.contains("pre_tokenizer") ? doc["pre_tokenizer"] : json();
-  bool byte_level = pre.is_object() && pre.value("type", "") == "ByteLevel" && pre.value("use_regex", true);
-  if (!norm.is_null() || !byte_level) {
-    fail_usage(path + ": unsupported tokenizer: expected no normalizer and a ByteLevel pre-tokenizer (GPT-2, "
-                   "RoBERTa), found normalizer " + norm.dump() + " and pre_tokenizer " + pre.dump(),
-               "byte-level BPE models other than GPT-2's layout are not supported; for SentencePiece "
-               "models provide tokenizer.model");
-  }
-  src.add_prefix_space = pre.value("add_prefix_space", false);
+  normalizer_read(doc.contains("normalizer") ? doc["normalizer"] : json(), path + " normalizer", src);
+  pre_tokenizer_read(doc.contains("pre_tokenizer") ? doc["pre_tokenizer"] : json(), path + " pre_tokenizer", src);
+  post_processor_read(doc.contains("post_processor") ? doc["post_processor"] : json(), path + " post_processor",
+                      src);
+  const json& model = doc.contains("model") ? doc["model"] : json();
+  src.ignore_merges = bool_of(model, "ignore_merges", false, path + " model");
 
   if (want_model) {
-    const json& model = doc.contains("model") ? doc["model"] : json();
-    if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab") ||
+    if (!model.is_object() || (model.contains("type") && model["type"] != "BPE") || !model.contains("vocab") ||
         !model.contains("merges") || !model["merges"].is_array()) {
       fail_usage(path + ": expected model.type \"BPE\" with model.vocab and a model.merges list", hint);
     }
@@ -213,10 +354,51 @@ void tokenizer_json_read(const std::string& path, bool want_model, BpeSources& s
       AddedToken a;
       a.content = t["content"].get<std::string>();
       a.id = json_id(t["id"], where, hint, INT32_MAX);
-      a.lstrip = t.value("lstrip", false);
-      a.rstrip = t.value("rstrip", false);
+      a.lstrip = bool_of(t, "lstrip", false, where);
+      a.rstrip = bool_of(t, "rstrip", false, where);
+      a.normalized = bool_of(t, "normalized", false, where);
       src.added.push_back(a);
     }
+  }
+}
+
+// A special token named in special_tokens_map.json or tokenizer_config.json: a string or {"content": ...};
+// false for null. Its id is resolved against the vocabulary and added tokens later.
+bool special_token_read(const json& v, const std::string& where, const std::string& hint, AddedToken& a) {
+  if (v.is_null()) return false;
+  if (v.is_string()) {
+    a.content = v.get<std::string>();
+  } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    a.content = v["content"].get<std::string>();
+    a.lstrip = bool_of(v, "lstrip", false, where);
+    a.rstrip = bool_of(v, "rstrip", false, where);
+  } else {
+    fail_runtime(where + ": expected a token string or {\"content\": ...}, found " + v.dump(), hint);
+  }
+  a.id = -1;
+  return !a.content.empty();
+}
+
+// tokenizer_config.json (transformers): its bos_token and eos_token are special tokens (transformers adds
+// them where tokenizer.json lacks them), and eos_token is the end of text where special_tokens_map.json
+// names none. Its add_bos_token is not read: transformers 5 takes the BOS from tokenizer.json's
+// post_processor alone (checked: 5.23 gives the same ids with add_bos_token true, false or absent).
+void tokenizer_config_read(const std::string& dir, BpeSources& src) {
+  std::string path = dir + "/tokenizer_config.json";
+  if (!file_exists(path)) return;
+  std::string raw = tokenizer_file_read(path);
+  const std::string hint = "tokenizer_config.json is transformers' tokenizer settings; re-save it with "
+                           "save_pretrained";
+  json doc = json_parse_file(path, raw, hint);
+  json_require_object(doc, path, hint);
+  AddedToken eos;
+  if (doc.contains("eos_token") && special_token_read(doc["eos_token"], path + ": eos_token", hint, eos)) {
+    src.added.push_back(eos);
+    if (src.eos_name.empty()) src.eos_name = eos.content;
+  }
+  AddedToken bos;
+  if (doc.contains("bos_token") && special_token_read(doc["bos_token"], path + ": bos_token", hint, bos)) {
+    src.added.push_back(bos);
   }
 }
 
@@ -249,18 +431,7 @@ void added_files_read(const std::string& dir, BpeSources& src) {
   json_require_object(doc, path, hint);
   auto add_special = [&](const json& v, const std::string& name) {
     AddedToken a;
-    if (v.is_string()) {
-      a.content = v.get<std::string>();
-    } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
-      a.content = v["content"].get<std::string>();
-      a.lstrip = v.value("lstrip", false);
-      a.rstrip = v.value("rstrip", false);
-    } else {
-      fail_runtime(path + ": " + name + ": expected a token string or {\"content\": ...}, found " + v.dump(),
-                   hint);
-    }
-    if (a.content.empty()) return;
-    a.id = -1;  // resolved against the vocabulary and added tokens later
+    if (!special_token_read(v, path + ": " + name, hint, a)) return;
     src.added.push_back(a);
     if (name == "eos_token") src.eos_name = a.content;
   };
@@ -287,6 +458,7 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
   }
   if (from_json || file_exists(json_path)) tokenizer_json_read(json_path, from_json, src);
   added_files_read(dir, src);
+  tokenizer_config_read(dir, src);
   const std::string vocab_name = from_json ? json_path : vocab_path;
 
   // Default special tokens when no file lists them: GPT-2's end of text, RoBERTa's five.
@@ -305,6 +477,9 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
 
   auto tok = std::make_unique<BpeTokenizer>();
   tok->add_prefix_space = src.add_prefix_space;
+  tok->nfc = src.nfc;
+  tok->split = src.split;
+  tok->ignore_merges = src.ignore_merges;
   int32_t size = 0;
   for (auto& kv : src.vocab) size = std::max(size, kv.second + 1);
 
@@ -323,9 +498,9 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     if (a.id < 0) {
       if (added_has(added, a.content)) continue;
       if (in_vocab == src.vocab.end()) {
-        fail_runtime(dir + "/special_tokens_map.json: special token " + json(a.content).dump() +
-                         " is neither in " + vocab_name + " nor an added token",
-                     "add it to added_tokens.json with its id, or remove it from special_tokens_map.json");
+        fail_runtime(dir + "/special_tokens_map.json or tokenizer_config.json: special token " +
+                         json(a.content).dump() + " is neither in " + vocab_name + " nor an added token",
+                     "add it to added_tokens.json with its id, or remove it from the file that names it");
       }
       a.id = in_vocab->second;
     }
@@ -367,11 +542,14 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     h = tokenizer_hash(std::to_string(id) + "\t" + name + "\n", h);
   }
   h = tokenizer_hash("added\n", h);
-  for (const AddedToken& a : added) {
+  for (AddedToken& a : added) {
     tok->id_bytes[a.id] = a.content;
     tok->id_present[a.id] = true;
+    // Tokens matched in normalized text are looked for in their normalized form (tokenizers'
+    // AddedVocabulary normalizes them too). Without a normalizer the flag only orders the two passes.
+    a.match = a.normalized && src.nfc ? unicode_nfc(a.content) : a.content;
     h = tokenizer_hash(std::to_string(a.id) + "\t" + a.content + "\t" + (a.lstrip ? "l" : "") +
-                           (a.rstrip ? "r" : "") + "\n",
+                           (a.rstrip ? "r" : "") + (a.normalized && src.nfc ? "n" : "") + "\n",
                        h);
   }
   tok->added = added;
@@ -392,7 +570,13 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     tok->byte_id[b] = it->second;
   }
 
-  h = tokenizer_hash(std::string("merges\n") + (src.add_prefix_space ? "prefix-space\n" : ""), h);
+  // The layout's options; GPT-2's defaults add nothing, so its fingerprint is the one it always had.
+  std::string options = "merges\n";
+  if (src.add_prefix_space) options += "prefix-space\n";
+  if (src.split != BPE_SPLIT_GPT2) options += src.split == BPE_SPLIT_QWEN2 ? "split qwen2\n" : "split llama3\n";
+  if (src.nfc) options += "nfc\n";
+  if (src.ignore_merges) options += "ignore-merges\n";
+  h = tokenizer_hash(options, h);
   int32_t rank = 0;
   for (const MergeLine& m : src.merges) {
     auto left = src.vocab.find(m.left), right = src.vocab.find(m.right);
@@ -409,6 +593,23 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     // A repeated merge keeps its first (lowest) rank.
     tok->merges.emplace(pair_key(left->second, right->second), Merge{rank++, result->second});
     h = tokenizer_hash(m.left + " " + m.right + "\n", h);
+  }
+  if (src.ignore_merges) {
+    for (auto& kv : src.vocab) {
+      std::string bytes;
+      if (vocab_string_to_bytes(kv.first, bytes)) tok->vocab_ids.emplace(bytes, kv.second);
+    }
+  }
+
+  if (!src.bos_name.empty()) {
+    int32_t id = src.bos_id;
+    if (id >= size || !tok->id_present[id]) {
+      fail_runtime(src.bos_where + ": the token before every text, " + json(src.bos_name).dump() + " (id " +
+                       std::to_string(id) + "), is neither in " + vocab_name + " nor an added token",
+                   "the tokenizer files come from different models; use one model's files together");
+    }
+    tok->bos = id;
+    h = tokenizer_hash("bos " + std::to_string(id) + "\n", h);
   }
   tok->hash_hex = tokenizer_hash_hex(h);
 

@@ -1,7 +1,8 @@
 // SentencePiece (Kudo & Richardson, 2018) tokenizers of the LLaMA family: a thin wrapper around
 // libsentencepiece reading tokenizer.model. Control pieces (<s>, </s>) written in the text map to their
 // ids, as HF's LLaMA tokenizer does with its added tokens: the text is split at them and each piece is
-// encoded on its own. No BOS/EOS is added here; datasets add them.
+// encoded on its own. No BOS/EOS is added here; datasets add the EOS. bos_id() is -1: lora's templates
+// never put <s> first for these models (HF's LlamaTokenizer does by default; not followed here).
 // Contract: ids are SentencePiece's for the same model file; eos_id is the model's (-1 if it has none);
 // the fingerprint hashes the model file's bytes.
 #include <sentencepiece_processor.h>
@@ -68,6 +69,7 @@ class SpTokenizer : public Tokenizer {
 
   std::string token_text(int32_t id) const override { return sp.IdToPiece(checked(id)); }
   int32_t eos_id() const override { return sp.eos_id(); }
+  int32_t bos_id() const override { return -1; }
   int vocab_size() const override { return sp.GetPieceSize(); }
   std::string fingerprint() const override { return hash_hex; }
   std::string kind() const override { return "sentencepiece"; }

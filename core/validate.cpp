@@ -313,7 +313,8 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
     v.run("tokenizer", [&] {
       st.tok = session_tokenizer_load(r, st.model->config());
       return st.tok->kind() + " from " + session_tokenizer_dir(r) + ", " + std::to_string(st.tok->vocab_size()) +
-             " tokens, eos " + std::to_string(st.tok->eos_id());
+             " tokens, eos " + std::to_string(st.tok->eos_id()) +
+             (st.tok->bos_id() >= 0 ? ", bos " + std::to_string(st.tok->bos_id()) + " before every example" : "");
     });
   }
 

@@ -2,8 +2,9 @@
 # Pack a CMake build (with the CUDA backend) into a self-contained folder that runs on a GPU node with no
 # package manager: bin/ holds `lora` and the test binaries, lib/ every non-system shared library they
 # load (from ldd: yaml-cpp, hdf5, openblas, sentencepiece, cudart, cublas/cublasLt, libstdc++, libgcc_s
-# ...; never libc, ld-linux, libdl, libpthread, librt, libm or the driver's libcuda), tests.txt the test
-# names with their ctest labels, and gpu_run.sh to run them there.
+# ...; never libc, ld-linux, libdl, libpthread, librt, libm or the driver's libcuda; utf8proc is linked
+# statically and needs nothing), tests.txt the test names with their ctest labels, and gpu_run.sh to
+# run them there.
 #
 # Usage: scripts/gpu_bundle.sh [--without-cuda-libs] [--without-sanitizer] [BUILD_DIR [BUNDLE_DIR]]
 #        (defaults: build, gpu-bundle)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libyaml-cpp-dev libcli11-dev libsentencepiece-dev libhdf5-dev
-          doctest-dev nlohmann-json3-dev libopenblas-dev python3)
+          doctest-dev nlohmann-json3-dev libopenblas-dev libutf8proc-dev python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

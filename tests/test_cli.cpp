@@ -274,6 +274,72 @@ TEST_CASE("a LLaMA-family model with a SentencePiece tokenizer trains and evalua
   }
 }
 
+TEST_CASE("Qwen2 and LLaMA 3 tokenizer.json layouts: init, info, validate and train end to end") {
+  // The fixture tokenizers (tests/fixtures/tokenizer/qwen2, llama3: 1003 and 1015 ids) on tiny models with
+  // a vocabulary of 1024 rows, as real checkpoints pad theirs. LLaMA 3's <|begin_of_text|> (id 1004) goes
+  // before every example; Qwen2 puts none.
+  struct Case {
+    const char* tokenizer;
+    const char* model_type;
+    const char* kind;
+    int eos, bos;
+  };
+  for (const Case& c : {Case{"qwen2", "qwen2", "qwen2-bpe", 1000, -1}, Case{"llama3", "llama", "llama3-bpe", 1005, 1004}}) {
+    const std::string name = c.tokenizer;  // a std::string: doctest prints a const char* as an address
+    CAPTURE(name);
+    auto d = scratch_dir("cli-" + name);
+    write_text(d / "config.json",
+               std::string(R"({"model_type": ")") + c.model_type + R"(", "num_hidden_layers": 2, "hidden_size": 64,
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1024,
+                   "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+                   "tie_word_embeddings": false, "hidden_act": "silu", "eos_token_id": )" +
+                   std::to_string(c.eos) + "}");
+    const std::string tok = std::string(LORA_FIXTURES) + "/tokenizer/" + c.tokenizer;
+    CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
+                              " --tokenizer " + tok + " --seed 3");
+    INFO(init.out);
+    REQUIRE(init.code == 0);
+    CHECK(fs::exists(d / "model" / "tokenizer.json"));
+
+    std::string described = std::string(c.kind) + ", " + (c.bos < 0 ? "1003" : "1015") + " tokens, eos " +
+                            std::to_string(c.eos) + (c.bos < 0 ? "" : ", bos " + std::to_string(c.bos)) +
+                            " (tokenizer.json, tokenizer_config.json)";
+    CliResult info = lora_run("info " + (d / "model").string());
+    INFO(info.out);
+    CHECK(info.code == 0);
+    CHECK(contains(info.out, described));
+    CliResult info_json = lora_run("info " + (d / "model").string() + " --json");
+    CHECK(contains(info_json.out, "\"kind\": \"" + std::string(c.kind) + "\""));
+    CHECK(contains(info_json.out, "\"bos_id\": " + std::to_string(c.bos)));
+
+    fs::path rec = recipe(d, "", (d / "model").string());
+    CliResult v = lora_run("validate " + rec.string());
+    INFO(v.out);
+    CHECK(v.code == 0);
+    CHECK(contains(v.out, std::string(c.kind) + " from " + (d / "model").string()));
+    CHECK(contains(v.out, c.bos < 0 ? "eos " + std::to_string(c.eos) + "\n"
+                                    : ", bos " + std::to_string(c.bos) + " before every example"));
+
+    CliResult r = lora_run("train " + rec.string() + " --set lora.targets=[q,k,v,o,gate,up,down] --set train.max_steps=3");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(contains(r.out, "checkpoints/step-00000003"));
+    CHECK(fs::exists(d / "run" / "adapter_model.safetensors"));
+    // The tokenized examples begin with the BOS where the tokenizer has one.
+    std::string h5;
+    for (const auto& e : fs::directory_iterator(d / "cache"))
+      if (e.path().extension() == ".h5") h5 = e.path().string();
+    REQUIRE(!h5.empty());
+    lora::Dataset data = lora::Dataset::open(h5, 1024);
+    REQUIRE(data.size() == 2);
+    auto first = lora::tokenizer_load(tok)->encode("name : The Eagle | Type : pub");
+    if (c.bos >= 0) first.insert(first.begin(), c.bos);
+    for (size_t i = 0; i < first.size(); ++i) CHECK(data.tokens(0).begin()[i] == first[i]);
+    CHECK(data.prompt_length(0) == int32_t(first.size()) + 1);  // and the EOS after the meaning representation
+    fs::remove_all(d);
+  }
+}
+
 TEST_CASE("examples longer than the model's positions stop train, prepare and validate before any step") {
   auto d = scratch_dir("cli-positions");
   write_text(d / "config.json",

@@ -1,7 +1,8 @@
 // Datasets: source parsing and templates, line-numbered errors, truncation, the HDF5 cache (reuse,
 // invalidation, corrupt files, out-of-vocabulary ids), and batch streams (coverage, padding, targets,
-// determinism, resume). A fake tokenizer (one token per byte, EOS = 256) keeps these tests independent
-// of the real tokenizers.
+// determinism, resume). A fake tokenizer (one token per byte, EOS = 256, optionally a BOS) keeps these
+// tests independent of the real tokenizers; one test checks the BOS rule on the LLaMA 3 and Qwen2
+// fixture tokenizers against HF's ids.
 #include <doctest/doctest.h>
 #include <hdf5.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 #include <map>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "core/dataset.h"
 #include "core/error.h"
 
@@ -24,8 +27,8 @@ namespace {
 
 class ByteTokenizer : public Tokenizer {
  public:
-  explicit ByteTokenizer(std::string fingerprint = "bytes-v1", int32_t eos = 256)
-      : fingerprint_(std::move(fingerprint)), eos_(eos) {}
+  explicit ByteTokenizer(std::string fingerprint = "bytes-v1", int32_t eos = 256, int32_t bos = -1)
+      : fingerprint_(std::move(fingerprint)), eos_(eos), bos_(bos) {}
   std::vector<int32_t> encode(const std::string& text) const override {
     std::vector<int32_t> ids;
     for (unsigned char c : text) ids.push_back(c);
@@ -39,13 +42,14 @@ class ByteTokenizer : public Tokenizer {
   }
   std::string token_text(int32_t id) const override { return decode({id}); }
   int32_t eos_id() const override { return eos_; }
+  int32_t bos_id() const override { return bos_; }
   int vocab_size() const override { return 257; }
   std::string fingerprint() const override { return fingerprint_; }
   std::string kind() const override { return "bytes"; }
 
  private:
   std::string fingerprint_;
-  int32_t eos_;
+  int32_t eos_, bos_;
 };
 
 const int32_t EOS = 256;
@@ -183,6 +187,56 @@ TEST_CASE("jsonl: prompt/completion carries no loss on the prompt, text carries 
   CHECK(b.lengths.i32()[0] == 12);
   CHECK(b.lengths.i32()[1] == 4);
   CHECK(b.n_loss_tokens == 7 + 3);
+}
+
+TEST_CASE("a tokenizer's BOS begins every e2e and jsonl example and belongs to the prompt") {
+  const int32_t BOS = 255;  // a byte id stands in for LLaMA 3's <|begin_of_text|>
+  ByteTokenizer tok("bytes-bos", EOS, BOS);
+  std::string e2e = write_file("bos.txt", "name : A||A is good . \n");
+  DatasetInfo info;
+  Dataset d = Dataset::from_tables(dataset_tokenize(e2e, "auto", tok, 512, &info), info, 257);
+  CHECK(span_vec(d.tokens(0)) == concat(concat(concat({BOS}, ids_of("name : A")), {EOS}), concat(ids_of(" A is good ."), {EOS})));
+  CHECK(d.prompt_length(0) == 1 + 8 + 1);
+  CHECK(info.template_name.find("[bos]") != std::string::npos);
+
+  std::string jsonl = write_file("bos.jsonl", "{\"prompt\": \"Q\", \"completion\": \" A\"}\n{\"text\": \"ab\"}\n");
+  Dataset j = Dataset::from_tables(dataset_tokenize(jsonl, "auto", tok, 512, &info), info, 257);
+  CHECK(span_vec(j.tokens(0)) == std::vector<int32_t>{BOS, 'Q', ' ', 'A', EOS});
+  CHECK(j.prompt_length(0) == 2);
+  CHECK(span_vec(j.tokens(1)) == std::vector<int32_t>{BOS, 'a', 'b', EOS});
+  CHECK(j.prompt_length(1) == 1);
+  // Every token of a text example still carries loss: the BOS predicts the first one.
+  Batch b = batch_build(j, {1});
+  CHECK(b.targets.i32()[0] == 'a');
+  CHECK(b.n_loss_tokens == 3);
+
+  // Without a BOS nothing changes (ByteTokenizer() above and in the other tests).
+  CHECK(span_vec(Dataset::from_tables(dataset_tokenize(jsonl, "auto", ByteTokenizer(), 512, &info), info, 257)
+                     .tokens(1)) == std::vector<int32_t>{'a', 'b', EOS});
+}
+
+TEST_CASE("LLaMA 3 and Qwen2 tokenizers: an example's prompt is what HF's tokenizer(prompt) gives") {
+  using json = nlohmann::json;
+  const std::string prompt = "Hello, World! It's 2024.", completion = " 1234567 kaleidoscope";
+  std::string path = write_file("hf.jsonl", json({{"prompt", prompt}, {"completion", completion}}).dump() + "\n");
+  for (const char* name : {"llama3", "qwen2"}) {
+    CAPTURE(name);
+    const std::string dir = std::string(LORA_FIXTURES) + "/tokenizer/";
+    auto tok = tokenizer_load(dir + name);
+    std::ifstream in(dir + "reference_" + name + ".json");
+    json ref = json::parse(in);
+    std::vector<int32_t> hf_prompt;
+    for (const json& item : ref["strings"])
+      if (item["text"] == prompt) hf_prompt = item["ids"].get<std::vector<int32_t>>();
+    REQUIRE(!hf_prompt.empty());
+    CHECK((hf_prompt.front() == tok->bos_id()) == (std::string(name) == "llama3"));
+    DatasetInfo info;
+    Dataset d = Dataset::from_tables(dataset_tokenize(path, "jsonl", *tok, 512, &info), info, tok->vocab_size());
+    std::vector<int32_t> ids = span_vec(d.tokens(0));
+    REQUIRE(d.prompt_length(0) == int32_t(hf_prompt.size()));
+    CHECK(std::vector<int32_t>(ids.begin(), ids.begin() + d.prompt_length(0)) == hf_prompt);
+    CHECK(ids == concat(concat(hf_prompt, tok->encode(completion)), {tok->eos_id()}));
+  }
 }
 
 TEST_CASE("malformed lines name the file and the line") {

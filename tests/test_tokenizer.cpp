@@ -1,13 +1,15 @@
-// Tokenizer tests: ids against the reference implementations (HF `tokenizers`, the sentencepiece
-// package) stored by scripts/make_tokenizer_fixtures.py, round trips, and the errors malformed files give.
-// Runs anywhere on the fixtures and on a vocabulary the test writes itself; the GPT-2 checks need
-// ../shared/data and report themselves skipped without it.
+// Tokenizer tests: ids against the reference implementations (HF `tokenizers` and transformers, the
+// sentencepiece package) stored by scripts/make_tokenizer_fixtures.py, round trips, and the errors
+// malformed or unsupported files give. Runs anywhere on the fixtures (GPT-2-style, Qwen2 and LLaMA 3
+// layouts, SentencePiece) and on a vocabulary the test writes itself; the checks on the real GPT-2
+// vocabulary and the whole E2E dev set need ../shared/data and report themselves skipped without it.
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 
@@ -134,6 +136,40 @@ void check_reference_items(const Tokenizer& tok, const json& items, const std::s
   CHECK_MESSAGE(mismatches == 0, what << ": " << mismatches << " of " << items.size() << " texts differ");
 }
 
+// The layouts beyond GPT-2's: fixture directory, split pattern and kind.
+struct Layout {
+  const char* name;
+  lora::BpeSplit split;
+  const char* kind;
+};
+const Layout LAYOUTS[] = {{"qwen2", lora::BPE_SPLIT_QWEN2, "qwen2-bpe"}, {"llama3", lora::BPE_SPLIT_LLAMA3, "llama3-bpe"}};
+
+// What HF's tokenizer(text) gives: the BOS where the tokenizer puts one, then the ids of the text.
+std::vector<int32_t> hf_ids(const Tokenizer& tok, const std::string& text) {
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  std::vector<int32_t> rest = tok.encode(text);
+  ids.insert(ids.end(), rest.begin(), rest.end());
+  return ids;
+}
+
+std::vector<std::string> words_of(const std::string& text, lora::BpeSplit split) {
+  std::vector<std::string> words;
+  for (auto& w : lora::bpe_split_words(text, split)) words.push_back(text.substr(w.first, w.second - w.first));
+  return words;
+}
+
+// A copy of a fixture tokenizer (tokenizer.json and tokenizer_config.json) in dir, its tokenizer.json
+// edited by edit.
+void fixture_variant(const std::string& name, const TempDir& dir, const std::function<void(json&)>& edit) {
+  json doc = json::parse(file_read(FIXTURES + "/" + name + "/tokenizer.json"));
+  edit(doc);
+  file_write(dir / "tokenizer.json", doc.dump(1));
+  fs::copy_file(FIXTURES + "/" + name + "/tokenizer_config.json", dir / "tokenizer_config.json");
+}
+
+std::string shown(const std::string& text) { return json(text).dump(-1, ' ', false, json::error_handler_t::replace); }
+
 std::vector<std::string> e2e_lines(const std::string& path) {
   std::string data = file_read(path);
   std::vector<std::string> lines;
@@ -231,9 +267,12 @@ TEST_CASE("decode(encode(s)) == s for random bytes, invalid UTF-8 included") {
   TinyVocab(HELLO_MERGES).write(dir);
   auto tiny = lora::tokenizer_load(dir.path);
   auto fixture = lora::tokenizer_load(FIXTURES + "/tiny");
+  auto qwen2 = lora::tokenizer_load(FIXTURES + "/qwen2");
+  auto llama3 = lora::tokenizer_load(FIXTURES + "/llama3");
   std::mt19937 rng(1234);
   const std::string alphabet[] = {"a", "e", "l", "h", "o", " ", "  ", "\n", "\t", "'s", "'", "1", "é",
-                                  "日", "👍", "\xe2\x80", "\xff", "\x80", "<|endoftext|>", "!", "\u200d"};
+                                  "日", "👍", "\xe2\x80", "\xff", "\x80", "<|endoftext|>", "!", "\u200d",
+                                  "\r", "'S", "\u0301", "\u00c5", "<|begin_of_text|>", "<|im_end|>", "\u3000"};
   for (int trial = 0; trial < 500; trial++) {
     std::string s;
     int n = static_cast<int>(rng() % 40);
@@ -241,17 +280,23 @@ TEST_CASE("decode(encode(s)) == s for random bytes, invalid UTF-8 included") {
       if (rng() % 4 == 0) s += static_cast<char>(rng() % 256);
       else s += alphabet[rng() % (sizeof alphabet / sizeof alphabet[0])];
     }
-    std::string shown = json(s).dump(-1, ' ', false, json::error_handler_t::replace);
-    CHECK_MESSAGE(tiny->decode(tiny->encode(s)) == s, shown);
+    const std::string what = shown(s);
+    CHECK_MESSAGE(tiny->decode(tiny->encode(s)) == s, what);
     CHECK(fixture->decode(fixture->encode(s)) == s);
-    // Words cover the text exactly, in order.
-    size_t at = 0;
-    for (auto& w : lora::bpe_split_words(s)) {
-      CHECK(w.first == at);
-      CHECK(w.second > w.first);
-      at = w.second;
+    // Qwen2 normalizes the text between special tokens; NFC of the whole is the same here, as nothing in
+    // the alphabet composes with a special token's edge (U+0338 would, with '<' and '>').
+    CHECK_MESSAGE(qwen2->decode(qwen2->encode(s)) == lora::unicode_nfc(s), what);
+    CHECK_MESSAGE(llama3->decode(llama3->encode(s)) == s, what);
+    // Words cover the text exactly, in order, for every split pattern.
+    for (lora::BpeSplit split : {lora::BPE_SPLIT_GPT2, lora::BPE_SPLIT_QWEN2, lora::BPE_SPLIT_LLAMA3}) {
+      size_t at = 0;
+      for (auto& w : lora::bpe_split_words(s, split)) {
+        CHECK(w.first == at);
+        CHECK(w.second > w.first);
+        at = w.second;
+      }
+      CHECK(at == s.size());
     }
-    CHECK(at == s.size());
   }
 }
 
@@ -262,6 +307,10 @@ TEST_CASE("Unicode classes follow the Unicode character database") {
   CHECK(lora::unicode_is_letter(0x01C5));    // ǅ, titlecase (Lt)
   CHECK(lora::unicode_is_letter(0x02B0));    // ʰ, modifier letter (Lm)
   CHECK(lora::unicode_is_letter(0x2070E));   // CJK extension B
+  CHECK(lora::unicode_is_letter(0x31350));   // CJK extension H (Unicode 15.0)
+  CHECK(lora::unicode_is_letter(0x10D4A));   // Garay (Unicode 16.0), as HF tokenizers' Oniguruma has it
+  CHECK_FALSE(lora::unicode_is_letter(0x323B0));  // CJK extension J (Unicode 17.0): not yet there
+  CHECK(lora::unicode_is_number(0x1E4F0));   // Nag Mundari digit zero (Unicode 15.0)
   CHECK_FALSE(lora::unicode_is_letter(0x0301));  // combining acute accent (Mn)
   CHECK_FALSE(lora::unicode_is_letter('1'));
   CHECK(lora::unicode_is_number(0x0661));    // Arabic-Indic one (Nd)
@@ -478,4 +527,244 @@ TEST_CASE("missing and malformed tokenizer files give errors naming the file, li
     msg = error_of([&] { tok->token_text(tok->vocab_size()); });
     CHECK(contains(msg, "not in the vocabulary"));
   }
+}
+
+TEST_CASE("Qwen2 and LLaMA 3 layouts match HF transformers (fixtures): ids with BOS, decoded text, words") {
+  for (const Layout& layout : LAYOUTS) {
+    CAPTURE(layout.name);
+    json ref = json::parse(file_read(FIXTURES + "/reference_" + layout.name + ".json"));
+    auto tok = lora::tokenizer_load(FIXTURES + "/" + layout.name);
+    CHECK(tok->kind() == layout.kind);
+    CHECK(tok->vocab_size() == ref["vocab_size"].get<int>());
+    CHECK(tok->eos_id() == ref["eos_id"].get<int>());
+    CHECK(tok->bos_id() == ref["bos_id"].get<int>());
+    size_t n = 0, bad_ids = 0, bad_text = 0, bad_words = 0;
+    for (const json& item : ref["strings"]) {
+      std::string text = item["text"].get<std::string>();
+      std::vector<int32_t> ref_ids = ids_of(item["ids"]);
+      n++;
+      if (hf_ids(*tok, text) != ref_ids && bad_ids++ < 5) CHECK_MESSAGE(false, "ids differ for " << shown(text));
+      if (tok->decode(ref_ids) != item["decoded"].get<std::string>() && bad_text++ < 5) {
+        CHECK_MESSAGE(false, "decoded text differs for " << shown(text));
+      }
+      if (item.contains("words") && words_of(text, layout.split) != item["words"].get<std::vector<std::string>>() &&
+          bad_words++ < 5) {
+        CHECK_MESSAGE(false, "words differ for " << shown(text));
+      }
+    }
+    CHECK_MESSAGE(bad_ids + bad_text + bad_words == 0, bad_ids << " ids, " << bad_text << " decoded texts and "
+                                                               << bad_words << " word lists of " << n << " differ");
+    CHECK(n > 200);
+  }
+  // The two layouts, and GPT-2's, differ in their fingerprints.
+  CHECK(lora::tokenizer_load(FIXTURES + "/qwen2")->fingerprint() !=
+        lora::tokenizer_load(FIXTURES + "/llama3")->fingerprint());
+}
+
+TEST_CASE("each rule of the Qwen2 and LLaMA 3 layouts, by itself") {
+  using W = std::vector<std::string>;
+  const lora::BpeSplit Q = lora::BPE_SPLIT_QWEN2, L = lora::BPE_SPLIT_LLAMA3;
+  // Contractions in any case, U+017F folding to s; GPT-2's pattern is case-sensitive.
+  CHECK(words_of("IT'S", Q) == W{"IT", "'S"});
+  CHECK(words_of("We'Re", L) == W{"We", "'Re"});
+  CHECK(words_of("SHE'LL", Q) == W{"SHE", "'LL"});
+  CHECK(words_of("it'\u017ft", Q) == W{"it", "'\u017f", "t"});
+  CHECK(words_of("IT'S", lora::BPE_SPLIT_GPT2) == W{"IT", "'", "S"});
+  CHECK(words_of("x'Sup", Q) == W{"x", "'S", "up"});
+  CHECK(words_of("x'Sup", lora::BPE_SPLIT_GPT2) == W{"x", "'", "Sup"});
+  // One character before a letter run: not a newline, letter or number.
+  CHECK(words_of("\thello (world)", Q) == W{"\thello", " (", "world", ")"});
+  CHECK(words_of("(world", Q) == W{"(world"});
+  CHECK(words_of("\nhello", Q) == W{"\n", "hello"});
+  CHECK(words_of("  hello", L) == W{" ", " hello"});
+  // Digits: one a word in Qwen2, up to three in LLaMA 3.
+  CHECK(words_of("x1234567", Q) == W{"x", "1", "2", "3", "4", "5", "6", "7"});
+  CHECK(words_of("x1234567", L) == W{"x", "123", "456", "7"});
+  CHECK(words_of(" 12", L) == W{" ", "12"});
+  // Symbols take an optional space before them and the newlines after them.
+  CHECK(words_of(" !?\r\n\r\nx", Q) == W{" !?\r\n\r\n", "x"});
+  CHECK(words_of("a.\n\nb", L) == W{"a", ".\n\n", "b"});
+  // Whitespace up to its last newline; otherwise as GPT-2.
+  CHECK(words_of("a \n \n b", Q) == W{"a", " \n \n", " b"});
+  CHECK(words_of("a   b", Q) == W{"a", "  ", " b"});
+  CHECK(words_of("a \t ", L) == W{"a", " \t "});
+
+  // NFC (Qwen2): decomposed and precomposed text give the same ids; without the normalizer they differ.
+  auto qwen2 = lora::tokenizer_load(FIXTURES + "/qwen2");
+  CHECK(qwen2->encode("cafe\u0301 re\u0301sume\u0301") == qwen2->encode("caf\u00e9 r\u00e9sum\u00e9"));
+  CHECK(qwen2->decode(qwen2->encode("\u212b")) == "\u00c5");
+  TempDir no_nfc;
+  fixture_variant("qwen2", no_nfc, [](json& doc) { doc["normalizer"] = nullptr; });
+  auto raw = lora::tokenizer_load(no_nfc.path);
+  CHECK(raw->kind() == "qwen2-bpe without NFC");
+  CHECK(raw->encode("cafe\u0301") != raw->encode("caf\u00e9"));
+  CHECK(raw->fingerprint() != qwen2->fingerprint());
+
+  // ignore_merges (LLaMA 3): a word in the vocabulary is one token, though no merge makes it.
+  auto llama3 = lora::tokenizer_load(FIXTURES + "/llama3");
+  CHECK(llama3->encode(" kaleidoscope").size() == 1);
+  CHECK(llama3->encode("987").size() == 1);
+  TempDir merged;
+  fixture_variant("llama3", merged, [](json& doc) { doc["model"]["ignore_merges"] = false; });
+  auto with_merges = lora::tokenizer_load(merged.path);
+  CHECK(with_merges->encode(" kaleidoscope").size() > 1);
+  CHECK(with_merges->decode(with_merges->encode(" kaleidoscope")) == " kaleidoscope");
+  CHECK(with_merges->fingerprint() != llama3->fingerprint());
+
+  // BOS: the post-processor's <|begin_of_text|> (LLaMA 3); Qwen2's template adds none; without the
+  // TemplateProcessing, none. encode() itself never adds it.
+  json doc = json::parse(file_read(FIXTURES + "/llama3/tokenizer.json"));
+  int32_t begin = -1;
+  for (const json& t : doc["added_tokens"]) {
+    if (t["content"] == "<|begin_of_text|>") begin = t["id"].get<int32_t>();
+  }
+  CHECK(begin >= 0);
+  CHECK(llama3->bos_id() == begin);
+  CHECK(llama3->encode("hi").front() != begin);
+  CHECK(qwen2->bos_id() == -1);
+  TempDir no_bos;
+  fixture_variant("llama3", no_bos, [](json& d) { d["post_processor"] = d["post_processor"]["processors"][0]; });
+  auto plain = lora::tokenizer_load(no_bos.path);
+  CHECK(plain->bos_id() == -1);
+  CHECK(plain->encode("hello world") == llama3->encode("hello world"));
+  CHECK(plain->fingerprint() != llama3->fingerprint());
+  TempDir other_bos;  // a TemplateProcessing alone, naming another token
+  fixture_variant("llama3", other_bos, [&](json& d) {
+    json t = d["post_processor"]["processors"][1];
+    t["single"][0]["SpecialToken"]["id"] = "<|eot_id|>";
+    t["special_tokens"] = {{"<|eot_id|>", {{"id", "<|eot_id|>"}, {"ids", {begin + 9}}, {"tokens", {"<|eot_id|>"}}}}};
+    d["post_processor"] = t;
+  });
+  CHECK(lora::tokenizer_load(other_bos.path)->bos_id() == begin + 9);
+  // tokenizer_config.json names the end of text (transformers 5 writes no special_tokens_map.json).
+  CHECK(llama3->token_text(llama3->eos_id()) == "<|end_of_text|>");
+}
+
+TEST_CASE("NFC: precomposed forms, canonical order, exclusions; bytes that are not UTF-8 are kept") {
+  CHECK(lora::unicode_nfc("") == "");
+  CHECK(lora::unicode_nfc("plain ascii\n") == "plain ascii\n");
+  CHECK(lora::unicode_nfc("e\u0301") == "\u00e9");
+  CHECK(lora::unicode_nfc("\u212b") == "\u00c5");              // Angstrom sign: a singleton
+  CHECK(lora::unicode_nfc("d\u0307\u0323") == "\u1e0d\u0307");  // dot below sorts first, then composes
+  CHECK(lora::unicode_nfc("\u1100\u1161\u11a8") == "\uac01");   // Hangul jamo
+  CHECK(lora::unicode_nfc("\u0958") == "\u0915\u093c");         // a composition exclusion stays apart
+  CHECK(lora::unicode_nfc("\u00e9") == "\u00e9");
+  CHECK(lora::unicode_nfc(std::string("a\0e\u0301", 5)) == std::string("a\0\u00e9", 4));
+  CHECK(lora::unicode_nfc("e\xff\u0301") == "e\xff\u0301");      // not composed across an invalid byte
+  CHECK(lora::unicode_nfc("\xe2\x80") == "\xe2\x80");
+}
+
+TEST_CASE("a Qwen2 release's vocab.json + merges.txt beside its tokenizer.json: the same ids and fingerprint") {
+  json doc = json::parse(file_read(FIXTURES + "/qwen2/tokenizer.json"));
+  TempDir dir;
+  file_write(dir / "vocab.json", doc["model"]["vocab"].dump());
+  std::string merges = "#version: 0.2\n";
+  for (const json& m : doc["model"]["merges"]) merges += m[0].get<std::string>() + " " + m[1].get<std::string>() + "\n";
+  file_write(dir / "merges.txt", merges);
+  fs::copy_file(FIXTURES + "/qwen2/tokenizer.json", dir / "tokenizer.json");
+  fs::copy_file(FIXTURES + "/qwen2/tokenizer_config.json", dir / "tokenizer_config.json");
+  auto files = lora::tokenizer_load(dir.path);
+  auto json_only = lora::tokenizer_load(FIXTURES + "/qwen2");
+  CHECK(files->kind() == "qwen2-bpe");
+  CHECK(files->fingerprint() == json_only->fingerprint());
+  json ref = json::parse(file_read(FIXTURES + "/reference_qwen2.json"));
+  check_reference_items(*files, ref["strings"], "qwen2 from vocab.json + merges.txt");
+}
+
+TEST_CASE("added tokens matched in normalized text come after the special tokens and NFC, as HF's do") {
+  json ref = json::parse(file_read(FIXTURES + "/reference_qwen2_normalized_added.json"));
+  TempDir dir;
+  fixture_variant("qwen2", dir, [&](json& doc) {
+    for (const json& a : ref["added"]) {
+      doc["added_tokens"].push_back({{"id", a["id"]}, {"content", a["content"]}, {"single_word", false},
+                                     {"lstrip", false}, {"rstrip", false}, {"normalized", true}, {"special", false}});
+    }
+  });
+  auto tok = lora::tokenizer_load(dir.path);
+  check_reference_items(*tok, ref["strings"], "qwen2 with normalized added tokens");
+}
+
+TEST_CASE("Qwen2 and LLaMA 3 tokenizers match HF on every e2e line (hashes of HF's ids)") {
+  std::string shared = LORA_SHARED_DATA;
+  if (!fs::exists(shared + "/e2e/valid.txt")) {
+    MESSAGE("skipped: " << shared << "/e2e is absent (the shared data folder)");
+    return;
+  }
+  std::vector<std::string> lines = e2e_lines(shared + "/e2e/valid.txt");
+  for (const Layout& layout : LAYOUTS) {
+    CAPTURE(layout.name);
+    json ref = json::parse(file_read(FIXTURES + "/reference_" + layout.name + ".json"));
+    const json& hashes = ref["e2e_ids_fnv1a64"];
+    REQUIRE(hashes.size() == lines.size());
+    auto tok = lora::tokenizer_load(FIXTURES + "/" + layout.name);
+    size_t mismatches = 0, tokens = 0;
+    for (size_t i = 0; i < lines.size(); i++) {
+      std::vector<int32_t> ids = hf_ids(*tok, lines[i]);
+      tokens += ids.size();
+      std::string joined;
+      for (size_t k = 0; k < ids.size(); k++) joined += (k ? "," : "") + std::to_string(ids[k]);
+      std::string hash = lora::tokenizer_hash_hex(lora::tokenizer_hash(joined, lora::TOKENIZER_HASH_SEED));
+      if (hash != hashes[i].get<std::string>() && mismatches++ < 5) {
+        CHECK_MESSAGE(false, "e2e line " << i + 1 << " differs: " << lines[i]);
+      }
+    }
+    CHECK(mismatches == 0);
+    CHECK(tokens == ref["e2e_tokens"].get<size_t>());
+  }
+}
+
+TEST_CASE("unsupported tokenizer.json layouts are refused: the file, the part, what is supported, what was found") {
+  auto refused = [](const std::string& name, const std::function<void(json&)>& edit) {
+    TempDir dir;
+    fixture_variant(name, dir, edit);
+    std::string msg = error_of([&] { lora::tokenizer_load(dir.path); });
+    CHECK(contains(msg, dir / "tokenizer.json"));
+    return msg;
+  };
+  std::string msg = refused("qwen2", [](json& d) { d["normalizer"] = {{"type", "NFKC"}}; });
+  CHECK(contains(msg, "tokenizer.json normalizer"));
+  CHECK(contains(msg, "NFKC"));
+  CHECK(contains(msg, "{\"type\": \"NFC\"} (Qwen2)"));
+
+  msg = refused("llama3", [](json& d) {
+    std::string& re = d["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"].get_ref<std::string&>();
+    re.replace(re.find("{1,3}"), 5, "{1,2}");
+  });
+  CHECK(contains(msg, "pre_tokenizer: unsupported Split pattern"));
+  CHECK(contains(msg, "\\\\p{N}{1,2}"));
+  CHECK(contains(msg, "Qwen2's"));
+  CHECK(contains(msg, "LLaMA 3's"));
+
+  msg = refused("qwen2", [](json& d) { d["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; });
+  CHECK(contains(msg, "Isolated"));
+  CHECK(contains(msg, "Removed"));
+
+  msg = refused("qwen2", [](json& d) { d["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = true; });
+  CHECK(contains(msg, "add_prefix_space"));
+
+  msg = refused("qwen2", [](json& d) { d["pre_tokenizer"] = {{"type", "Whitespace"}}; });
+  CHECK(contains(msg, "unsupported pre_tokenizer {\"type\":\"Whitespace\"}"));
+  CHECK(contains(msg, "Sequence[Split(Qwen2's or LLaMA 3's pattern"));
+
+  msg = refused("llama3", [](json& d) {
+    d["post_processor"] = {{"type", "BertProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}}};
+  });
+  CHECK(contains(msg, "post_processor: unsupported post_processor"));
+  CHECK(contains(msg, "BertProcessing"));
+  CHECK(contains(msg, "TemplateProcessing"));
+
+  msg = refused("llama3", [](json& d) {
+    json& single = d["post_processor"]["processors"][1]["single"];
+    single.push_back(single[0]);  // <|begin_of_text|> $A <|begin_of_text|>
+  });
+  CHECK(contains(msg, "post_processor.processors[1]: unsupported TemplateProcessing"));
+
+  msg = refused("llama3", [](json& d) {
+    d["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"] = {5000};
+  });
+  CHECK(contains(msg, "<|begin_of_text|>"));
+  CHECK(contains(msg, "id 5000"));
+
+  msg = refused("llama3", [](json& d) { d["model"]["ignore_merges"] = "yes"; });
+  CHECK(contains(msg, "ignore_merges must be true or false"));
 }
