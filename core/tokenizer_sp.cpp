@@ -1,23 +1,33 @@
 // SentencePiece (Kudo & Richardson, 2018) tokenizers of the LLaMA family: a thin wrapper around
 // libsentencepiece reading tokenizer.model. Control pieces (<s>, </s>) written in the text map to their
 // ids, as HF's LLaMA tokenizer does with its added tokens: the text is split at them and each piece is
-// encoded on its own. No BOS/EOS is added here; datasets add the EOS. bos_id() is -1: lora's templates
-// never put <s> first for these models (HF's LlamaTokenizer does by default; not followed here).
+// encoded on its own. No BOS/EOS is added by encode(); datasets add them. bos_id() is the model's <s>
+// when tokenizer_config.json beside it does not set add_bos_token to false, as HF's LlamaTokenizer puts
+// <s> first by default (add_bos_token defaults to true there); -1 when the model has no BOS piece.
 // Contract: ids are SentencePiece's for the same model file; eos_id is the model's (-1 if it has none);
-// the fingerprint hashes the model file's bytes.
+// the fingerprint hashes the model file's bytes and whether a BOS is added.
 #include <sentencepiece_processor.h>
 
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "core/fsutil.h"
 #include "core/tokenizer.h"
 
 namespace lora {
 namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
 
 class SpTokenizer : public Tokenizer {
  public:
   sentencepiece::SentencePieceProcessor sp;
   std::string path;
   std::string hash_hex;
+  int32_t bos = -1;  // put first in every example (add_bos_token), -1 for none
   std::vector<std::pair<std::string, int32_t>> controls;  // control pieces matched in text
 
   std::vector<int32_t> encode(const std::string& text) const override {
@@ -69,7 +79,7 @@ class SpTokenizer : public Tokenizer {
 
   std::string token_text(int32_t id) const override { return sp.IdToPiece(checked(id)); }
   int32_t eos_id() const override { return sp.eos_id(); }
-  int32_t bos_id() const override { return -1; }
+  int32_t bos_id() const override { return bos; }
   int vocab_size() const override { return sp.GetPieceSize(); }
   std::string fingerprint() const override { return hash_hex; }
   std::string kind() const override { return "sentencepiece"; }
@@ -92,6 +102,21 @@ class SpTokenizer : public Tokenizer {
   }
 };
 
+// tokenizer_config.json's add_bos_token (transformers' LlamaTokenizer setting); true when the file or the
+// key is absent or null, as transformers defaults it.
+bool add_bos_token_read(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return true;
+  const std::string hint = "tokenizer_config.json is transformers' tokenizer settings; re-save it with save_pretrained";
+  const json doc = json_read_file(path.string());
+  if (!doc.is_object()) fail_runtime(path.string() + ": expected a JSON object", hint);
+  const auto it = doc.find("add_bos_token");
+  if (it == doc.end() || it->is_null()) return true;
+  if (!it->is_boolean())
+    fail_runtime(path.string() + ": add_bos_token must be true or false, found " + it->dump(), hint);
+  return it->get<bool>();
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> tokenizer_sp_load(const std::string& model_path) {
@@ -103,8 +128,11 @@ std::unique_ptr<Tokenizer> tokenizer_sp_load(const std::string& model_path) {
     fail_runtime(model_path + ": not a valid SentencePiece model (" + status.ToString() + ")",
                  "tokenizer.model must be the serialized SentencePiece ModelProto of the model's release");
   }
+  tok->bos = add_bos_token_read(fs::path(model_path).parent_path() / "tokenizer_config.json") ? tok->sp.bos_id() : -1;
   uint64_t h = tokenizer_hash("sentencepiece\n", TOKENIZER_HASH_SEED);
-  tok->hash_hex = tokenizer_hash_hex(tokenizer_hash(bytes, h));
+  h = tokenizer_hash(bytes, h);
+  if (tok->bos >= 0) h = tokenizer_hash("bos " + std::to_string(tok->bos) + "\n", h);  // caches made without BOS differ
+  tok->hash_hex = tokenizer_hash_hex(h);
   for (int id = 0; id < tok->sp.GetPieceSize(); id++) {
     const std::string& piece = tok->sp.IdToPiece(id);
     if (tok->sp.IsControl(id) && !piece.empty()) tok->controls.emplace_back(piece, id);

@@ -239,6 +239,17 @@ TEST_CASE("LLaMA 3 and Qwen2 tokenizers: an example's prompt is what HF's tokeni
   }
 }
 
+TEST_CASE("SentencePiece (LLaMA 1/2, Mistral): every example begins with <s>, as HF's LlamaTokenizer puts it") {
+  auto tok = tokenizer_load(std::string(LORA_FIXTURES) + "/tokenizer/sp");
+  REQUIRE(tok->bos_id() == 1);
+  std::string path = write_file("sp.txt", "name : Alimentum||There is a pub . \n");
+  DatasetInfo info;
+  Dataset d = Dataset::from_tables(dataset_tokenize(path, "e2e", *tok, 512, &info), info, tok->vocab_size());
+  const std::vector<int32_t> prompt = concat(concat({tok->bos_id()}, tok->encode("name : Alimentum")), {tok->eos_id()});
+  CHECK(d.prompt_length(0) == int32_t(prompt.size()));
+  CHECK(span_vec(d.tokens(0)) == concat(concat(prompt, tok->encode(" There is a pub .")), {tok->eos_id()}));
+}
+
 TEST_CASE("malformed lines name the file and the line") {
   ByteTokenizer tok;
   auto err = [&](const std::string& name, const std::string& text, const std::string& format = "auto") {

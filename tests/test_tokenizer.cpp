@@ -376,6 +376,27 @@ TEST_CASE("SentencePiece matches the sentencepiece package (fixture)") {
   CHECK(contains(error_of([&] { tok->decode({tok->vocab_size()}); }), "not in the vocabulary"));
 }
 
+TEST_CASE("SentencePiece: <s> goes first as HF's LlamaTokenizer puts it, unless tokenizer_config.json says not") {
+  // transformers' LlamaTokenizer: add_bos_token defaults to true; the id is the model's <s> (1 here).
+  auto tok = lora::tokenizer_load(FIXTURES + "/sp");
+  CHECK(tok->bos_id() == 1);
+  CHECK(tok->token_text(tok->bos_id()) == "<s>");
+  TempDir d;
+  fs::copy_file(FIXTURES + "/sp/tokenizer.model", d / "tokenizer.model");
+  file_write(d / "tokenizer_config.json", R"({"add_bos_token": null, "eos_token": "</s>"})");
+  auto same = lora::tokenizer_load(d.path);
+  CHECK(same->bos_id() == 1);
+  CHECK(same->fingerprint() == tok->fingerprint());
+  file_write(d / "tokenizer_config.json", R"({"add_bos_token": false})");
+  auto none = lora::tokenizer_load(d.path);
+  CHECK(none->bos_id() == -1);
+  CHECK(none->fingerprint() != tok->fingerprint());  // datasets cached with a BOS are not reused without
+  CHECK(none->encode("name : Alimentum") == tok->encode("name : Alimentum"));
+  file_write(d / "tokenizer_config.json", R"({"add_bos_token": "yes"})");
+  const std::string e = error_of([&] { lora::tokenizer_load(d.path); });
+  CHECK(contains(e, (d / "tokenizer_config.json") + ": add_bos_token must be true or false, found \"yes\""));
+}
+
 TEST_CASE("GPT-2 tokenizer matches HF tokenizers on every e2e line and the adversarial strings") {
   std::string shared = LORA_SHARED_DATA;
   if (!fs::exists(shared + "/gpt2/encoder.json") || !fs::exists(shared + "/e2e/valid.txt")) {
