@@ -63,6 +63,7 @@ root> (llama_cpp is pure Python over ctypes; it needs the diskcache package besi
         python3 scripts/check_gguf_llamacpp.py ...
 """
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -93,25 +94,34 @@ convert_hf_to_gguf.main()
 
 
 def tokenizer_load(model_dir):
-    """text -> ids with the base's tokenizer: SentencePiece's tokenizer.model (no BOS/EOS added, as our
-    tokenizer), else the HF tokenizer files."""
+    """(text -> ids without special tokens, the BOS id the trainer puts first or None) with the base's
+    tokenizer: SentencePiece's tokenizer.model (<s> first unless tokenizer_config.json sets
+    add_bos_token false, as lora and transformers' LlamaTokenizer do), else the HF tokenizer files (a BOS
+    where tokenizer(text) puts one first, as LLaMA 3's post-processor does)."""
     sp_model = Path(model_dir) / "tokenizer.model"
     if sp_model.is_file():
         import sentencepiece
         sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
-        return sp.encode
+        config = Path(model_dir) / "tokenizer_config.json"
+        add_bos = json.loads(config.read_text()).get("add_bos_token") if config.is_file() else None
+        bos = sp.bos_id() if add_bos is not False and sp.bos_id() >= 0 else None
+        return sp.encode, bos
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return lambda text: tok(text)["input_ids"]
+    plain = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a")["input_ids"]
+    bos = full[0] if len(full) == len(plain) + 1 and full[1:] == plain else None
+    return (lambda text: tok(text, add_special_tokens=False)["input_ids"]), bos
 
 
-def examples(path, n, encode, eos, max_len):
-    """Token ids of the first n E2E lines "MR||text" as the trainer lays them out: the prompt, EOS, " text", EOS."""
+def examples(path, n, encode, bos, eos, max_len):
+    """Token ids of the first n E2E lines "MR||text" as the trainer lays them out: [BOS,] the prompt, EOS,
+    " text", EOS."""
     out = []
     for line in open(path, encoding="utf-8"):
         if "||" not in line:
             continue
         mr, text = line.rstrip("\n").split("||", 1)
-        ids = encode(mr.strip()) + [eos] + encode(" " + text.strip()) + [eos]
+        ids = ([bos] if bos is not None else []) + encode(mr.strip()) + [eos] + encode(" " + text.strip()) + [eos]
         out.append(ids[:max_len])
         if len(out) == n:
             break
@@ -136,7 +146,6 @@ def convert(src, model_dir, out):
 
 def check_classifier(llama_cpp, args):
     """llama.cpp (bert arch, rank pooling) on a converted merged classifier against transformers."""
-    import json
     batch = json.load(open(args.batch))
     seqs = [ids[:n] for ids, n in zip(batch["input_ids"], batch["lengths"])]
     model = AutoModelForSequenceClassification.from_pretrained(args.classifier, dtype=torch.float32).eval()
@@ -242,7 +251,8 @@ def main():
         convert(args.llama_cpp_src, args.base, base_gguf)
         base = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).eval()
         n_ctx = getattr(cfg, "n_positions", None) or cfg.max_position_embeddings
-        seqs = examples(args.data, args.examples, tokenizer_load(args.base), cfg.eos_token_id, n_ctx)
+        encode, bos = tokenizer_load(args.base)
+        seqs = examples(args.data, args.examples, encode, bos, cfg.eos_token_id, n_ctx)
         print(f"{len(seqs)} held-out examples, {sum(map(len, seqs))} tokens")
         with torch.no_grad():
             ref_base = [base(torch.tensor([s])).logits[0].numpy() for s in seqs]
