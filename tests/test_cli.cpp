@@ -28,6 +28,23 @@ fs::path recipe(const fs::path& dir, const std::string& extra = "", const std::s
   return dir / "recipe.yaml";
 }
 
+// `lora init` of config.json in d with the tokenizer files of tok_dir (the SentencePiece fixture unless
+// given): the model directory d/model.
+fs::path init_model(const fs::path& d, const std::string& tok_dir = "") {
+  std::string tok = tok_dir;
+  if (tok.empty()) {
+    fs::create_directories(d / "tok");
+    fs::copy_file(LORA_FIXTURES "/tokenizer/sp/tokenizer.model", d / "tok" / "tokenizer.model",
+                  fs::copy_options::overwrite_existing);
+    tok = (d / "tok").string();
+  }
+  CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
+                            " --tokenizer " + tok + " --seed 3");
+  INFO(init.out);
+  REQUIRE(init.code == 0);
+  return d / "model";
+}
+
 }  // namespace
 
 TEST_CASE("version and help") {
@@ -249,12 +266,7 @@ TEST_CASE("a LLaMA-family model with a SentencePiece tokenizer trains and evalua
                    "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
                    "tie_word_embeddings": false, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2)" +
                    (mistral ? R"(, "sliding_window": 4})" : "}"));
-    fs::create_directories(d / "tok");
-    fs::copy_file(LORA_FIXTURES "/tokenizer/sp/tokenizer.model", d / "tok" / "tokenizer.model");
-    CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
-                              " --tokenizer " + (d / "tok").string() + " --seed 3");
-    INFO(init.out);
-    REQUIRE(init.code == 0);
+    init_model(d);
     if (mistral) CHECK(contains(lora_run("info " + (d / "model").string()).out, "causal (sliding window 4)"));
     fs::path rec = recipe(d, "", (d / "model").string());
     CliResult r = lora_run("train " + rec.string() + " --set lora.targets=[q,k,v,o,gate,up,down] --set train.max_steps=3");
@@ -294,11 +306,7 @@ TEST_CASE("Qwen2 and LLaMA 3 tokenizer.json layouts: init, info, validate and tr
                    "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
                    "tie_word_embeddings": false, "hidden_act": "silu", "eos_token_id": )" +
                    std::to_string(c.eos) + "}");
-    const std::string tok = std::string(LORA_FIXTURES) + "/tokenizer/" + c.tokenizer;
-    CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
-                              " --tokenizer " + tok + " --seed 3");
-    INFO(init.out);
-    REQUIRE(init.code == 0);
+    init_model(d, std::string(LORA_FIXTURES) + "/tokenizer/" + c.tokenizer);
     CHECK(fs::exists(d / "model" / "tokenizer.json"));
 
     std::string described = std::string(c.kind) + ", " + (c.bos < 0 ? "1003" : "1015") + " tokens, eos " +
@@ -332,7 +340,8 @@ TEST_CASE("Qwen2 and LLaMA 3 tokenizer.json layouts: init, info, validate and tr
     REQUIRE(!h5.empty());
     lora::Dataset data = lora::Dataset::open(h5, 1024);
     REQUIRE(data.size() == 2);
-    auto first = lora::tokenizer_load(tok)->encode("name : The Eagle | Type : pub");
+    auto first = lora::tokenizer_load(std::string(LORA_FIXTURES) + "/tokenizer/" + c.tokenizer)
+                     ->encode("name : The Eagle | Type : pub");
     if (c.bos >= 0) first.insert(first.begin(), c.bos);
     for (size_t i = 0; i < first.size(); ++i) CHECK(data.tokens(0).begin()[i] == first[i]);
     CHECK(data.prompt_length(0) == int32_t(first.size()) + 1);  // and the EOS after the meaning representation
@@ -346,12 +355,7 @@ TEST_CASE("examples longer than the model's positions stop train, prepare and va
              R"({"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
                  "intermediate_size": 64, "vocab_size": 512, "max_position_embeddings": 8, "hidden_act": "silu",
                  "bos_token_id": 1, "eos_token_id": 2})");
-  fs::create_directories(d / "tok");
-  fs::copy_file(LORA_FIXTURES "/tokenizer/sp/tokenizer.model", d / "tok" / "tokenizer.model");
-  CliResult init = lora_run("init --config " + (d / "config.json").string() + " --out " + (d / "model").string() +
-                            " --tokenizer " + (d / "tok").string() + " --seed 3");
-  INFO(init.out);
-  REQUIRE(init.code == 0);
+  init_model(d);
   const fs::path rec = recipe(d, "", (d / "model").string());  // data.max_length 64, examples > 8 tokens
   for (const char* cmd : {"train", "prepare", "validate"}) {
     CAPTURE(cmd);
