@@ -74,6 +74,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;           // "cpu", "cuda:0 (NVIDIA H100 ...)"
+  // A line on how the backend runs that a user may want to change ("" for none): the CPU's thread count.
+  virtual std::string run_note() const { return ""; }
   virtual DType activation_dtype() const = 0;     // f32 on the CPU; bf16 or f16 on CUDA
   virtual void synchronize() {}
   // Bytes the device can still allocate; -1 where unknown (the CPU: the OS decides).

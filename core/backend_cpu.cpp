@@ -88,6 +88,14 @@ class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::cpu; }
   std::string name() const override { return "cpu"; }
+  // OpenBLAS's pthreads build spins its idle threads: on cores busy with other work they stall each
+  // other (docs/BENCHMARKS.md: 3.4x slower on 2 busy cores), so the count and its knob are shown.
+  std::string run_note() const override {
+    const int n = openblas_get_num_threads();
+    if (n == 1) return "cpu: matrix products on 1 OpenBLAS thread (OPENBLAS_NUM_THREADS sets how many)";
+    return "cpu: matrix products on " + std::to_string(n) +
+           " OpenBLAS threads (OPENBLAS_NUM_THREADS sets how many; on cores busy with other work, 1 is faster)";
+  }
   DType activation_dtype() const override { return DType::f32; }
 
   // ---- memory ----

@@ -234,6 +234,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   for (const auto& line : resume_notes) log.message(line);
   log.message("training on " + model.backend().name() + ": " + std::to_string(s.train->size()) + " examples, " +
               std::to_string(total_steps) + " steps, memory plan " + mib(plan.total()));
+  if (const std::string note = model.backend().run_note(); !note.empty()) log.message(note);
   for (const auto& line : s.notes) log.message(line);
   for (const auto& line : init_notes) log.message(line);
 
