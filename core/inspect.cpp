@@ -162,6 +162,9 @@ InspectKind inspect_kind(const std::string& path) {
     if (is_file(p / "COMMITTED") && is_file(p / "state.json"))
       fail_usage("'" + path + "' is one checkpoint of a training run, not a run, adapter or model directory",
                  "run `lora info " + p.parent_path().parent_path().string() + "` to see the run and its checkpoints");
+    if (p.filename() == "checkpoints" && is_file(p.parent_path() / "recipe.yaml"))
+      fail_usage("'" + path + "' is the checkpoints folder of a training run, not a run, adapter or model directory",
+                 "run `lora info " + p.parent_path().string() + "` to see the run and its checkpoints");
     fail_usage("'" + path + "' is a directory with neither recipe.yaml + checkpoints/ (a run), adapter_config.json "
                    "(an adapter) nor config.json (a model)",
                kKindsHint);

@@ -205,6 +205,12 @@ TEST_CASE("prepare, then train reuses the cache; info on the run, its adapter, d
     CHECK(j["metrics"]["last_eval"]["step"] == 2);
     CHECK(j["adapter"]["r"] == 4);
     CHECK(j["finished"] == true);
+    // Its checkpoints folder and one checkpoint point back at the run.
+    for (const fs::path& inner : {d / "run" / "checkpoints", d / "run" / "checkpoints" / "step-00000002"}) {
+      Run c = run_lora("info " + inner.string());
+      CHECK(c.code == 2);
+      CHECK(contains(c.err, "hint: run `lora info " + (d / "run").string() + "` to see the run and its checkpoints"));
+    }
   }
   {  // the adapter, alone in a directory
     fs::create_directories(d / "adapter");
