@@ -249,3 +249,31 @@ TEST_CASE("glue cli: a regression head (num_labels 1, MSE) learns a score; Pears
   lora::SafetensorsFile st = lora::SafetensorsFile::open((run / "adapter_model.safetensors").string());
   CHECK(st.find("base_model.model.classifier.out_proj.weight")->shape == std::vector<int64_t>{1, 64});
 }
+
+TEST_CASE("glue cli: lora init writes an encoder without a head for RobertaForMaskedLM; train starts a fresh one") {
+  const Setup& s = setup();
+  REQUIRE_MESSAGE(s.ok, s.log);
+  json config = json::parse(read_text(s.dir / "config.json"));
+  config["architectures"] = {"RobertaForMaskedLM"};
+  write_text(s.dir / "config-mlm.json", config.dump());
+  CliResult init = lora_run("init --config " + (s.dir / "config-mlm.json").string() + " --out " +
+                            (s.dir / "base-mlm").string() + " --tokenizer " + (s.dir / "tok").string() + " --seed 5");
+  INFO(init.out);
+  REQUIRE(init.code == 0);
+  CHECK(json::parse(read_text(s.dir / "base-mlm" / "config.json"))["architectures"] == json{"RobertaForMaskedLM"});
+  const lora::SafetensorsFile st = lora::SafetensorsFile::open((s.dir / "base-mlm" / "model.safetensors").string());
+  bool any_head = false, encoder = false;
+  for (const auto& e : st.entries()) {
+    any_head = any_head || e.name.rfind("classifier.", 0) == 0;
+    encoder = encoder || e.name.find("encoder.layer.1.") != std::string::npos;
+  }
+  CHECK(!any_head);
+  CHECK(encoder);
+  // A 3-label task on it: no head of another size to refuse, validate and train pass.
+  const std::string sets = " --set model.path=" + (s.dir / "base-mlm").string() + " --set model.num_labels=3";
+  CHECK(lora_run("validate " + s.recipe.string() + sets).code == 0);
+  CliResult r = lora_run("train " + s.recipe.string() + sets + " --set train.max_steps=2 --set data.eval=" +
+                         " --set output.dir=" + (s.dir / "mlm-run").string());
+  INFO(r.out);
+  CHECK(r.code == 0);
+}
