@@ -10,8 +10,8 @@ namespace lora {
 std::shared_ptr<InfoCliOptions> setup_info(CLI::App& app) {
   auto o = std::make_shared<InfoCliOptions>();
   app.add_option("path", o->path,
-                 "A run directory (lora train's output), an adapter or HF model directory, a tokenized dataset (.h5), "
-                 "a .safetensors or a .gguf file")
+                 "A run directory (lora train's output), an adapter, HF model or tokenizer directory, a tokenized "
+                 "dataset (.h5), a .safetensors or a .gguf file")
       ->required();
   app.add_flag("--json", o->json, "Print one JSON object instead of the summary");
   app.add_flag("--all", o->all, "List every tensor and metadata value (default: the first 20)");

@@ -56,8 +56,9 @@ std::string lower_ext(const fs::path& p) {
 
 const char* kKindsHint =
     "lora info reads a run directory (the output of lora train), an adapter directory (adapter_config.json), "
-    "a model directory (config.json + safetensors), a tokenized dataset (.h5 in data.cache_dir), a .safetensors "
-    "file or a .gguf file";
+    "a model directory (config.json + safetensors), a tokenizer directory (vocab.json + merges.txt, "
+    "tokenizer.json or tokenizer.model), a tokenized dataset (.h5 in data.cache_dir), a .safetensors file or a "
+    ".gguf file";
 
 // The tokenizer files lora reads or copies, in the order tokenizer_load looks for them.
 const char* kTokenizerFiles[] = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe", "tokenizer.model",
@@ -140,6 +141,7 @@ const char* inspect_kind_name(InspectKind kind) {
     case InspectKind::run: return "run";
     case InspectKind::adapter: return "adapter";
     case InspectKind::model: return "model";
+    case InspectKind::tokenizer: return "tokenizer";
     case InspectKind::dataset: return "dataset";
     case InspectKind::safetensors: return "safetensors";
     case InspectKind::gguf: return "gguf";
@@ -159,6 +161,8 @@ InspectKind inspect_kind(const std::string& path) {
     if (is_file(p / "recipe.yaml") && (is_dir(p / "checkpoints") || is_file(p / "metrics.jsonl"))) return InspectKind::run;
     if (is_file(p / "adapter_config.json")) return InspectKind::adapter;
     if (is_file(p / "config.json")) return InspectKind::model;
+    for (const char* name : kTokenizerFiles)
+      if (is_file(p / name)) return InspectKind::tokenizer;  // tokenizer files alone (data.tokenizer)
     if (is_file(p / "COMMITTED") && is_file(p / "state.json"))
       fail_usage("'" + path + "' is one checkpoint of a training run, not a run, adapter or model directory",
                  "run `lora info " + p.parent_path().parent_path().string() + "` to see the run and its checkpoints");
@@ -166,7 +170,7 @@ InspectKind inspect_kind(const std::string& path) {
       fail_usage("'" + path + "' is the checkpoints folder of a training run, not a run, adapter or model directory",
                  "run `lora info " + p.parent_path().string() + "` to see the run and its checkpoints");
     fail_usage("'" + path + "' is a directory with neither recipe.yaml + checkpoints/ (a run), adapter_config.json "
-                   "(an adapter) nor config.json (a model)",
+                   "(an adapter), config.json (a model) nor tokenizer files",
                kKindsHint);
   }
   if (!is_file(p)) fail_usage("'" + path + "' is neither a regular file nor a directory", kKindsHint);
@@ -204,6 +208,7 @@ ojson inspect_path(const std::string& path, const InspectOptions& o) {
     case InspectKind::run: return inspect_run(path);
     case InspectKind::adapter: return inspect_adapter(path);
     case InspectKind::model: return inspect_model(path);
+    case InspectKind::tokenizer: return inspect_tokenizer(path);
     case InspectKind::dataset: return inspect_dataset(path);
     case InspectKind::safetensors: return inspect_safetensors(path, o);
     case InspectKind::gguf: return inspect_gguf(path, o);
@@ -211,11 +216,30 @@ ojson inspect_path(const std::string& path, const InspectOptions& o) {
   fail_usage("'" + path + "': unknown kind");
 }
 
+// Adds "tokenizer_files" (those of kTokenizerFiles in dir) and "tokenizer" {kind, vocab_size, eos_id, bos_id
+// (-1: none put before examples), fingerprint} to j; a tokenizer that cannot be loaded is "tokenizer_error",
+// or, with must_load, the error itself.
+ojson tokenizer_json(const std::string& dir, ojson j, bool must_load) {
+  std::vector<std::string> tok_files;
+  for (const char* name : kTokenizerFiles)
+    if (is_file(fs::path(dir) / name)) tok_files.push_back(name);
+  j["tokenizer_files"] = tok_files;
+  if (tok_files.empty()) return j;
+  try {
+    auto tok = tokenizer_load(dir);
+    j["tokenizer"] = {{"kind", tok->kind()},     {"vocab_size", tok->vocab_size()}, {"eos_id", tok->eos_id()},
+                      {"bos_id", tok->bos_id()}, {"fingerprint", tok->fingerprint()}};
+  } catch (const Error& e) {
+    if (must_load) throw;
+    j["tokenizer_error"] = e.what();
+  }
+  return j;
+}
+
 // {"kind": "model", "path", "family", "model_type", "config": {layers, d_model, heads, kv_heads, head_dim,
 //  d_ff, vocab_size, context, norm, position, activation, ..., sliding_window and sliding_layers (the layers
 //  it applies to, where not every layer) when some layer attends through a window}, "tensors", "parameters",
-//  "dtypes", "bytes", "weight_files": [...], "shards", "sharded", "tokenizer_files": [...], "tokenizer":
-//  {kind, vocab_size, eos_id} or "tokenizer_error": message}
+//  "dtypes", "bytes", "weight_files": [...], "shards", "sharded", and tokenizer_json's keys}
 ojson inspect_model(const std::string& dir) {
   Checkpoint ck = Checkpoint::open(dir);
   const ModelConfig& c = ck.config();
@@ -233,20 +257,16 @@ ojson inspect_model(const std::string& dir) {
   j["weight_files"] = names;
   j["shards"] = names.size();
   j["sharded"] = is_file(fs::path(dir) / "model.safetensors.index.json");
-  std::vector<std::string> tok_files;
-  for (const char* name : kTokenizerFiles)
-    if (is_file(fs::path(dir) / name)) tok_files.push_back(name);
-  j["tokenizer_files"] = tok_files;
-  if (!tok_files.empty()) {
-    try {
-      auto tok = tokenizer_load(dir);
-      j["tokenizer"] = {{"kind", tok->kind()}, {"vocab_size", tok->vocab_size()}, {"eos_id", tok->eos_id()},
-                        {"bos_id", tok->bos_id()}};  // bos_id -1: none put before examples
-    } catch (const Error& e) {
-      j["tokenizer_error"] = e.what();
-    }
-  }
-  return j;
+  return tokenizer_json(dir, j, /*must_load=*/false);
+}
+
+// {"kind": "tokenizer", "path", "tokenizer_files": [...], "tokenizer": {kind, vocab_size, eos_id, bos_id,
+//  fingerprint}}: a directory holding tokenizer files and no config.json (a recipe's data.tokenizer).
+ojson inspect_tokenizer(const std::string& dir) {
+  ojson j;
+  j["kind"] = "tokenizer";
+  j["path"] = dir;
+  return tokenizer_json(dir, j, /*must_load=*/true);
 }
 
 // {"kind": "adapter", "path", "peft_type", "base_model_name_or_path", "r", "alpha", "scale", "rslora",

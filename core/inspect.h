@@ -24,7 +24,7 @@
 
 namespace lora {
 
-enum class InspectKind { run, adapter, model, dataset, safetensors, gguf };
+enum class InspectKind { run, adapter, model, tokenizer, dataset, safetensors, gguf };
 const char* inspect_kind_name(InspectKind kind);  // "run", "adapter", ...
 
 struct InspectOptions {
@@ -42,6 +42,7 @@ std::string inspect_text(const nlohmann::ordered_json& info);
 
 // The kinds one at a time (inspect_path dispatches to them).
 nlohmann::ordered_json inspect_model(const std::string& dir);
+nlohmann::ordered_json inspect_tokenizer(const std::string& dir);  // a directory of tokenizer files alone
 nlohmann::ordered_json inspect_adapter(const std::string& dir);
 nlohmann::ordered_json inspect_run(const std::string& dir);
 nlohmann::ordered_json inspect_dataset(const std::string& path);

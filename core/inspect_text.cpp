@@ -83,6 +83,18 @@ void row(std::string& out, const char* label, const std::string& text) {
   out += buf + text + "\n";
 }
 
+// "KIND, N tokens, eos E[, bos B] (files)" from inspect's tokenizer keys.
+std::string tokenizer_line(const ojson& j) {
+  const std::string files = join(j["tokenizer_files"], ", ");
+  if (j.contains("tokenizer")) {
+    const ojson& t = j["tokenizer"];
+    return str(t["kind"]) + ", " + str(t["vocab_size"]) + " tokens, eos " + str(t["eos_id"]) +
+           (t.value("bos_id", -1) >= 0 ? ", bos " + str(t["bos_id"]) : "") + " (" + files + ")";
+  }
+  if (j.contains("tokenizer_error")) return "cannot be loaded: " + str(j["tokenizer_error"]) + " (" + files + ")";
+  return "no tokenizer files (set data.tokenizer in a recipe)";
+}
+
 std::string model_text(const ojson& j) {
   const ojson& c = j["config"];
   std::string out = "model directory " + str(j["path"]) + "\n";
@@ -108,16 +120,14 @@ std::string model_text(const ojson& j) {
   row(out, "weights", (j["sharded"].get<bool>() ? str(j["shards"]) + " shards (model.safetensors.index.json): "
                                                 : std::string()) +
                           join(j["weight_files"], ", ") + ", " + bytes_text(j["bytes"].get<uint64_t>()));
-  std::string tok = join(j["tokenizer_files"], ", ");
-  if (j.contains("tokenizer"))
-    tok = str(j["tokenizer"]["kind"]) + ", " + str(j["tokenizer"]["vocab_size"]) + " tokens, eos " +
-          str(j["tokenizer"]["eos_id"]) +
-          (j["tokenizer"].value("bos_id", -1) >= 0 ? ", bos " + str(j["tokenizer"]["bos_id"]) : "") + " (" + tok + ")";
-  else if (j.contains("tokenizer_error"))
-    tok = "cannot be loaded: " + str(j["tokenizer_error"]) + " (" + tok + ")";
-  else
-    tok = "no tokenizer files (set data.tokenizer in a recipe)";
-  row(out, "tokenizer", tok);
+  row(out, "tokenizer", tokenizer_line(j));
+  return out;
+}
+
+std::string tokenizer_text(const ojson& j) {
+  std::string out = "tokenizer directory " + str(j["path"]) + "\n";
+  row(out, "tokenizer", tokenizer_line(j));
+  row(out, "fingerprint", str(j["tokenizer"]["fingerprint"]) + " (recorded in the datasets it tokenizes)");
   return out;
 }
 
@@ -269,6 +279,7 @@ std::string gguf_text(const ojson& j) {
 std::string inspect_text(const ojson& j) {
   const std::string kind = j.value("kind", "");
   if (kind == "model") return model_text(j);
+  if (kind == "tokenizer") return tokenizer_text(j);
   if (kind == "adapter") return adapter_text(j);
   if (kind == "run") return run_text(j);
   if (kind == "dataset") return dataset_text(j);

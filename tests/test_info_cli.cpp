@@ -19,6 +19,7 @@
 #include "core/gguf_read.h"
 #include "core/inspect.h"
 #include "core/safetensors.h"
+#include "core/tokenizer.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -325,6 +326,19 @@ TEST_CASE("info on adapters PEFT wrote: GPT-2, and RoBERTa with a classification
   CHECK(m["config"]["causal"] == false);
 }
 
+TEST_CASE("info on a directory of tokenizer files alone (data.tokenizer)") {
+  const std::string dir = std::string(LORA_FIXTURES) + "/tokenizer/sp";
+  Run r = run_lora("info " + dir);
+  INFO(r.all());
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "tokenizer directory " + dir));
+  CHECK(contains(r.out, "sentencepiece, 512 tokens, eos 2, bos 1 (tokenizer.model)"));
+  json j = run_json("info " + dir);
+  CHECK(j["kind"] == "tokenizer");
+  CHECK(j["tokenizer"]["fingerprint"] == lora::tokenizer_load(dir)->fingerprint());
+  CHECK(contains(r.out, "fingerprint   " + j["tokenizer"]["fingerprint"].get<std::string>()));
+}
+
 TEST_CASE("info: paths it cannot read or does not know") {
   const fs::path d = temp_dir();
   check_error(run_lora("info " + (d / "missing").string()), 1, (d / "missing").string());
@@ -333,6 +347,9 @@ TEST_CASE("info: paths it cannot read or does not know") {
   check_error(r, 2, "config.json");
   write_text(d / "notes.txt", "hello\n");
   check_error(run_lora("info " + (d / "notes.txt").string()), 2, "notes.txt");
+  fs::create_directories(d / "bad-tok");
+  write_text(d / "bad-tok" / "tokenizer.json", "{ not json");
+  check_error(run_lora("info " + (d / "bad-tok").string()), 1, (d / "bad-tok" / "tokenizer.json").string());
   write_text(d / "pytorch_model.bin", "not a pickle");
   check_error(run_lora("info " + (d / "pytorch_model.bin").string()), 2, "safe_serialization");
   {
