@@ -17,7 +17,6 @@
 #include "core/checkpoint.h"
 #include "core/fsutil.h"
 #include "core/model.h"
-#include "core/optimizer.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
@@ -83,23 +82,7 @@ TEST_CASE("golden: every LoRA gradient equals PEFT's") {
 TEST_CASE("golden: 10 AdamW steps follow PEFT's loss trajectory") {
   Fixture f;
   adapter_load(f.model, kDir + "/adapter");
-  auto traj = json_read_file(kDir + "/trajectory.json");
-  AdamWConfig c;
-  c.weight_decay = traj["weight_decay"].get<float>();
-  c.eps = traj.value("eps", 1e-8f);
-  AdamW opt(*f.be, f.model.trainable(), c);
-  const float lr = traj["lr"].get<float>();
-  const auto& losses = traj["losses"];
-  REQUIRE(losses.size() == 10);
-  for (size_t i = 0; i < losses.size(); ++i) {
-    f.model.zero_grads();
-    LossStats s = f.loss(1.0f / 15.0f);
-    double loss = s.loss_sum / double(s.tokens), ref = losses[i].get<double>();
-    INFO("step " << i + 1 << ": ours " << loss << ", PEFT " << ref);
-    CHECK(std::fabs(loss - ref) / ref < 1e-4);
-    opt.step(lr, 1.0f);
-    f.model.sync_values();
-  }
+  check_adamw_trajectory(f.model, *f.be, kDir + "/trajectory.json", [&](float scale) { return f.loss(scale); });
 }
 
 TEST_CASE("adapter_save writes q and v as one block-structured PEFT adapter with the same outputs") {

@@ -325,25 +325,8 @@ TEST_CASE("golden qwen2-swa: activation recomputation gives the same loss and gr
 TEST_CASE("golden qwen2-swa: 10 AdamW steps follow PEFT's loss trajectory") {
   Qwen2Fixture f;
   adapter_load(f.model, kQwen2Dir + "/adapter");
-  auto traj = json_read_file(kQwen2Dir + "/trajectory.json");
-  AdamWConfig c;
-  c.weight_decay = traj["weight_decay"].get<float>();
-  c.eps = traj["eps"].get<float>();
-  AdamW opt(*f.be, f.model.trainable(), c);
-  const float lr = traj["lr"].get<float>();
-  const auto& losses = traj["losses"];
-  REQUIRE(losses.size() == 10);
-  double worst = 0;
-  for (size_t i = 0; i < losses.size(); ++i) {
-    f.model.zero_grads();
-    LossStats s = f.loss(1.0f / 15.0f);
-    double loss = s.loss_sum / double(s.tokens), ref = losses[i].get<double>();
-    worst = std::max(worst, std::fabs(loss - ref) / ref);
-    INFO("step " << i + 1 << ": ours " << loss << ", PEFT " << ref);
-    CHECK(std::fabs(loss - ref) / ref < 1e-4);
-    opt.step(lr, 1.0f);
-    f.model.sync_values();
-  }
+  const double worst = check_adamw_trajectory(f.model, *f.be, kQwen2Dir + "/trajectory.json",
+                                              [&](float scale) { return f.loss(scale); });
   MESSAGE("qwen2-swa AdamW trajectory worst relative loss error " << worst);
 }
 

@@ -19,6 +19,7 @@
 #include "core/fsutil.h"
 #include "core/generate.h"
 #include "core/model.h"
+#include "core/optimizer.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 
@@ -244,4 +245,33 @@ inline int generate_fixture_check(const nlohmann::json& j, lora::Model& base, lo
     ++cases;
   }
   return cases;
+}
+
+// The golden fixtures' 10-step AdamW trajectory (trajectory.json: lr, weight_decay, eps, losses, made by
+// PEFT with torch.optim.AdamW): each step's loss within 1e-4 relative of PEFT's, then one AdamW step.
+// `loss(scale)` runs the fixture's batch forward and backward with the gradient scaled by `scale` (1/15:
+// the fixtures' loss tokens). Returns the worst relative error.
+template <class LossFn>
+double check_adamw_trajectory(lora::Model& model, lora::Backend& be, const std::string& trajectory_path,
+                              LossFn&& loss) {
+  const nlohmann::json traj = lora::json_read_file(trajectory_path);
+  lora::AdamWConfig c;
+  c.weight_decay = traj["weight_decay"].get<float>();
+  c.eps = traj.value("eps", 1e-8f);
+  lora::AdamW opt(be, model.trainable(), c);
+  const float lr = traj["lr"].get<float>();
+  const auto& losses = traj["losses"];
+  REQUIRE(losses.size() == 10);
+  double worst = 0;
+  for (size_t i = 0; i < losses.size(); ++i) {
+    model.zero_grads();
+    const lora::LossStats s = loss(1.0f / 15.0f);
+    const double ours = s.loss_sum / double(s.tokens), ref = losses[i].get<double>();
+    worst = std::max(worst, std::fabs(ours - ref) / ref);
+    INFO("step " << i + 1 << ": ours " << ours << ", PEFT " << ref);
+    CHECK(std::fabs(ours - ref) / ref < 1e-4);
+    opt.step(lr, 1.0f);
+    model.sync_values();
+  }
+  return worst;
 }
