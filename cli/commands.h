@@ -30,6 +30,14 @@ struct EvalCliOptions {
 std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app);
 int run_eval(const EvalCliOptions& o);
 
+struct GenerateCliOptions {
+  std::string recipe, adapter, prompts_file, device;
+  std::vector<std::string> prompts, overrides;
+  bool json = false;  // one JSON object a line instead of the text
+};
+std::shared_ptr<GenerateCliOptions> setup_generate(CLI::App& app);
+int run_generate(const GenerateCliOptions& o);
+
 struct MergeCliOptions {
   std::string base, adapter, out, dtype = "fp32";
   std::vector<std::string> labels;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
              "(resume with --resume).");
   CLI::App* train = app.add_subcommand("train", "Fine-tune a model as a recipe says");
   CLI::App* eval = app.add_subcommand("eval", "Measure an adapter on a data split");
+  CLI::App* gen = app.add_subcommand("generate", "Continue prompts with a model and an adapter");
   CLI::App* merge = app.add_subcommand("merge", "Fold an adapter into its base model");
   CLI::App* exp = app.add_subcommand("export", "Write an adapter in another ecosystem's format");
   CLI::App* init = app.add_subcommand("init", "Write a randomly initialised model from a config.json");
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
   CLI::App* validate = app.add_subcommand("validate", "Check a recipe, its model, tokenizer and data without training");
   auto train_o = setup_train(*train);
   auto eval_o = setup_eval(*eval);
+  auto gen_o = setup_generate(*gen);
   auto merge_o = setup_merge(*merge);
   auto export_o = setup_export(*exp);
   auto init_o = setup_init(*init);
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
   try {
     if (train->parsed()) return run_train(*train_o);
     if (eval->parsed()) return run_eval(*eval_o);
+    if (gen->parsed()) return run_generate(*gen_o);
     if (merge->parsed()) return run_merge(*merge_o);
     if (exp->parsed()) return run_export(*export_o);
     if (init->parsed()) return run_init(*init_o);

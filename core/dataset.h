@@ -108,6 +108,11 @@ std::string dataset_template_name(const std::string& format, const DatasetOption
 // "fnv1a64:<hex>" of the source file's bytes; errors if it cannot be read.
 std::string dataset_source_hash(const std::string& source_path);
 
+// The ids an example's prompt has in a dataset of `format` ("e2e" or "jsonl"): the tokenizer's BOS if it
+// has one, the prompt, and for e2e the EOS that ends a meaning representation. A model trained on such data
+// continues from exactly these ids (`lora eval`'s and `lora generate`'s prompts).
+std::vector<int32_t> dataset_prompt_ids(const std::string& format, const std::string& prompt, const Tokenizer& tok);
+
 // Parses and tokenizes a source into tables (no file written). info gets everything but path.
 DatasetTables dataset_tokenize(const std::string& source_path, const std::string& format,
                                const Tokenizer& tok, int max_length, DatasetInfo* info,

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <stdexcept>
 
 #include "core/dataset.h"
 #include "core/error.h"
@@ -154,6 +155,19 @@ std::vector<int32_t> encode_at(const Tokenizer& tok, const std::string& text, co
 
 }  // namespace
 
+std::vector<int32_t> dataset_prompt_ids(const std::string& format, const std::string& prompt, const Tokenizer& tok) {
+  if (format != "e2e" && format != "jsonl")
+    throw std::logic_error("dataset_prompt_ids: format must be e2e or jsonl, not '" + format + "'");
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());  // as HF's tokenizer(prompt) begins; no loss
+  if (format == "e2e" || !prompt.empty()) {
+    const std::vector<int32_t> p = tok.encode(prompt);
+    ids.insert(ids.end(), p.begin(), p.end());
+  }
+  if (format == "e2e") ids.push_back(tok.eos_id());
+  return ids;
+}
+
 std::string hash_fnv1a64_hex(const std::string& bytes) {
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64 offset basis and prime (Fowler, Noll, Vo)
   for (unsigned char c : bytes) {
@@ -261,18 +275,17 @@ DatasetTables dataset_tokenize(const std::string& source_path, const std::string
                      " lines, all blank)",
                  "check that data.train / data.eval point at the right file");
 
-  const int32_t eos = tok.eos_id(), bos = tok.bos_id();
+  const int32_t eos = tok.eos_id();
   DatasetTables t;
   t.offsets.push_back(0);
   int64_t n_truncated = 0, n_dropped = 0, first_dropped_line = 0;
   for (const SourceExample& ex : examples) {
     std::vector<int32_t> ids;
-    if (bos >= 0) ids.push_back(bos);  // as HF's tokenizer(prompt) begins; no loss
-    if (fmt == "e2e" || !ex.prompt.empty()) {
-      std::vector<int32_t> prompt = encode_at(tok, ex.prompt, source_path, ex.line);
-      ids.insert(ids.end(), prompt.begin(), prompt.end());
+    try {
+      ids = dataset_prompt_ids(fmt, ex.prompt, tok);
+    } catch (const Error& e) {
+      throw Error(e.code(), source_path + ":" + std::to_string(ex.line) + ": " + e.what(), e.hint());
     }
-    if (fmt == "e2e") ids.push_back(eos);
     int64_t prompt_length = int64_t(ids.size());
     std::vector<int32_t> completion =
         encode_at(tok, fmt == "e2e" ? " " + ex.completion : ex.completion, source_path, ex.line);

@@ -140,6 +140,46 @@ TEST_CASE("lora eval writes eval.json, the official scorer's files and a table")
   CHECK(j["metrics"]["cider"].get<double>() == doctest::Approx(m.cider));
 }
 
+TEST_CASE("lora generate continues prompts exactly as lora eval generates its predictions") {
+  const Setup& s = setup();
+  INFO(s.train_log);
+  REQUIRE(s.ok);
+  const fs::path out = s.dir / "gen-eval";
+  CliResult e = lora_run("eval " + s.recipe.string() + " --adapter " + s.adapter.string() + " --out " + out.string(),
+                         "LORA_METEOR_JAR=");
+  INFO(e.out);
+  REQUIRE(e.code == 0);
+  const std::vector<std::string> preds = lines_of(read_text(out / "predictions.txt"));
+  REQUIRE(preds.size() == s.sources.size());
+  std::string file;
+  for (const auto& src : s.sources) file += src + "\n\n";  // blank lines are skipped
+  write_text(s.dir / "prompts.txt", file);
+  CliResult g = lora_run("generate " + s.recipe.string() + " --adapter " + s.adapter.string() + " --prompts " +
+                         (s.dir / "prompts.txt").string());
+  INFO(g.out);
+  REQUIRE(g.code == 0);
+  std::vector<std::string> lines;
+  for (const auto& line : lines_of(g.out))
+    if (line.rfind("notice:", 0) != 0) lines.push_back(line);
+  CHECK(lines == preds);
+  // --prompt, --json: the same text, with the prompt and the token ids.
+  CliResult j = lora_run("generate " + s.recipe.string() + " --adapter " + s.adapter.string() + " --json --prompt '" +
+                         s.sources[1] + "'");
+  INFO(j.out);
+  REQUIRE(j.code == 0);
+  json row;
+  for (const auto& line : lines_of(j.out))
+    if (!line.empty() && line[0] == '{') row = json::parse(line);
+  CHECK(row["prompt"] == s.sources[1]);
+  CHECK(row["generated"] == preds[1]);
+  CHECK(row["tokens"].size() <= 6);  // eval.max_new_tokens
+  // The base alone generates too; no prompt, or a directory without an adapter, is a clear error.
+  CHECK(lora_run("generate " + s.recipe.string() + " --prompt '" + s.sources[0] + "'").code == 0);
+  check_clean_error(lora_run("generate " + s.recipe.string()), 2, "no prompts given");
+  check_clean_error(lora_run("generate " + s.recipe.string() + " --adapter " + s.dir.string() + " --prompt x"), 2,
+                    "holds no adapter_config.json");
+}
+
 TEST_CASE("lora eval: --out, --limit, --no-generate, --split train") {
   const Setup& s = setup();
   REQUIRE(s.ok);
