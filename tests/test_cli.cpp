@@ -53,7 +53,7 @@ TEST_CASE("version and help") {
   CHECK(contains(v.out, "lora 0."));
   CliResult h = lora_run("--help");
   CHECK(h.code == 0);
-  for (const char* sub : {"train", "eval", "merge", "export"}) CHECK(contains(h.out, sub));
+  for (const char* sub : {"train", "eval", "generate", "merge", "export"}) CHECK(contains(h.out, sub));
   CliResult th = lora_run("train --help");
   CHECK(th.code == 0);
   for (const char* flag : {"--set", "--resume", "--dry-run", "--print-config", "--output", "--device"})
