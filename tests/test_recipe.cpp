@@ -12,6 +12,9 @@
 #include "core/error.h"
 #include "core/recipe.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -630,3 +633,5 @@ TEST_CASE("helpers: recipe_closest_name, recipe_format_number, recipe_data_forma
   CHECK(recipe_data_format("auto", "x.csv").empty());
   CHECK(recipe_data_format("jsonl", "x.txt") == "jsonl");
 }
+
+}  // namespace
