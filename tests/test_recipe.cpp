@@ -634,4 +634,20 @@ TEST_CASE("helpers: recipe_closest_name, recipe_format_number, recipe_data_forma
   CHECK(recipe_data_format("jsonl", "x.txt") == "jsonl");
 }
 
+TEST_CASE("a token where a YAML document should start is a syntax error at its place, not a hang") {
+  // yaml-cpp 0.7's LoadAll loops forever on these, its memory growing without bound.
+  for (const auto& [text, where] : std::vector<std::pair<std::string, std::string>>{
+           {",", "r.yaml:1:1"}, {"model:\n  path: m\n---\n,\n", "r.yaml:4:1"}, {"---\n]\n", "r.yaml:2:1"}}) {
+    CAPTURE(text);
+    Error e(0, "");
+    try {
+      recipe_parse(text, "r.yaml");
+    } catch (const Error& x) {
+      e = x;
+    }
+    CHECK(e.code() == EXIT_CODE_USAGE);
+    CHECK(contains(e.what(), where + ": YAML syntax error"));
+  }
+}
+
 }  // namespace
