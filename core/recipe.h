@@ -146,8 +146,9 @@ void recipe_validate(const Recipe& recipe);
 
 // The fully resolved recipe, every key, as YAML that recipe_parse reads back to an equal Recipe.
 // `dest_path` is where the text will be written (e.g. "runs/lora/recipe.yaml"): relative input paths
-// are written relative to its directory, so that recipe_load(dest_path) finds the same files from the
-// same current directory. Empty = the text will be read as if from the current directory.
+// are written relative to its directory, so that recipe_load(dest_path) finds the same files, and output
+// paths (output.dir, data.cache_dir) absolute, so that it resumes the same run from any directory. Empty =
+// the text will be read as if from the current directory.
 std::string recipe_to_yaml(const Recipe& recipe, const std::string& dest_path = "");
 
 // "e2e", "jsonl", "glue" or "h5" for a data file, resolving format "auto" by extension (a .jsonl file

@@ -400,6 +400,13 @@ static std::string path_for_dest(const std::string& path, const fs::path& dest_d
   return rel.empty() ? abs.string() : rel.string();
 }
 
+// An output path as it must be written in a file at dest_dir: absolute, since output paths are relative to
+// the working directory, and a run's stored recipe must resume it from any directory.
+static std::string output_path_for_dest(const std::string& path, const fs::path& dest_dir) {
+  if (path.empty() || dest_dir.empty()) return path;
+  return fs::absolute(path).lexically_normal().string();
+}
+
 std::string recipe_to_yaml(const Recipe& recipe, const std::string& dest_path) {
   Recipe copy = recipe;
   fs::path dest_dir = fs::path(dest_path).parent_path();
@@ -422,8 +429,8 @@ std::string recipe_to_yaml(const Recipe& recipe, const std::string& dest_path) {
     out << YAML::Key << f.key << YAML::Value;
     switch (f.kind) {
       case FieldKind::path_in: write_string(path_for_dest(f.as<std::string>(), dest_dir)); break;
+      case FieldKind::path_out: write_string(output_path_for_dest(f.as<std::string>(), dest_dir)); break;
       case FieldKind::text:
-      case FieldKind::path_out:
       case FieldKind::choice: write_string(f.as<std::string>()); break;
       case FieldKind::integer: out << f.as<int>(); break;
       case FieldKind::number: out << recipe_format_number(f.as<double>()); break;

@@ -264,10 +264,27 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   so.start = {prog.epoch, prog.cursor};
   BatchStream stream(s.train, so);
 
+  // The newest committed checkpoint of this run and its step (the one resumed from, at first).
+  std::string saved_dir = resume ? resume_from : "";
+  int64_t saved_step = resume ? prog.step : -1;
   auto save = [&]() {
     prog.loss_scale = scaler.scale;
     prog.good_steps = scaler.good_steps;
-    return train_state_save(out_dir, model, opt, prog, r, r.output.keep_last);
+    saved_dir = train_state_save(out_dir, model, opt, prog, r, r.output.keep_last);
+    saved_step = prog.step;
+    return saved_dir;
+  };
+  // After SIGINT/SIGTERM: the step's checkpoint is committed; say how to resume and stop.
+  auto stopped = [&](const std::string& where) {
+    log.finish();
+    // The run's own resolved recipe holds every --set it was given, so this resumes it exactly.
+    const std::string run_recipe = (fs::path(out_dir) / "recipe.yaml").string();
+    std::fprintf(stderr, "stopped by signal %d at step %lld; checkpoint saved to %s\n"
+                 "  resume with: lora train %s --resume %s\n"
+                 "  (or with the first run's recipe and the same --set options: lora train %s ... --resume %s)\n",
+                 int(g_stop_signal), (long long)prog.step, where.c_str(), run_recipe.c_str(), out_dir.c_str(),
+                 r.source.c_str(), out_dir.c_str());
+    return EXIT_CODE_INTERRUPTED;
   };
 
   auto t_last = std::chrono::steady_clock::now();
@@ -321,24 +338,16 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     loss_tokens_since = 0;
     if (r.train.eval_every > 0 && prog.step % r.train.eval_every == 0 && prog.step < total_steps) run_eval(prog.step);
     if (r.output.save_every > 0 && prog.step % r.output.save_every == 0 && prog.step < total_steps) save();
-    if (g_stop_signal) {
-      std::string where = save();
-      log.finish();
-      // The run's own resolved recipe holds every --set it was given, so this resumes it exactly.
-      const std::string run_recipe = (fs::path(out_dir) / "recipe.yaml").string();
-      std::fprintf(stderr, "stopped by signal %d at step %lld; checkpoint saved to %s\n"
-                   "  resume with: lora train %s --resume %s\n"
-                   "  (or with the first run's recipe and the same --set options: lora train %s ... --resume %s)\n",
-                   int(g_stop_signal), (long long)prog.step, where.c_str(), run_recipe.c_str(), out_dir.c_str(),
-                   r.source.c_str(), out_dir.c_str());
-      return EXIT_CODE_INTERRUPTED;
-    }
+    if (g_stop_signal) return stopped(save());
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
 
+  // The last step's checkpoint is committed before the final evaluation and the adapter are written, and
+  // the signal handlers stay until then: a stop in between loses nothing, and resuming the finished run
+  // writes them (without saving the same step again).
+  const std::string where = saved_step == prog.step ? saved_dir : save();
+  if (g_stop_signal) return stopped(where);
   EvalResult final_eval = run_eval(prog.step);
-  std::string where = save();
+  if (g_stop_signal) return stopped(where);
   if (const int64_t peak = model.backend().memory_peak(); peak >= 0)  // this process's run, resumed or not
     log.record({{"peak_memory_mib", double(peak) / double(1 << 20)}, {"memory_plan_mib", double(plan.total()) / double(1 << 20)}},
                "peak device memory: " + mib(peak) + " (tensors and workspace, as the allocator counts them; memory plan " +
@@ -376,6 +385,8 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
       ++shown;
     }
   }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   return EXIT_CODE_OK;
 }
 

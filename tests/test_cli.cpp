@@ -256,6 +256,37 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 75; --resume continues from it")
   fs::remove_all(d);
 }
 
+TEST_CASE("SIGTERM during the final evaluation keeps the finished steps; --resume writes the adapter") {
+  auto d = scratch_dir("cli-signal-final");
+  // The quickstart's model on its training set, evaluated on the same 1,500 examples: the final evaluation
+  // takes seconds, time to stop the run inside it once its last step is logged.
+  const std::string data = LORA_SOURCE_DIR "/data/quickstart/train.txt";
+  const std::string rec = recipe(d, "eval:\n  num_samples: 0\n").string();
+  const std::string sets = " --set data.train=" + data + " --set data.eval=" + data +
+                           " --set train.max_steps=3 --set train.batch_size=4 --set log.progress=plain --set log.every=1";
+  const fs::path log = d / "signal.log";
+  const std::string cmd = "cd " + d.string() + " && (" LORA_BIN " train " + rec + sets + " </dev/null >" + log.string() +
+                          " 2>&1 & pid=$!; for i in $(seq 600); do grep -q 'step 3/3' " + log.string() +
+                          " && break; sleep 0.1; done; kill -TERM $pid; wait $pid; exit $?)";
+  int status = std::system(cmd.c_str());
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const std::string out = lora::file_read(log.string());
+  INFO(out);
+  REQUIRE(contains(out, "step 3/3"));
+  CHECK(code == 75);
+  CHECK(contains(out, "stopped by signal 15 at step 3"));
+  CHECK(!fs::exists(d / "run" / "adapter_model.safetensors"));
+  const std::string latest = lora::train_state_latest((d / "run").string());
+  CHECK(fs::path(latest).filename() == "step-00000003");
+  CliResult resumed = lora_run("train " + (d / "run" / "recipe.yaml").string() + " --resume " + (d / "run").string());
+  INFO(resumed.out);
+  CHECK(resumed.code == 0);
+  CHECK(contains(resumed.out, "resuming from"));
+  CHECK(contains(resumed.out, "eval at step 3"));
+  CHECK(fs::exists(d / "run" / "adapter_model.safetensors"));
+  fs::remove_all(d);
+}
+
 TEST_CASE("a LLaMA-family model with a SentencePiece tokenizer trains and evaluates end to end") {
   // LLaMA; and Mistral with a sliding window of 4 tokens, shorter than every example, which also
   // generates its predictions (KV-cache decoding past the window).
