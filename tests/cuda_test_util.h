@@ -12,7 +12,7 @@
 #include <sstream>
 #include <string>
 
-#include "core/tensor.h"
+#include "core/base/tensor.h"
 
 namespace lora_test {
 

@@ -7,9 +7,9 @@
 
 #include <cmath>
 
-#include "core/dataset.h"
-#include "core/tokenizer.h"
-#include "core/train_state.h"
+#include "core/data/dataset.h"
+#include "core/text/tokenizer.h"
+#include "core/train/train_state.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;

@@ -21,7 +21,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "core/backend.h"
+#include "core/ops/backend.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/profile.cuh"
 #include "tests/cuda_test_util.h"

@@ -32,12 +32,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/backend.h"
-#include "core/checkpoint.h"
-#include "core/fsutil.h"
-#include "core/model.h"
-#include "core/optimizer.h"
+#include "core/model/adapter.h"
+#include "core/ops/backend.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/fsutil.h"
+#include "core/model/model.h"
+#include "core/train/optimizer.h"
 #include "cuda/backend_cuda.h"
 
 using namespace lora;

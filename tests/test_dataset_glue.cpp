@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "core/dataset.h"
+#include "core/data/dataset.h"
 #include "tests/test_util.h"
 
 using namespace lora;

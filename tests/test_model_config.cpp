@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/model_config.h"
+#include "core/base/error.h"
+#include "core/formats/model_config.h"
 #include "tests/test_util.h"
 
 using namespace lora;

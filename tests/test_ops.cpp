@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "core/backend.h"
-#include "core/ops_ref.h"
+#include "core/ops/backend.h"
+#include "core/ops/ops_ref.h"
 
 using namespace lora;
 using vec = std::vector<double>;

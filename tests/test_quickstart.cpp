@@ -4,8 +4,8 @@
 
 #include <cstdio>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;

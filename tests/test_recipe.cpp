@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/recipe.h"
+#include "core/base/error.h"
+#include "core/session/recipe.h"
 
 using namespace lora;
 namespace fs = std::filesystem;

@@ -15,8 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/tokenizer.h"
+#include "core/base/error.h"
+#include "core/text/tokenizer.h"
 
 using lora::Tokenizer;
 using json = nlohmann::json;
