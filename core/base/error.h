@@ -1,5 +1,5 @@
 // Errors a user can cause. Every such error is thrown as lora::Error carrying the exit code the
-// command line returns (DESIGN.md section 2) and a hint on how to fix it; cli/main.cpp prints
+// command line returns (ExitCode below) and a hint on how to fix it; cli/main.cpp prints
 // "error: <message>\n  hint: <hint>" to stderr and exits with the code. Never assert on user input.
 #pragma once
 #include <stdexcept>

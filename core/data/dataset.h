@@ -1,6 +1,6 @@
 // Datasets: a text source (E2E lines or JSONL) is tokenized once into an HDF5 file, which the trainer
-// opens, validates and streams shuffled, length-bucketed, dynamically padded batches from (DESIGN.md
-// section 5, "Datasets").
+// opens, validates and streams shuffled, length-bucketed, dynamically padded batches from. The file's
+// tables and attributes are listed below.
 //
 // Sources and the tokenization template (fixed; recorded as the `template` attribute of the file):
 //   e2e    one example a line, `meaning representation||reference text`; the line is trimmed, split at

@@ -1,4 +1,4 @@
-// `lora eval`: measure a trained adapter on a data split (DESIGN.md section 2; issue 4).
+// `lora eval`: measure a trained adapter on a data split.
 //
 // The recipe's session is opened (session_open: backend, base checkpoint, tokenizer, tokenized data) and
 // the adapter is loaded with adapter_load in place of lora_init. Then:

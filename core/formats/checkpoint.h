@@ -1,4 +1,4 @@
-// HF checkpoint directories (DESIGN.md section 5): config.json plus model.safetensors, or shards listed
+// HF checkpoint directories: config.json plus model.safetensors, or shards listed
 // by model.safetensors.index.json. Pickled weights (pytorch_model.bin, *.pt, *.pth, *.ckpt) are never
 // loaded: a directory holding only those is refused with a conversion hint.
 //

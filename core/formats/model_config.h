@@ -1,4 +1,4 @@
-// The architecture of a model as data (DESIGN.md section 4): one struct filled from HF config.json by
+// The architecture of a model as data: one struct filled from HF config.json by
 // one small mapper per family. The model code reads only this struct, never the family name.
 // Supported model_type values: gpt2; llama, mistral, qwen2 (family "llama": same tensor layout);
 // roberta. Settings we cannot honour (rope_scaling, other activations, ...) are refused, never ignored.

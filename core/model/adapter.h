@@ -1,4 +1,4 @@
-// LoRA adapters on disk in HuggingFace PEFT's layout (DESIGN.md section 5), so PEFT loads ours unchanged
+// LoRA adapters on disk in HuggingFace PEFT's layout, so PEFT loads ours unchanged
 // and we load PEFT's: adapter_config.json + adapter_model.safetensors with tensor names
 // "base_model.model.transformer.h.N.attn.c_attn.lora_A.weight" (r, in) and "...lora_B.weight" (out, r).
 //

@@ -1,4 +1,4 @@
-// The op set: the seam between the model and the hardware (DESIGN.md section 4).
+// The op set: the seam between the model and the hardware (docs/ARCHITECTURE.md, "The op seam").
 //
 // The model code (core/model/model.cpp) is written once against this interface and never branches on the
 // device. core/ops/backend_cpu.cpp is the reference: fp32, plain loops, BLAS for GEMM, obviously correct.

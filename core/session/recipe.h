@@ -1,4 +1,4 @@
-// Recipes: the YAML file that says what `lora train` does (DESIGN.md section 3).
+// Recipes: the YAML file that says what `lora train` does (examples in configs/).
 //
 // Defaults live here, in one struct per section with a one-line comment per field; a recipe holds only
 // what it changes (nanoGPT's config habit). recipe_parse is strict: unknown keys (with a "did you mean"),

@@ -1,4 +1,4 @@
-// Resumable training state (DESIGN.md section 5): trainable tensors, AdamW moments, step, data
+// Resumable training state: trainable tensors, AdamW moments, step, data
 // position, seeds, loss-scale state and the resolved recipe, in safetensors + JSON, under
 // <output>/checkpoints/step-<N>/. Written crash-safely: everything goes into a temporary directory,
 // each file fsynced, the directory renamed into place, and a COMMITTED record written last. Resume
