@@ -1,4 +1,4 @@
-// `lora export` (core/export_gguf.h): every format read back. GGUF files are parsed by a minimal,
+// `lora export` (core/commands/export_gguf.h): every format read back. GGUF files are parsed by a minimal,
 // independent GGUF v3 reader below (header, typed metadata, tensor infos with ggml-order dims, aligned
 // data) and compared with the adapter's tensors; PEFT output is loaded with adapter_load and checked
 // against PEFT's own logits; merged output against PEFT's merge_and_unload. The same GGUF files are

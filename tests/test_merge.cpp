@@ -1,4 +1,4 @@
-// `lora merge` (core/merge.h): golden comparison with PEFT's merge_and_unload (tests/fixtures/golden/
+// `lora merge` (core/commands/merge.h): golden comparison with PEFT's merge_and_unload (tests/fixtures/golden/
 // merged and "merged_logits", made by scripts/make_golden.py), our block-structured q/v adapter, older
 // PEFT key layouts, sharded output, verification per dtype, and every refusal of bad input.
 // Tolerances: merged weights 1e-6 normwise relative per tensor (both sides compute W0 + s B A in fp32;

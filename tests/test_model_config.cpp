@@ -1,4 +1,4 @@
-// config.json's sliding-window keys, mapped as transformers 5.23 reads them (core/model_config.cpp,
+// config.json's sliding-window keys, mapped as transformers 5.23 reads them (core/formats/model_config.cpp,
 // window_parse): Qwen2's use_sliding_window, sliding_window, max_window_layers and layer_types, Mistral's
 // sliding_window, layer_types in any LLaMA-family config, the inverse mapping, and one message per bad
 // value naming the file and the key. The other mapper tests are in test_checkpoint.cpp.

@@ -1,5 +1,5 @@
 // The embedded default learns: `lora train configs/quickstart.yaml` (CPU, a few minutes) must bring the
-// held-out loss to at most half of its value before training (issue 2), and its adapter must load back.
+// held-out loss to at most half of its value before training, and its adapter must load back.
 #include <doctest/doctest.h>
 
 #include <cstdio>
