@@ -1,15 +1,15 @@
 // `lora eval RECIPE.yaml --adapter DIR [--split eval|train] [--out DIR] [--limit N] [--no-generate]
 // [--set key=value ...] [--device cpu|cuda|auto]`: loss, perplexity, token accuracy and, for E2E data,
 // generation with BLEU / NIST / ROUGE-L / CIDEr, and METEOR when eval.meteor_jar or LORA_METEOR_JAR names
-// METEOR 1.5's jar (core/evaluate.h). Prints a table on stdout, notices and the progress bars of generation
-// and METEOR (on a terminal) on stderr.
+// METEOR 1.5's jar (core/eval/evaluate.h). Prints a table on stdout, notices and the progress bars of
+// generation and METEOR (on a terminal) on stderr.
 #include <unistd.h>
 
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/evaluate.h"
-#include "core/recipe.h"
+#include "core/eval/evaluate.h"
+#include "core/session/recipe.h"
 
 namespace lora {
 

@@ -1,11 +1,11 @@
 // `lora export --adapter DIR --to gguf|peft|merged --out PATH [--base DIR] [--dtype D] [--labels A,B,...]
 // [--overwrite]`:
-// an adapter in another ecosystem's format (core/export_gguf.h).
+// an adapter in another ecosystem's format (core/commands/export_gguf.h).
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/error.h"
-#include "core/export_gguf.h"
+#include "core/base/error.h"
+#include "core/commands/export_gguf.h"
 
 namespace lora {
 

@@ -1,7 +1,7 @@
 // `lora generate RECIPE.yaml [--adapter DIR] (--prompt TEXT ... | --prompts FILE|-) [--json] [--set ...]
 // [--device cpu|cuda|auto]`: continuations of prompts with the recipe's model and an adapter, laid out as
 // the recipe's training data lays out a prompt, with the recipe's eval generation settings
-// (core/generate_run.h). Prints one continuation a line (a newline inside one written as \n), or with
+// (core/eval/generate_run.h). Prints one continuation a line (a newline inside one written as \n), or with
 // --json one JSON object a line: {"prompt", "generated", "tokens"}.
 #include <cstdio>
 #include <fstream>
@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "core/error.h"
-#include "core/fsutil.h"
-#include "core/generate_run.h"
-#include "core/recipe.h"
+#include "core/base/error.h"
+#include "core/base/fsutil.h"
+#include "core/eval/generate_run.h"
+#include "core/session/recipe.h"
 
 namespace lora {
 

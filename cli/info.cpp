@@ -1,9 +1,9 @@
 // `lora info PATH [--json] [--all]`: what PATH is (a run, an adapter, a model directory, a tokenized
-// dataset, a safetensors or GGUF file) and what it holds (core/inspect.h).
+// dataset, a safetensors or GGUF file) and what it holds (core/commands/inspect.h).
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/inspect.h"
+#include "core/commands/inspect.h"
 
 namespace lora {
 

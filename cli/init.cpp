@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/model_init.h"
+#include "core/commands/model_init.h"
 
 namespace lora {
 

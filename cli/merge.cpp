@@ -1,10 +1,11 @@
 // `lora merge --base MODEL_DIR --adapter DIR --out DIR [--dtype bf16|fp16|fp32] [--labels A,B,...]
-// [--verify] [--force] [--overwrite]`: fold an adapter into its base model (core/merge.h) and report what was written.
+// [--verify] [--force] [--overwrite]`: fold an adapter into its base model (core/commands/merge.h) and report
+// what was written.
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/error.h"
-#include "core/merge.h"
+#include "core/base/error.h"
+#include "core/commands/merge.h"
 
 namespace lora {
 

@@ -1,10 +1,10 @@
 // `lora prepare RECIPE.yaml [--set key=value ...] [--split train|eval|all]`: tokenizes the recipe's
-// datasets into data.cache_dir exactly as `lora train` would, so the run reuses them (core/prepare.h).
+// datasets into data.cache_dir exactly as `lora train` would, so the run reuses them (core/commands/prepare.h).
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/prepare.h"
-#include "core/recipe.h"
+#include "core/commands/prepare.h"
+#include "core/session/recipe.h"
 
 namespace lora {
 

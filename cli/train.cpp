@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/recipe.h"
-#include "core/trainer.h"
+#include "core/session/recipe.h"
+#include "core/train/trainer.h"
 
 namespace lora {
 

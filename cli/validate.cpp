@@ -1,10 +1,11 @@
 // `lora validate RECIPE.yaml [--set key=value ...]`: checks the recipe, the model directory, the tokenizer,
-// the LoRA targets, the data files and the eval and output settings without training (core/validate.h).
-// Prints one line per part; every problem goes to stderr at once, exit 2 (recipe or usage) or 1 (files).
+// the LoRA targets, the data files and the eval and output settings without training
+// (core/commands/validate.h). Prints one line per part; every problem goes to stderr at once, exit 2 (recipe or
+// usage) or 1 (files).
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/validate.h"
+#include "core/commands/validate.h"
 
 namespace lora {
 

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/ops.cuh"
 #include "cuda/profile.cuh"
@@ -64,7 +64,6 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::cuda; }
   std::string name() const override { return name_; }
   DType activation_dtype() const override { return act_; }
-  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
   int64_t workspace_bytes() const override { return int64_t(ctx_.lt_workspace_bytes); }
   int64_t memory_peak() override {
     cudaMemPool_t pool;
@@ -336,10 +335,6 @@ std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType activat
   }
   if (why_not) *why_not = reason;
   return nullptr;
-}
-
-std::unique_ptr<Backend> backend_cuda_create(std::string* why_not) {
-  return backend_cuda_create(why_not, DType::bf16);
 }
 
 }  // namespace lora

@@ -1,15 +1,14 @@
 // The CUDA backend's creation functions (cuda/backend_cuda.cu). Plain C++: includable without nvcc.
 // Both return nullptr and set *why_not on any CUDA error (no driver, no device, no kernel image for this
-// GPU, a failed cuBLASLt handle). The one-argument form uses bf16 activations.
+// GPU, a failed cuBLASLt handle).
 #pragma once
 #include <memory>
 #include <string>
 
-#include "core/backend.h"
+#include "core/ops/backend.h"
 
 namespace lora {
 
-std::unique_ptr<Backend> backend_cuda_create(std::string* why_not);
 // activations: DType::bf16 (default), DType::f16 or DType::f32 (f32 is for tests and debugging).
 std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType activations);
 

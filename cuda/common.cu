@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace lora {
 

@@ -30,7 +30,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/tensor.h"
+#include "core/base/tensor.h"
 
 namespace lora {
 

@@ -1,4 +1,4 @@
-// Dropout with a counter-based mask: keep[i] = rng_uniform(seed, offset + i) >= p (core/backend.h), the
+// Dropout with a counter-based mask: keep[i] = rng_uniform(seed, offset + i) >= p (core/ops/backend.h), the
 // same function the CPU backend calls, so both backends drop the same elements. out = inp * keep / (1-p);
 // p >= 1 drops everything. out may alias inp; the backward is the same map applied to dout.
 #include "cuda/ops.cuh"

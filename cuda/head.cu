@@ -1,7 +1,7 @@
 // The sequence-classification head's ops (RoBERTa, HF RobertaClassificationHead): tanh and its backward
 // from the output, the squared-error loss of a regression head, and mat_copy, a strided copy of a
 // (rows, cols) matrix between leading dimensions (the first token of each sequence, ld = T*C, and its
-// gradient scattered back). Elementwise, any float dtype, fp32 arithmetic; formulas as core/ops_ref.h.
+// gradient scattered back). Elementwise, any float dtype, fp32 arithmetic; formulas as core/ops/ops_ref.h.
 #include "cuda/ops.cuh"
 
 namespace lora {

@@ -1,5 +1,5 @@
 // The public entries of the CUDA op files (declarations only). Each takes the backend's CudaContext,
-// checks shapes and dtypes, and launches on ctx.stream. Names and argument order follow core/backend.h;
+// checks shapes and dtypes, and launches on ctx.stream. Names and argument order follow core/ops/backend.h;
 // the contract (parameter gradients +=, activation gradients overwritten) is the same.
 #pragma once
 #include <array>
@@ -7,7 +7,7 @@
 #include <map>
 #include <vector>
 
-#include "core/backend.h"
+#include "core/ops/backend.h"
 #include "cuda/common.cuh"
 
 namespace lora {
@@ -43,7 +43,7 @@ int column_chunks(int64_t rows);
 // matmul.cu
 void matmul(CudaContext& ctx, const MatRef& out, const MatRef& a, const MatRef& b, bool trans_a, bool trans_b,
             float alpha, float beta);
-// out = epilogue(op(a) op(b)) in one cuBLASLt call (core/backend.h, Backend::matmul_epilogue). Returns
+// out = epilogue(op(a) op(b)) in one cuBLASLt call (core/ops/backend.h, Backend::matmul_epilogue). Returns
 // false, having done nothing, where the fused call does not apply (bias or aux in another dtype than out,
 // aux rows not a multiple of 8 elements, or no cuBLASLt algorithm for it): the caller runs the ops unfused.
 bool matmul_epilogue(CudaContext& ctx, Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,

@@ -1,5 +1,5 @@
-// GPU time per op (LORA_PROFILE=1 in the environment): the profile by kernel that issue 3 asks a GPU run
-// to show, without nsys or ncu on the node. Each op of the CUDA backend is bracketed by two CUDA events
+// GPU time per op (LORA_PROFILE=1 in the environment): the profile by kernel a GPU run shows (docs/GPU.md),
+// without nsys or ncu on the node. Each op of the CUDA backend is bracketed by two CUDA events
 // on its stream; every few thousand ops (and at the end) the profiler waits for them and adds each
 // elapsed time to its op's total. The figure is the GPU time between the op's first and last launch,
 // gaps included, so an op that waits on the host shows it. The backend prints the table to stderr when

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The peer benchmark of issue 3: `lora train` against HF transformers + PEFT on one GPU, side by side.
+"""The peer benchmark (docs/GPU.md, "4. The benchmark"): `lora train` against HF transformers + PEFT on one GPU, side by side.
 
 Both tools read the same files: a GPT-2 Medium- (or Large-) shaped model with random weights, made with
 transformers and written with save_pretrained (safetensors, fp32), a GPT-2 byte-level BPE tokenizer beside
@@ -29,7 +29,7 @@ like E2E's training set (40 to 120 tokens, mode near 60) and pads per batch: PEF
 to the batch's longest (what HF's collator does), ours with its own length-bucketed batches. Tokens/s
 counts real tokens, never padding.
 
-MFU (issue 3): LoRA FLOPs per token = 4 * N_matmul + 6 * L * T * d (causal attention, T the example's
+MFU: LoRA FLOPs per token = 4 * N_matmul + 6 * L * T * d (causal attention, T the example's
 length) + 6 * r * (d_in + d_out) per adapter, with N_matmul the frozen matmul weights (12 L d^2 + V d,
 the tied LM head included); against 989 TFLOP/s dense bf16 (H100 SXM; the H200 has the same peak; an
 H100 PCIe 756), or --peak-tflops.
@@ -364,7 +364,7 @@ def run_peft(args, work, model_dir):
 
 def recipe_text(args, model_dir, work, run_dir):
     return "\n".join([
-        "# written by scripts/bench_gpu.py: the peer benchmark (issue 3)",
+        "# written by scripts/bench_gpu.py: the peer benchmark",
         "model:", "  path: %s" % json.dumps(model_dir), "  device: %s" % ("cpu" if args.dry_cpu else "cuda"),
         "  dtype: bf16",
         "lora:", "  r: %d" % args.r, "  alpha: %s" % args.alpha, "  targets: [q, v]", "  dropout: %s" % args.dropout,
@@ -505,7 +505,7 @@ def summarize(paths, out):
             "%s/%s" % (r["shape"], r["lengths"]), fmt(p.get("tokens_per_s"), "%.0f"), fmt(o.get("tokens_per_s"), "%.0f"),
             fmt(r.get("ratio_tokens_per_s"), "%.2f"), fmt(pm, "%.0f"), fmt(om, "%.0f"),
             fmt(r.get("ratio_peak_memory"), "%.2f"), fmt(p.get("mfu_pct")), fmt(o.get("mfu_pct"))))
-    log("targets (issue 3, Medium/fixed): tokens/s ratio >= 2, memory ratio <= 0.6, lora MFU >= 40%")
+    log("targets (Medium/fixed): tokens/s ratio >= 2, memory ratio <= 0.6, lora MFU >= 40%")
     if out:
         with open(out, "w") as f:
             json.dump(results, f, indent=1)

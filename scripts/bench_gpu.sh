@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The peer benchmark's standard set on a GPU node (issue 3): scripts/bench_gpu.py for GPT-2 Medium with
-# 512-token examples, Medium with E2E-like lengths, and GPT-2 Large with 512-token examples, each `lora
-# train` from a bundle made by scripts/gpu_bundle.sh against HF transformers + PEFT in the node's python3.
+# The peer benchmark's standard set on a GPU node (docs/GPU.md, "4. The benchmark"): scripts/bench_gpu.py
+# for GPT-2 Medium with 512-token examples, Medium with E2E-like lengths, and GPT-2 Large with 512-token
+# examples, each `lora train` from a bundle made by scripts/gpu_bundle.sh against HF transformers + PEFT
+# in the node's python3.
 # The loader path for `lora` is the bundle's lib/ (then the node's CUDA toolkit and Python's nvidia/*
 # packages), as gpu_run.sh sets it; it is passed as LORA_LD_LIBRARY_PATH and applied to `lora` alone, so
 # that the bundle's libstdc++ and cudart never reach PyTorch.

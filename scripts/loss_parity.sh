@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's target "the loss over 200 steps within 1% of the CPU backend's (same data, same seed, dropout
+# The GPU target "the loss over 200 steps within 1% of the CPU backend's (same data, same seed, dropout
 # off)": trains a recipe (default the quickstart: 0.9M parameters, LoRA dropout 0) for STEPS steps on the
 # CPU backend and on CUDA from the same seed, the model's own dropout off, logging every step, then
 # compares the two loss curves read from metrics.jsonl. It passes when the mean loss over all steps and

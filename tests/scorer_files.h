@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/metrics.h"
+#include "core/metrics/metrics.h"
 
 namespace lora_test {
 

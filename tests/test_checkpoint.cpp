@@ -15,11 +15,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/fsutil.h"
-#include "core/model_config.h"
-#include "core/safetensors.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/error.h"
+#include "core/base/fsutil.h"
+#include "core/formats/model_config.h"
+#include "core/formats/safetensors.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -1,5 +1,5 @@
 // The command line as a user meets it: help, version, exit codes, and one clear message (never a crash)
-// for each bad input of issue 2. Runs the built binary on the quickstart base model and small files
+// for each bad input tested below. Runs the built binary on the quickstart base model and small files
 // the test writes itself.
 #include <doctest/doctest.h>
 
@@ -7,9 +7,9 @@
 
 #include <cmath>
 
-#include "core/dataset.h"
-#include "core/tokenizer.h"
-#include "core/train_state.h"
+#include "core/data/dataset.h"
+#include "core/text/tokenizer.h"
+#include "core/train/train_state.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -18,11 +18,11 @@
 #include <string>
 #include <vector>
 
-#include "core/adapter.h"
-#include "core/backend.h"
-#include "core/checkpoint.h"
-#include "core/fsutil.h"
-#include "core/model.h"
+#include "core/model/adapter.h"
+#include "core/ops/backend.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/fsutil.h"
+#include "core/model/model.h"
 #include "cuda/backend_cuda.h"
 #include "tests/cuda_test_util.h"
 

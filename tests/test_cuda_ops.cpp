@@ -1,4 +1,4 @@
-// Every CUDA op against the CPU oracle (DESIGN.md section 6), forward and backward, for f32, bf16 and f16
+// Every CUDA op against the CPU oracle (core/ops/backend_cpu.cpp), forward and backward, for f32, bf16 and f16
 // activations, on fresh random inputs (seeded from std::random_device; set LORA_TEST_SEED to replay).
 // Inputs are drawn on the host, uploaded to the GPU in the activation dtype, and the GPU's rounded values
 // are what the CPU sees, so differences come from the ops alone. Overwritten GPU outputs are poisoned
@@ -22,7 +22,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "core/backend.h"
+#include "core/ops/backend.h"
 #include "cuda/backend_cuda.h"
 #include "cuda/profile.cuh"
 #include "tests/cuda_test_util.h"
@@ -298,7 +298,7 @@ TEST_CASE("cuda rope on a column block, forward and inverse") {
 // same-precision reference computes the same algorithm in double, rounding where the kernels round (P per
 // 64-key tile against the running max; dS and P in the backward) and at the output; the GPU must equal
 // it to the dtype's tolerance, and be no worse than twice its normwise error against the fp32 oracle
-// (DESIGN.md section 6).
+// (the rule every low-precision result here follows).
 bool attention_on_tensor_cores(DType act, int HS) {
   const char* env = std::getenv("LORA_ATTENTION");
   return act != DType::f32 && (HS == 64 || HS == 128) && !(env && std::string(env) == "simple");

@@ -1,10 +1,10 @@
-// Whole training steps on the GPU against the CPU oracle (DESIGN.md section 6; issue 3, "a whole training
-// step, and 10 steps, on the GPU against the CPU backend on the golden tiny GPT-2"). On the golden fixture
+// Whole training steps on the GPU against the CPU oracle: a whole training step, and 10 steps, on the GPU
+// against the CPU backend on the golden tiny GPT-2. On the golden fixture
 // (tests/fixtures/golden: gpt2-tiny, the PEFT adapter, batch.json, trajectory.json) the same Model runs on
 // backend_cpu_create() and on backend_cuda_create() with f32, bf16 and f16 activations, and we compare
 // logits, loss, label-smoothed loss, every LoRA gradient after one backward pass, the loss over the
 // golden test's 10 AdamW steps, a LoRA run with dropout, and one with the model's hidden and attention
-// dropout (the counter-based RNG of core/backend.h makes the masks equal on both backends, so the losses
+// dropout (the counter-based RNG of core/ops/backend.h makes the masks equal on both backends, so the losses
 // agree to the dtype's tolerance, not just statistically).
 //
 // Errors are normwise, as in test_golden.cpp: max |gpu - cpu| / max |cpu| over the compared entries, so
@@ -33,12 +33,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/backend.h"
-#include "core/checkpoint.h"
-#include "core/fsutil.h"
-#include "core/model.h"
-#include "core/optimizer.h"
+#include "core/model/adapter.h"
+#include "core/ops/backend.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/fsutil.h"
+#include "core/model/model.h"
+#include "core/train/optimizer.h"
 #include "cuda/backend_cuda.h"
 #include "tests/cuda_test_util.h"
 
@@ -52,7 +52,7 @@ namespace {
 
 // The tolerances, in one place (normwise relative errors, GPU against the CPU backend).
 //   f32: the CUDA f32 path is strict fp32 (no TF32, cuda/matmul.cu); only the order of summation differs,
-//        so logits and losses agree near 1e-6. 1e-5 as DESIGN.md asks. Gradients and the trajectory get
+//        so logits and losses agree near 1e-6: 1e-5. Gradients and the trajectory get
 //        1e-4, as in test_golden.cpp: a gradient is a sum over every (b,t) of products of two backward
 //        quantities, and AdamW's first steps are nearly sign(g) per element, which amplifies the relative
 //        difference of the smallest gradient entries.
@@ -63,7 +63,7 @@ namespace {
 //        loss gradient and every activation gradient rounded again, about twice as deep): 5e-2. The
 //        trajectory's losses come from weights updated with those gradients: the gradient tolerance.
 //   f16: 11 mantissa bits, 8x finer than bf16 (2^-12 = 2.4e-4 per rounding); the bf16 figures over 4.
-// The gradients of the golden adapter after one backward pass are held to DESIGN.md's rule instead: no
+// The gradients of the golden adapter after one backward pass are held to the low-precision rule instead: no
 // worse than twice a same-precision reference, PyTorch + PEFT run in that dtype on the same batch
 // (scripts/make_golden_lowp.py writes its error per tensor into golden/lowp_reference.json: 1.5e-2 to
 // 4.2e-2 in bf16, 2e-3 to 5.3e-3 in f16), with `grads_floor` as the floor.

@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/dataset.h"
-#include "core/error.h"
+#include "core/data/dataset.h"
+#include "core/base/error.h"
 
 // Everything below is private to this suite: the suites share one executable.
 namespace {

@@ -1,4 +1,4 @@
-// The glue dataset format (core/dataset_glue.cpp): RoBERTa's <s> A </s></s> B </s> layout, GLUE field
+// The glue dataset format (core/data/dataset_glue.cpp): RoBERTa's <s> A </s></s> B </s> layout, GLUE field
 // detection in JSONL and TSV, header-less TSV by column numbers, string labels (label_names and GLUE's
 // NLI names), longest_first truncation, format detection, the cache key and line-numbered errors. A
 // byte tokenizer with <s> and </s> as single ids keeps the expected ids readable.
@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "core/dataset.h"
+#include "core/data/dataset.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/metrics.h"
+#include "core/metrics/metrics.h"
 #include "tests/meteor_test_util.h"
 #include "tests/test_util.h"
 

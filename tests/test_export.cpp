@@ -1,4 +1,4 @@
-// `lora export` (core/export_gguf.h): every format read back. GGUF files are parsed by a minimal,
+// `lora export` (core/commands/export_gguf.h): every format read back. GGUF files are parsed by a minimal,
 // independent GGUF v3 reader below (header, typed metadata, tensor infos with ggml-order dims, aligned
 // data) and compared with the adapter's tensors; PEFT output is loaded with adapter_load and checked
 // against PEFT's own logits; merged output against PEFT's merge_and_unload. The same GGUF files are
@@ -15,14 +15,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/export_gguf.h"
-#include "core/fsutil.h"
-#include "core/merge.h"
-#include "core/model.h"
-#include "core/safetensors.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/error.h"
+#include "core/commands/export_gguf.h"
+#include "core/base/fsutil.h"
+#include "core/commands/merge.h"
+#include "core/model/model.h"
+#include "core/formats/safetensors.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -16,12 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/fsutil.h"
-#include "core/generate.h"
-#include "core/model.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/error.h"
+#include "core/base/fsutil.h"
+#include "core/model/generate.h"
+#include "core/model/model.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

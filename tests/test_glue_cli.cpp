@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/recipe.h"
-#include "core/safetensors.h"
+#include "core/session/recipe.h"
+#include "core/formats/safetensors.h"
 #include "tests/glue_test_util.h"
 #include "tests/test_util.h"
 

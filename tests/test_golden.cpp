@@ -1,6 +1,6 @@
 // Golden tests: our CPU model against the reference implementation (PyTorch + transformers + PEFT) on
 // the tiny GPT-2 and PEFT adapters in tests/fixtures/golden (made by scripts/make_golden.py).
-// Tolerances (fp32, issue 2): logits and loss 1e-5 relative, LoRA gradients 1e-4, the 10-step AdamW
+// Tolerances (fp32): logits and loss 1e-5 relative, LoRA gradients 1e-4, the 10-step AdamW
 // trajectory 1e-4. "Relative" for tensors is normwise: max |ours - ref| / max |ref| over compared entries,
 // so that entries near zero do not dominate.
 #include <doctest/doctest.h>
@@ -13,11 +13,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/fsutil.h"
-#include "core/model.h"
-#include "core/safetensors.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/fsutil.h"
+#include "core/model/model.h"
+#include "core/formats/safetensors.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

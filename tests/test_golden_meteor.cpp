@@ -18,7 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/metrics.h"
+#include "core/metrics/metrics.h"
 #include "meteor_test_util.h"
 #include "scorer_files.h"
 

@@ -14,12 +14,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/fsutil.h"
-#include "core/model.h"
-#include "core/optimizer.h"
-#include "core/safetensors.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/fsutil.h"
+#include "core/model/model.h"
+#include "core/train/optimizer.h"
+#include "core/formats/safetensors.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

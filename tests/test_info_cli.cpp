@@ -14,12 +14,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/dataset.h"
-#include "core/fsutil.h"
-#include "core/gguf_read.h"
-#include "core/inspect.h"
-#include "core/safetensors.h"
-#include "core/tokenizer.h"
+#include "core/data/dataset.h"
+#include "core/base/fsutil.h"
+#include "core/formats/gguf_read.h"
+#include "core/commands/inspect.h"
+#include "core/formats/safetensors.h"
+#include "core/text/tokenizer.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -10,11 +10,11 @@
 
 #include <cstring>
 
-#include "core/adapter.h"
-#include "core/recipe.h"
-#include "core/safetensors.h"
-#include "core/session.h"
-#include "core/trainer.h"
+#include "core/train/adapter_init.h"
+#include "core/session/recipe.h"
+#include "core/formats/safetensors.h"
+#include "core/session/session.h"
+#include "core/train/trainer.h"
 #include "tests/glue_test_util.h"
 #include "tests/test_util.h"
 

@@ -1,4 +1,4 @@
-// `lora merge` (core/merge.h): golden comparison with PEFT's merge_and_unload (tests/fixtures/golden/
+// `lora merge` (core/commands/merge.h): golden comparison with PEFT's merge_and_unload (tests/fixtures/golden/
 // merged and "merged_logits", made by scripts/make_golden.py), our block-structured q/v adapter, older
 // PEFT key layouts, sharded output, verification per dtype, and every refusal of bad input.
 // Tolerances: merged weights 1e-6 normwise relative per tensor (both sides compute W0 + s B A in fp32;
@@ -15,13 +15,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/fsutil.h"
-#include "core/merge.h"
-#include "core/model.h"
-#include "core/safetensors.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/error.h"
+#include "core/base/fsutil.h"
+#include "core/commands/merge.h"
+#include "core/model/model.h"
+#include "core/formats/safetensors.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -13,14 +13,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/export_gguf.h"
-#include "core/fsutil.h"
-#include "core/merge.h"
-#include "core/model.h"
-#include "core/safetensors.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/error.h"
+#include "core/commands/export_gguf.h"
+#include "core/base/fsutil.h"
+#include "core/commands/merge.h"
+#include "core/model/model.h"
+#include "core/formats/safetensors.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/fsutil.h"
+#include "core/base/fsutil.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

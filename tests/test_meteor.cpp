@@ -11,10 +11,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/error.h"
-#include "core/metrics.h"
-#include "core/recipe.h"
-#include "core/validate.h"
+#include "core/base/error.h"
+#include "core/metrics/metrics.h"
+#include "core/session/recipe.h"
+#include "core/commands/validate.h"
 #include "meteor_test_util.h"
 #include "test_util.h"
 

@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/metrics.h"
+#include "core/base/error.h"
+#include "core/metrics/metrics.h"
 #include "scorer_files.h"
 
 // Everything below is private to this suite: the suites share one executable.

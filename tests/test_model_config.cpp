@@ -1,4 +1,4 @@
-// config.json's sliding-window keys, mapped as transformers 5.23 reads them (core/model_config.cpp,
+// config.json's sliding-window keys, mapped as transformers 5.23 reads them (core/formats/model_config.cpp,
 // window_parse): Qwen2's use_sliding_window, sliding_window, max_window_layers and layer_types, Mistral's
 // sliding_window, layer_types in any LLaMA-family config, the inverse mapping, and one message per bad
 // value naming the file and the key. The other mapper tests are in test_checkpoint.cpp.
@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/model_config.h"
+#include "core/base/error.h"
+#include "core/formats/model_config.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

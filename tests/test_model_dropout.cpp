@@ -10,10 +10,10 @@
 #include <cmath>
 #include <functional>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/fsutil.h"
-#include "core/model.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/fsutil.h"
+#include "core/model/model.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

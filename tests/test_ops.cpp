@@ -1,5 +1,5 @@
-// The op set's oracle tests (DESIGN.md section 6), in three layers:
-//  1. every backward of core/ops_ref.h, instantiated in double, against central finite differences of
+// The op set's oracle tests (docs/ARCHITECTURE.md, "A new op"), in three layers:
+//  1. every backward of core/ops/ops_ref.h, instantiated in double, against central finite differences of
 //     the scalar loss L = sum(W * out) with a random projection W;
 //  2. the float CPU backend (backend_cpu_create) against that double reference on the same random
 //     inputs, including column blocks of fused buffers (ld > cols) for matmul, rope and attention;
@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "core/backend.h"
-#include "core/ops_ref.h"
+#include "core/ops/backend.h"
+#include "core/ops/ops_ref.h"
 
 // Everything below is private to this suite: the suites share one executable.
 namespace {

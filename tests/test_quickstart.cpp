@@ -1,11 +1,11 @@
 // The embedded default learns: `lora train configs/quickstart.yaml` (CPU, a few minutes) must bring the
-// held-out loss to at most half of its value before training (issue 2), and its adapter must load back.
+// held-out loss to at most half of its value before training, and its adapter must load back.
 #include <doctest/doctest.h>
 
 #include <cstdio>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

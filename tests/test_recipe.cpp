@@ -1,4 +1,4 @@
-// Recipes (core/recipe.h): defaults, a full recipe, every error kind with its message content, errors
+// Recipes (core/session/recipe.h): defaults, a full recipe, every error kind with its message content, errors
 // reported together, --set overrides, number syntax, path resolution and the recipe_to_yaml round trip.
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/recipe.h"
+#include "core/base/error.h"
+#include "core/session/recipe.h"
 
 // Everything below is private to this suite: the suites share one executable.
 namespace {

@@ -24,7 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/recipe.h"
+#include "core/session/recipe.h"
 #include "tests/glue_test_util.h"
 #include "tests/test_util.h"
 

@@ -15,8 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/tokenizer.h"
+#include "core/base/error.h"
+#include "core/text/tokenizer.h"
 
 // Everything below is private to this suite: the suites share one executable.
 namespace {
@@ -73,7 +73,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-// GPT-2's byte-to-unicode table, written independently of core/tokenizer_bpe.cpp from the description
+// GPT-2's byte-to-unicode table, written independently of core/text/tokenizer_bpe.cpp from the description
 // in openai/gpt-2 src/encoder.py, so the test vocabulary below does not trust the code under test.
 std::string byte_token(int b) {
   bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);

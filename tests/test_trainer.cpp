@@ -8,14 +8,14 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/adapter.h"
-#include "core/checkpoint.h"
-#include "core/dataset.h"
-#include "core/error.h"
-#include "core/recipe.h"
-#include "core/safetensors.h"
-#include "core/train_state.h"
-#include "core/trainer.h"
+#include "core/model/adapter.h"
+#include "core/formats/checkpoint.h"
+#include "core/data/dataset.h"
+#include "core/base/error.h"
+#include "core/session/recipe.h"
+#include "core/formats/safetensors.h"
+#include "core/train/train_state.h"
+#include "core/train/trainer.h"
 #include "tests/test_util.h"
 
 // Everything below is private to this suite: the suites share one executable.

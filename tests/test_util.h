@@ -14,14 +14,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/fsutil.h"
-#include "core/generate.h"
-#include "core/model.h"
-#include "core/optimizer.h"
-#include "core/safetensors.h"
-#include "core/tensor.h"
+#include "core/formats/checkpoint.h"
+#include "core/base/error.h"
+#include "core/base/fsutil.h"
+#include "core/model/generate.h"
+#include "core/model/model.h"
+#include "core/train/optimizer.h"
+#include "core/formats/safetensors.h"
+#include "core/base/tensor.h"
 
 #include <cstdio>
 #include <cstdlib>
