@@ -7,6 +7,7 @@
 // --set KEY=VALUE; each value is read by assign (core/recipe_values.cpp: scalar rules, paths).
 #include "core/recipe.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -262,6 +263,37 @@ struct Parser {
   }
 };
 
+// How many YAML documents the text holds, and the first as a node. yaml-cpp 0.7's LoadAll never returns
+// on some inputs (a ',' where a document should start: every call yields an empty document without
+// consuming it, and memory grows without bound), so documents are counted here through the parser's
+// events, and a document that starts where the previous one started is a syntax error at that place.
+size_t yaml_documents(const std::string& text, YAML::Node* first) {
+  struct Starts : YAML::EventHandler {
+    std::vector<YAML::Mark> marks;
+    void OnDocumentStart(const YAML::Mark& m) override { marks.push_back(m); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  } starts;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  while (parser.HandleNextDocument(starts)) {
+    const auto& m = starts.marks;
+    if (m.size() >= 2 && m[m.size() - 1].pos == m[m.size() - 2].pos) {
+      const size_t at = size_t(m.back().pos);
+      const std::string what = at < text.size() ? std::string("'") + text[at] + "'" : "the end of the file";
+      throw YAML::ParserException(m.back(), "unexpected " + what + " where a value or key should start");
+    }
+  }
+  *first = YAML::Load(text);
+  return starts.marks.size();
+}
+
 }  // namespace
 
 Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name,
@@ -274,23 +306,24 @@ Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name
   Recipe recipe;
   recipe.source = source_name;
   Parser parser(source_name, recipe);
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
+  size_t docs = 0;
   try {
-    docs = YAML::LoadAll(yaml_text);
+    docs = yaml_documents(yaml_text, &doc);
   } catch (const YAML::Exception& e) {
     fail_usage(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
                    ": YAML syntax error: " + e.msg,
                "check the indentation and brackets on or just before that line; quote values that contain ': "
                "' or ' #'");
   }
-  if (docs.empty() || (docs.size() == 1 && docs[0].IsNull()))
+  if (docs == 0 || (docs == 1 && doc.IsNull()))
     fail_usage("recipe " + source_name + " is empty",
                "a recipe needs at least model.path and data.train; see configs/ for examples");
-  if (docs.size() > 1)
-    fail_usage(source_name + ": holds " + std::to_string(docs.size()) +
+  if (docs > 1)
+    fail_usage(source_name + ": holds " + std::to_string(docs) +
                    " YAML documents (separated by '---'); a recipe is one",
                "remove the '---' lines or split the file");
-  parser.parse_root(docs[0]);
+  parser.parse_root(doc);
   for (const auto& o : overrides) parser.apply_override(o);
   if (!parser.issues.empty()) {
     Error e = issues_error("recipe " + source_name, parser.issues);

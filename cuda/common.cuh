@@ -21,7 +21,7 @@
 #include <cuda_runtime.h>
 
 #if defined(LORA_CUDA_EMU)
-#include "tests/emu/cuda_emu.h"
+#include <cuda_emu.h>  // the emulation's own include path (tests/emu), given only to its build
 #else
 #define LORA_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
 #define LORA_DYNAMIC_SHARED(type, name) extern __shared__ type name[]

@@ -49,9 +49,12 @@ command -v ldd >/dev/null || die "ldd not found" "install libc-bin"
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib"
 
-# The *_emu tests (CPU emulation of CUDA) are for machines without a GPU: not packed.
+# The test executables (tests/CMakeLists.txt); lora_tests_emu (the CPU emulation of CUDA) is for machines
+# without a GPU: not packed.
 binaries=("$build/lora")
-while IFS= read -r -d '' t; do binaries+=("$t"); done < <(find "$build/tests" -maxdepth 1 -type f -name 'test_*' ! -name '*_emu' -perm -u+x -print0 2>/dev/null | sort -z)
+for t in lora_tests lora_tests_cuda; do
+  [[ -x $build/tests/$t ]] && binaries+=("$build/tests/$t")
+done
 for b in "${binaries[@]}"; do cp "$b" "$bundle/bin/"; done
 
 # Libraries the node's own libc provides (and must provide: they are tied to its loader and kernel), and
@@ -89,21 +92,22 @@ for b in "${binaries[@]}"; do
 done
 ((missing == 0)) || die "some libraries are missing" "set LD_LIBRARY_PATH so that ldd finds them, then rerun"
 
-# Test names and labels, read from ctest (the binaries' paths are rewritten by gpu_run.sh to bin/).
-: >"$bundle/tests.txt"
-if command -v ctest >/dev/null; then
-  for label in cuda unit cli golden; do
-    ctest --test-dir "$build" -N -L "^${label}\$" 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *\(.*\)$/\1/p' |
-      while read -r name; do printf '%s\t%s\n' "$name" "$label"; done >>"$bundle/tests.txt"
-  done
-fi
-if [[ ! -s $bundle/tests.txt ]]; then  # no ctest: label by name, as tests/CMakeLists.txt does
-  for b in "$bundle"/bin/test_*; do
-    name=$(basename "$b")
-    case $name in test_cuda_*) label=cuda ;; test_cli*) label=cli ;; test_golden*) label=golden ;; *) label=unit ;; esac
-    printf '%s\t%s\n' "$name" "$label" >>"$bundle/tests.txt"
-  done
-fi
+# The tests gpu_run.sh runs, read from ctest: name, label, executable (in bin/) and its arguments, one
+# tab-separated line each, for the labels that run on a GPU node (cuda) or need no build tree there.
+command -v ctest >/dev/null || die "ctest not found" "install cmake"
+ctest --test-dir "$build" --show-only=json-v1 | python3 -c '
+import json, os, sys
+keep = {"cuda", "unit", "cli", "golden"}
+for t in json.load(sys.stdin)["tests"]:
+    labels = [v for p in t.get("properties", []) if p["name"] == "LABELS" for v in p["value"]]
+    cmd = t.get("command", [])
+    if not cmd or os.path.basename(cmd[0]) not in ("lora_tests", "lora_tests_cuda"):
+        continue
+    for label in labels:
+        if label in keep:
+            print("\t".join([t["name"], label, os.path.basename(cmd[0])] + cmd[1:]))
+' >"$bundle/tests.txt"
+[[ -s $bundle/tests.txt ]] || die "no tests found in $build" "build the tests first: cmake --build $build"
 
 cp "$root/scripts/gpu_run.sh" "$bundle/gpu_run.sh"
 chmod +x "$bundle/gpu_run.sh"

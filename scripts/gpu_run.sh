@@ -28,9 +28,14 @@ export LD_LIBRARY_PATH=$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   nvidia-smi 2>&1 || echo "nvidia-smi failed"
 } | tee "$logs/gpu_env.log"
 
+# tests.txt (gpu_bundle.sh): name, label, executable in bin/, its arguments; tab-separated.
 tests=()
-while IFS=$'\t' read -r name tlabel; do
-  [[ $label == all || $tlabel == "$label" ]] && tests+=("$name")
+declare -A exe_of=() args_of=()
+while IFS=$'\t' read -r name tlabel exe args; do
+  [[ $label == all || $tlabel == "$label" ]] || continue
+  tests+=("$name")
+  exe_of[$name]=$exe
+  args_of[$name]=$args
 done <"$here/tests.txt"
 ((${#tests[@]})) || { echo "no tests labelled $label in $here/tests.txt"; exit 1; }
 
@@ -42,7 +47,10 @@ declare -A plain_rc=()
 run_one() {
   local tool=$1 name=$2 rc result log label
   shift 2
-  local bin=$here/bin/$name
+  local bin=$here/bin/${exe_of[$name]}
+  local -a suite_args
+  read -r -a suite_args <<<"${args_of[$name]}"
+  set -- "${suite_args[@]}" "$@"
   if [[ $tool == plain ]]; then
     label=$name
     log=$logs/$name.log

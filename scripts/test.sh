@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test through ctest (README's second command).
+#   bash scripts/test.sh            # every tier: unit, golden, cli, emu, slow (and cuda, skipped without a GPU)
+#   bash scripts/test.sh --quick    # unit, golden and cli only: what to run on every change
+# Any other arguments go to ctest (e.g. -R test_recipe, or -L emu).
 # For the METEOR tests it also fetches METEOR 1.5's jar where Java is present but the jar is not: PyPI's
 # pycocoevalcap wheel (~100 MB, seconds on a good connection) unpacked into build/pycocoevalcap, for the
 # tests only (scripts/setup.sh and the build do not need it). Without network the METEOR tests report
 # themselves skipped. LORA_METEOR_JAR set beforehand, or a pycocoevalcap python3 can import, is used as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+quick=0
+args=()
+for a in "$@"; do
+  case $a in
+    --quick) quick=1 ;;
+    *) args+=("$a") ;;
+  esac
+done
+if ((quick)); then
+  bash scripts/setup.sh lora lora_tests
+else
+  bash scripts/setup.sh all
+fi
 
 meteor_jar_fetch() {
   command -v java >/dev/null || { echo "test: no java: the METEOR tests will be skipped"; return 0; }
@@ -35,7 +50,11 @@ meteor_jar_fetch() {
     echo "test: could not fetch pycocoevalcap (no network?): the METEOR tests will be skipped"
   fi
 }
-meteor_jar_fetch
+((quick)) || meteor_jar_fetch
 
 cd build
-ctest --output-on-failure --timeout 1200 -j"$(nproc)"
+if ((quick)); then
+  ctest --output-on-failure --timeout 1200 -j"$(nproc)" -L '^(unit|golden|cli)$' "${args[@]}"
+else
+  ctest --output-on-failure --timeout 1200 -j"$(nproc)" "${args[@]}"
+fi

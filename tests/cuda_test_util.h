@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -30,6 +32,27 @@ inline double tolerance(DType act) {
     case DType::f16: return 2e-3;
     default: return 1e-5;
   }
+}
+
+// The activation dtypes the CUDA tests run: f32, bf16 and f16, or those LORA_TEST_DTYPES names
+// (comma-separated, e.g. "f32" or "bf16,f16"), so that the low-precision repeats on the slow CPU emulation
+// can run in a tier of their own (tests/CMakeLists.txt). An unknown name is a failure, not a silent skip.
+inline std::vector<DType> test_activations() {
+  const DType all[] = {DType::f32, DType::bf16, DType::f16};
+  const char* env = std::getenv("LORA_TEST_DTYPES");
+  if (!env || !*env) return {std::begin(all), std::end(all)};
+  std::vector<DType> picked;
+  std::stringstream names(env);
+  for (std::string name; std::getline(names, name, ',');) {
+    bool known = false;
+    for (DType d : all)
+      if (name == lora::dtype_name(d)) picked.push_back(d), known = true;
+    if (!known) {
+      std::fprintf(stderr, "LORA_TEST_DTYPES: unknown dtype '%s' (f32, bf16 or f16)\n", name.c_str());
+      std::exit(2);
+    }
+  }
+  return picked;
 }
 
 inline uint64_t test_seed() {

@@ -22,6 +22,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using nlohmann::json;
 
@@ -374,3 +377,5 @@ TEST_CASE("config.json mappers") {
     CHECK(contains(error_of([&] { model_config_from_json(j, "c"); }).what(), "position_embedding_type"));
   }
 }
+
+}  // namespace

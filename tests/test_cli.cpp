@@ -12,6 +12,9 @@
 #include "core/train_state.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -232,7 +235,7 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 75; --resume continues from it")
   const std::string rec = recipe(d).string();
   // A long run, stopped after a few seconds as a cluster scheduler would stop it.
   const fs::path log = d / "signal.log";
-  const std::string cmd = "cd " LORA_SOURCE_DIR " && (" LORA_BIN " train " + rec +
+  const std::string cmd = "cd " + d.string() + " && (" LORA_BIN " train " + rec +
                           " --set train.max_steps=100000 --set train.schedule=constant </dev/null >" + log.string() +
                           " 2>&1 & pid=$!; sleep 4; kill -TERM $pid; wait $pid; exit $?)";
   int status = std::system(cmd.c_str());
@@ -370,3 +373,5 @@ TEST_CASE("examples longer than the model's positions stop train, prepare and va
   CHECK(!fs::exists(d / "run" / "checkpoints"));
   fs::remove_all(d);
 }
+
+}  // namespace

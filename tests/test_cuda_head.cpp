@@ -4,10 +4,11 @@
 // and the CPU sees those rounded values; overwritten device outputs are poisoned with NaN first.
 // Tolerances and the comparison: tests/cuda_test_util.h, shared with tests/test_cuda_ops.cpp.
 //
-// Its own main: with no usable CUDA device it prints "skipped: ..." and exits 77 (ctest: skipped). The
-// `emu` build of this file runs the same kernels on the CPU emulation of CUDA (tests/emu/).
-#define DOCTEST_CONFIG_IMPLEMENT
+// With no usable CUDA device the suite prints "skipped: ..." and exits 77 (ctest: skipped). The `emu`
+// build of this file runs the same kernels on the CPU emulation of CUDA (tests/emu/).
 #include <doctest/doctest.h>
+
+#include "tests/test_suite.h"
 
 #include <cmath>
 #include <cstdio>
@@ -24,6 +25,9 @@
 #include "core/model.h"
 #include "cuda/backend_cuda.h"
 #include "tests/cuda_test_util.h"
+
+// Everything below is private to this suite: the suites share one executable.
+namespace {
 
 using namespace lora;
 using lora_test::check_close;
@@ -65,7 +69,7 @@ struct Pair {
   }
 };
 
-const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
+const std::vector<DType> kActivations = lora_test::test_activations();
 
 }  // namespace
 
@@ -190,13 +194,14 @@ TEST_CASE("cuda roberta classify_step: logits, loss and gradients equal the CPU 
     }
 }
 
-int main(int argc, char** argv) {
-  std::string why;
-  if (!cuda_device_available(&why)) {
-    std::printf("skipped: no CUDA device (%s)\n", why.c_str());
-    return 77;
+bool cuda_present(std::string* why) {
+  if (!cuda_device_available(why)) {
+    *why = "no CUDA device (" + *why + ")";
+    return false;
   }
   std::printf("test_cuda_head: LORA_TEST_SEED=%llu\n", static_cast<unsigned long long>(test_seed()));
-  doctest::Context context(argc, argv);
-  return context.run();
+  return true;
 }
+LORA_TEST_REQUIRES(cuda_present);
+
+}  // namespace

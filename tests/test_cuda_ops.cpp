@@ -4,10 +4,11 @@
 // are what the CPU sees, so differences come from the ops alone. Overwritten GPU outputs are poisoned
 // with NaN first, so an element the kernel fails to write shows up as a mismatch.
 //
-// This file has its own main: with no usable CUDA device it prints "skipped: no CUDA device (<why>)"
-// and exits 77, which ctest reports as skipped (tests/CMakeLists.txt). Link it without test_main.cpp.
-#define DOCTEST_CONFIG_IMPLEMENT
+// With no usable CUDA device the suite prints "skipped: no CUDA device (<why>)" and exits 77, which ctest
+// reports as skipped (tests/test_suite.h).
 #include <doctest/doctest.h>
+
+#include "tests/test_suite.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +27,9 @@
 #include "cuda/profile.cuh"
 #include "tests/cuda_test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using lora_test::check_close;
 using lora_test::test_seed;
@@ -33,7 +37,7 @@ using lora_test::tolerance;
 
 namespace {
 
-const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
+const std::vector<DType> kActivations = lora_test::test_activations();
 
 // The CPU oracle beside one CUDA backend with activations in `act`.
 struct Pair {
@@ -688,13 +692,14 @@ TEST_CASE("cuda op profile (LORA_PROFILE): calls and times per op, sorted, with 
   CHECK(off.report().find("0 kinds") != std::string::npos);
 }
 
-int main(int argc, char** argv) {
-  std::string why;
-  if (!cuda_device_available(&why)) {
-    std::printf("skipped: no CUDA device (%s)\n", why.c_str());
-    return 77;
+bool cuda_present(std::string* why) {
+  if (!cuda_device_available(why)) {
+    *why = "no CUDA device (" + *why + ")";
+    return false;
   }
   std::printf("test_cuda_ops: LORA_TEST_SEED=%llu\n", static_cast<unsigned long long>(test_seed()));
-  doctest::Context context(argc, argv);
-  return context.run();
+  return true;
 }
+LORA_TEST_REQUIRES(cuda_present);
+
+}  // namespace

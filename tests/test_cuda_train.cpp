@@ -15,10 +15,11 @@
 // (LORA_FIXTURES), ./tests/fixtures (a run from a copy of the repository root), and ../fixtures beside
 // the executable (a bundle from scripts/gpu_bundle.sh with bin/ and fixtures/).
 //
-// This file has its own main: with no usable CUDA device it prints "skipped: no CUDA device (<why>)" and
-// exits 77, which ctest reports as skipped (tests/CMakeLists.txt). Link it without test_main.cpp.
-#define DOCTEST_CONFIG_IMPLEMENT
+// With no usable CUDA device the suite prints "skipped: no CUDA device (<why>)" and exits 77, which ctest
+// reports as skipped (tests/test_suite.h).
 #include <doctest/doctest.h>
+
+#include "tests/test_suite.h"
 
 #include <cmath>
 #include <cstdio>
@@ -39,6 +40,10 @@
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "cuda/backend_cuda.h"
+#include "tests/cuda_test_util.h"
+
+// Everything below is private to this suite: the suites share one executable.
+namespace {
 
 using namespace lora;
 namespace fs = std::filesystem;
@@ -92,7 +97,7 @@ double grad_tolerance(DType act, const Tolerance& tol, const nlohmann::json& low
   return 0.0;
 }
 
-const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
+const std::vector<DType> kActivations = lora_test::test_activations();
 
 // The golden fixture directory, looked for as the header says.
 std::string golden_dir() {
@@ -465,13 +470,14 @@ TEST_CASE("cuda train: the model's hidden and attention dropout draw the same ma
   }
 }
 
-int main(int argc, char** argv) {
-  std::string why;
-  if (!cuda_device_available(&why)) {
-    std::printf("skipped: no CUDA device (%s)\n", why.c_str());
-    return 77;
+bool cuda_present(std::string* why) {
+  if (!cuda_device_available(why)) {
+    *why = "no CUDA device (" + *why + ")";
+    return false;
   }
   std::printf("test_cuda_train: fixtures in %s\n", golden_dir().c_str());
-  doctest::Context context(argc, argv);
-  return context.run();
+  return true;
 }
+LORA_TEST_REQUIRES(cuda_present);
+
+}  // namespace

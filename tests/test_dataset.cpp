@@ -20,6 +20,9 @@
 #include "core/dataset.h"
 #include "core/error.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -576,3 +579,5 @@ TEST_CASE("e2e validation set from shared data") {
   for (size_t i = 0; i < d.size(); ++i) mrs.insert(d.prompt_text(i));
   CHECK(mrs.size() < d.size());  // several references share a meaning representation
 }
+
+}  // namespace

@@ -9,6 +9,9 @@
 #include "core/dataset.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -164,3 +167,5 @@ TEST_CASE("glue: errors name the file and the line; the template records the fie
   CHECK(b.labels.f32()[0] == 1.0f);
   (void)p1;
 }
+
+}  // namespace

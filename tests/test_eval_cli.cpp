@@ -15,6 +15,9 @@
 #include "tests/meteor_test_util.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -246,10 +249,9 @@ TEST_CASE("lora eval computes METEOR with the jar named by eval.meteor_jar") {
   const double meteor = j["metrics"]["meteor"].get<double>();
   CHECK(meteor >= 0);
   CHECK(meteor <= 1);
-  // The recipe's path, as recipes store paths: relative to the current directory (lora_run's is the source
-  // directory) when below it.
+  // The recipe's path, as recipes store paths: relative to the current directory (lora_run_dir()) when below it.
   const std::string recorded = j["generation"]["meteor_jar"].get<std::string>();
-  CHECK(fs::equivalent(fs::path(LORA_SOURCE_DIR) / recorded, jar));
+  CHECK(fs::equivalent(fs::path(lora_run_dir()) / recorded, jar));
   CHECK(contains(j["metrics_note"].get<std::string>(), "METEOR by METEOR 1.5's jar (" + recorded + ")"));
   char row[64];
   std::snprintf(row, sizeof row, "METEOR           %.4f", meteor);
@@ -257,3 +259,5 @@ TEST_CASE("lora eval computes METEOR with the jar named by eval.meteor_jar") {
   // (Two training steps of a random model generate noise, METEOR about 0: the numbers themselves are checked
   // against pycocoevalcap in test_golden_meteor.cpp.)
 }
+
+}  // namespace

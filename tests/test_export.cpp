@@ -25,6 +25,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -465,3 +468,5 @@ TEST_CASE("merged: the adapter's base_model_name_or_path, or --base") {
   Error f = error_of([&] { export_run(o); });  // names another model: merge's own check applies
   CHECK(contains(f.what(), "openai-community/gpt2"));
 }
+
+}  // namespace

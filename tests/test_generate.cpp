@@ -24,6 +24,9 @@
 #include "core/model.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 
 namespace {
@@ -267,3 +270,5 @@ TEST_CASE("generate refuses bad prompts and options with lora::Error") {
   o.max_new_tokens = 0;
   CHECK(generate(t.model, {{1, 2}}, o)[0].empty());
 }
+
+}  // namespace

@@ -17,6 +17,9 @@
 #include "tests/glue_test_util.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 using glue_test::Example;
@@ -277,3 +280,5 @@ TEST_CASE("glue cli: lora init writes an encoder without a head for RobertaForMa
   INFO(r.out);
   CHECK(r.code == 0);
 }
+
+}  // namespace

@@ -20,6 +20,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -130,3 +133,5 @@ TEST_CASE("activation recomputation gives exactly the same loss and gradients") 
     CHECK(std::equal(g.f32(), g.f32() + g.numel(), g_plain[i++].f32()));
   }
 }
+
+}  // namespace

@@ -26,6 +26,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -341,3 +344,5 @@ TEST_CASE("golden qwen2-swa: generate past the window reproduces transformers' g
   adapter_load(with_adapter.model, kQwen2Dir + "/adapter");
   CHECK(generate_fixture_check(json_read_file(kQwen2Dir + "/generate.json"), base.model, with_adapter.model) == 3);
 }
+
+}  // namespace

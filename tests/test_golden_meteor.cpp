@@ -5,10 +5,11 @@
 // other metrics. Also: references grouped per segment (a segment's score is its best reference's), the
 // answers kept in segment order, and one Java process serving several corpora.
 //
-// Needs Java and METEOR 1.5's jar: $LORA_METEOR_JAR, else the jar of an installed pycocoevalcap. This file
-// has its own main: without them it prints "skipped: <why>" and exits 77, which ctest reports as skipped.
-#define DOCTEST_CONFIG_IMPLEMENT
+// Needs Java and METEOR 1.5's jar: $LORA_METEOR_JAR, else the jar of an installed pycocoevalcap. Without
+// them the suite prints "skipped: <why>" and exits 77, which ctest reports as skipped.
 #include <doctest/doctest.h>
+
+#include "tests/test_suite.h"
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +21,9 @@
 #include "core/metrics.h"
 #include "meteor_test_util.h"
 #include "scorer_files.h"
+
+// Everything below is private to this suite: the suites share one executable.
+namespace {
 
 using namespace lora;
 using nlohmann::json;
@@ -112,15 +116,12 @@ TEST_CASE("references are grouped per segment, and scores come back in segment o
   CHECK(below > picked.size());
 }
 
-int main(int argc, char** argv) {
-  std::string why;
-  g_jar = meteor_test_jar(&why);
-  if (g_jar.empty()) {
-    std::printf("skipped: %s\n", why.c_str());
-    return 77;
-  }
+bool meteor_present(std::string* why) {
+  g_jar = meteor_test_jar(why);
+  if (g_jar.empty()) return false;
   std::printf("METEOR jar: %s\n", g_jar.c_str());
-  doctest::Context ctx;
-  ctx.applyCommandLine(argc, argv);
-  return ctx.run();
+  return true;
 }
+LORA_TEST_REQUIRES(meteor_present);
+
+}  // namespace

@@ -22,6 +22,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -251,3 +254,5 @@ TEST_CASE("golden roberta: a classification model refuses LM steps and generatio
   f.labels.f32()[1] = 3;  // a 3-label head has classes 0..2
   CHECK(contains(error_of([&] { f.loss(false); }).what(), "not a class id"));
 }
+
+}  // namespace

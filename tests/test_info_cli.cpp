@@ -22,6 +22,9 @@
 #include "core/tokenizer.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -545,3 +548,5 @@ TEST_CASE("the GGUF reader: arrays, every scalar type, and truncation") {
   CHECK(e.code() == 1);
   CHECK(contains(e.what(), "unexpected end of file"));
 }
+
+}  // namespace

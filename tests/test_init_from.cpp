@@ -18,6 +18,9 @@
 #include "tests/glue_test_util.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -274,7 +277,7 @@ TEST_CASE("init_from: each bad source stops train with its message, before any s
   CHECK(contains(narrow.out, ": the layer is 32 x 32 (out x in)"));
   CHECK(contains(narrow.out, "model.path must be the base it was trained on (its adapter_config.json names '"));
   CliResult lm = lora_run(train + "--set model.path=" LORA_SOURCE_DIR "/data/quickstart/base-model --set model.num_labels=0 "
-                          "--set data.train=data/quickstart/train.txt --set data.eval= --set lora.targets=[q,v]");
+                          "--set data.train=" LORA_SOURCE_DIR "/data/quickstart/train.txt --set data.eval= --set lora.targets=[q,v]");
   check_clean_error(lm, 2, "holds a classification head (modules_to_save classifier) but this gpt2 model is a language model");
 
   // A head with a missing tensor.
@@ -379,3 +382,5 @@ TEST_CASE("init_from on GPT-2: q and v inside c_attn come back from the block-st
   CHECK(contains(e.what(), "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight: "));
   CHECK(contains(e.hint(), "[c_attn] rather than [q, v]"));
 }
+
+}  // namespace

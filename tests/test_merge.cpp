@@ -24,6 +24,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -399,3 +402,5 @@ TEST_CASE("merge refuses bad input with one clear message each") {
     CHECK(contains(e.hint(), "fp32, bf16, fp16"));
   }
 }
+
+}  // namespace

@@ -23,6 +23,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -316,3 +319,5 @@ TEST_CASE("export of a classifier adapter: peft carries the head, gguf refuses i
     CHECK(contains(error_of([&] { export_run(e); }).what(), "--to peft writes an adapter"));
   }
 }
+
+}  // namespace

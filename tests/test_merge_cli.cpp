@@ -15,6 +15,9 @@
 #include "core/fsutil.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -131,3 +134,5 @@ TEST_CASE("lora merge and export of a RoBERTa adapter with a saved classificatio
   CHECK(contains(gguf.err, "hint: merge it"));
   CHECK_FALSE(fs::exists(dir + "/a.gguf"));
 }
+
+}  // namespace

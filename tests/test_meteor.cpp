@@ -18,6 +18,9 @@
 #include "meteor_test_util.h"
 #include "test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -271,3 +274,5 @@ TEST_CASE("lora validate checks the jar when one is set") {
   }
   CHECK(find(validate_recipe(recipe, {})) == nullptr);  // nothing set: no METEOR line
 }
+
+}  // namespace

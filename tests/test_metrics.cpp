@@ -16,6 +16,9 @@
 #include "core/metrics.h"
 #include "scorer_files.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -194,3 +197,5 @@ TEST_CASE("GLUE edge cases follow sklearn and scipy") {
   CHECK(std::isnan(metric_pearson({1, 1, 1}, {1, 2, 3})));
   CHECK(metric_spearman({1, 2, 3, 4}, {10, 20, 30, 1000}) == doctest::Approx(1.0));
 }
+
+}  // namespace

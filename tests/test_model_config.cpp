@@ -13,6 +13,9 @@
 #include "core/model_config.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using nlohmann::json;
 
@@ -213,3 +216,5 @@ TEST_CASE("mistral: one window on every layer; layer_types checked, then ignored
   l["layer_types"] = {S, S, S};
   CHECK(contains(error_of([&] { model_config_from_json(l, kPath); }).what(), "has 3 entries, expected 2"));
 }
+
+}  // namespace

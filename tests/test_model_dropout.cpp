@@ -16,6 +16,9 @@
 #include "core/model.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 
 namespace {
@@ -177,3 +180,5 @@ TEST_CASE("model dropout: masks follow the key, recomputation redraws them, eval
     CHECK_THROWS(f.model.set_dropout(1.0f, 0.0f));
   }
 }
+
+}  // namespace

@@ -21,6 +21,9 @@
 #include "core/backend.h"
 #include "core/ops_ref.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 using vec = std::vector<double>;
 
@@ -982,3 +985,5 @@ TEST_CASE("adamw: steps match the hand-computed PyTorch formula, with and withou
     CHECK(from_backend(*be, shadow) == from_backend(*be, tp));
   }
 }
+
+}  // namespace

@@ -8,11 +8,14 @@
 #include "core/checkpoint.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 namespace fs = std::filesystem;
 
 TEST_CASE("the quickstart halves its held-out loss") {
   auto d = scratch_dir("quickstart");
-  CliResult r = lora_run("train configs/quickstart.yaml --device cpu --output " + (d / "run").string() +
+  CliResult r = lora_run("train " LORA_SOURCE_DIR "/configs/quickstart.yaml --device cpu --output " + (d / "run").string() +
                          " --set log.progress=plain --set data.cache_dir=" + (d / "cache").string());
   INFO(r.out);
   REQUIRE(r.code == 0);
@@ -32,3 +35,5 @@ TEST_CASE("the quickstart halves its held-out loss") {
   CHECK(!m.trainable().empty());
   fs::remove_all(d);
 }
+
+}  // namespace

@@ -9,11 +9,12 @@
 // the refusal of a run made with other options, the messages for a missing binary, model, data directory
 // and data files, and that the script's task table matches the recipes.
 //
-// This file has its own main: without bash and the tools the scripts use it prints "skipped: <why>" and
-// exits 77, which ctest reports as skipped. OMP_NUM_THREADS=1: on a busy machine, OpenMP threads on
+// Without bash and the tools the scripts use the suite prints "skipped: <why>" and exits 77, which ctest
+// reports as skipped. OMP_NUM_THREADS=1: on a busy machine, OpenMP threads on
 // matrices this small cost ten times the work.
-#define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
+
+#include "tests/test_suite.h"
 #include <signal.h>
 
 #include <chrono>
@@ -26,6 +27,9 @@
 #include "core/recipe.h"
 #include "tests/glue_test_util.h"
 #include "tests/test_util.h"
+
+// Everything below is private to this suite: the suites share one executable.
+namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -114,10 +118,16 @@ std::string glue_args(const fs::path& out, const std::string& tasks) {
          " --out " + out.string() + " --smoke --set model.device=cpu --set data.cache_dir=" + f.cache.string();
 }
 
-// Runs `bash scripts/SCRIPT ARGS` from the source directory, stdin closed, stdout and stderr together.
+// A scratch working directory for the scripts (removed at exit): they find the repository by their own path.
+const std::string& script_cwd() {
+  static const std::string dir = temp_dir();
+  return dir;
+}
+
+// Runs `bash scripts/SCRIPT ARGS` from a scratch directory, stdin closed, stdout and stderr together.
 CliResult script_run(const std::string& script, const std::string& args) {
   const fs::path log = fs::temp_directory_path() / ("lora-reproduce-" + std::to_string(::getpid()) + ".log");
-  const std::string cmd = "cd " + kSource.string() + " && " + kEnv + " bash scripts/" + script + " " + args +
+  const std::string cmd = "cd " + script_cwd() + " && " + kEnv + " bash " + (kSource / "scripts" / script).string() + " " + args +
                           " </dev/null >" + log.string() + " 2>&1";
   const int status = std::system(cmd.c_str());
   CliResult r;
@@ -287,10 +297,11 @@ TEST_CASE("reproduce_glue: SIGTERM mid-training exits 75 after lora's checkpoint
   const fs::path out = f.dir / "glue-signal", run = out / "glue-roberta-base-mnli", log = f.dir / "signal.log";
   // 300 steps of 16 examples (a few seconds): time to stop it after its first step.
   const std::string args = glue_args(out, "mnli") + " --set train.max_steps=300 --set train.grad_accum=1";
+  const std::string cwd = script_cwd();  // made here, not in the child
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    const std::string cmd = "cd " + kSource.string() + " && exec " + kEnv + " bash scripts/reproduce_glue.sh " + args +
+    const std::string cmd = "cd " + cwd + " && exec " + kEnv + " bash " + (kSource / "scripts/reproduce_glue.sh").string() + " " + args +
                             " </dev/null >" + log.string() + " 2>&1";
     execlp("bash", "bash", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
@@ -331,7 +342,7 @@ TEST_CASE("reproduce_glue: a failed MNLI is reported; the tasks that start from 
   REQUIRE(f.ok);
   const fs::path out = f.dir / "glue-fail", run = out / "glue-roberta-base-mnli";
   // An interrupted MNLI run whose checkpoint is damaged: resuming it fails (exit 1), as a run can.
-  CliResult pre = lora_run("train configs/glue-roberta-base-mnli.yaml --set model.path=" + f.glue_model.string() +
+  CliResult pre = lora_run("train " LORA_SOURCE_DIR "/configs/glue-roberta-base-mnli.yaml --set model.path=" + f.glue_model.string() +
                            " --set data.train=" + (f.glue_data / "MNLI/train.tsv").string() + " --set data.eval= " +
                            "--set model.device=cpu --set train.max_steps=2 --set data.cache_dir=" + f.cache.string() +
                            " --set output.dir=" + run.string(),
@@ -427,18 +438,19 @@ TEST_CASE("reproduce_glue: its task table (data folders, dev files, the paper's 
   }
 }
 
-int main(int argc, char** argv) {
+bool scripts_runnable(std::string* why) {
   for (const char* tool : {"bash", "awk", "mkfifo", "tee", "env"}) {
     if (std::system(("command -v " + std::string(tool) + " >/dev/null 2>&1").c_str()) != 0) {
-      std::printf("skipped: the reproduction scripts need %s, which is not on PATH\n", tool);
-      return 77;
+      *why = "the reproduction scripts need " + std::string(tool) + ", which is not on PATH";
+      return false;
     }
   }
   if (!fs::exists(kQuick / "base-model" / "config.json") || !fs::exists(kQuick / "model-tokenizer" / "vocab.json")) {
-    std::printf("skipped: the quickstart model and tokenizer (%s) are missing\n", kQuick.c_str());
-    return 77;
+    *why = "the quickstart model and tokenizer (" + kQuick.string() + ") are missing";
+    return false;
   }
-  doctest::Context ctx;
-  ctx.applyCommandLine(argc, argv);
-  return ctx.run();
+  return true;
 }
+LORA_TEST_REQUIRES(scripts_runnable);
+
+}  // namespace

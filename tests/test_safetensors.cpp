@@ -18,6 +18,9 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 
 namespace {
@@ -283,3 +286,5 @@ TEST_CASE("safetensors typed reads check the dtype") {
   CHECK_THROWS_WITH_AS(f.to_i32(*f.find("big")), doctest::Contains("does not fit in 32 bits"), Error);
   CHECK_THROWS_WITH_AS(f.to_i32(*f.find("f")), doctest::Contains("'f' is F64"), Error);
 }
+
+}  // namespace

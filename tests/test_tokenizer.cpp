@@ -18,6 +18,9 @@
 #include "core/error.h"
 #include "core/tokenizer.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using lora::Tokenizer;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
@@ -789,3 +792,5 @@ TEST_CASE("unsupported tokenizer.json layouts are refused: the file, the part, w
   msg = refused("llama3", [](json& d) { d["model"]["ignore_merges"] = "yes"; });
   CHECK(contains(msg, "ignore_merges must be true or false"));
 }
+
+}  // namespace

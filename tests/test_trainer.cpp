@@ -18,6 +18,9 @@
 #include "core/trainer.h"
 #include "tests/test_util.h"
 
+// Everything below is private to this suite: the suites share one executable.
+namespace {
+
 using namespace lora;
 namespace fs = std::filesystem;
 
@@ -229,3 +232,5 @@ TEST_CASE("a resume checks its recipe against the checkpoint's: what changes tra
   CHECK_THROWS_AS(train_run(other, o), Error);
   fs::remove_all(d);
 }
+
+}  // namespace

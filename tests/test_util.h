@@ -35,10 +35,21 @@ struct CliResult {
   std::string out;  // stdout and stderr together
 };
 
-// Runs `lora <args>` through the shell from the source directory, stdin closed.
+inline std::string temp_dir();
+
+// The working directory of lora_run: a scratch directory of this process, removed at exit, so that what
+// a command writes relative to its working directory never lands in the source tree.
+inline const std::string& lora_run_dir() {
+  static const std::string dir = temp_dir();
+  return dir;
+}
+
+// Runs `lora <args>` through the shell from lora_run_dir(), stdin closed. Paths in args are absolute, or
+// relative to that directory.
 inline CliResult lora_run(const std::string& args, const std::string& env = "") {
-  const std::string log = std::filesystem::temp_directory_path() / ("lora-cli-" + std::to_string(::getpid()) + ".log");
-  std::string cmd = "cd " LORA_SOURCE_DIR " && " + env + " " LORA_BIN " " + args + " </dev/null >" + log + " 2>&1";
+  const std::string& cwd = lora_run_dir();
+  const std::string log = cwd + "/lora-cli.log";
+  std::string cmd = "cd " + cwd + " && " + env + " " LORA_BIN " " + args + " </dev/null >" + log + " 2>&1";
   int status = std::system(cmd.c_str());
   CliResult r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -1,8 +1,12 @@
 // The CPU emulation's runtime (tests/emu/cuda_emu.h says what it models and what it checks): the fiber
 // scheduler that runs a grid, and the CUDA runtime functions that cuda/ and its tests call. Device memory
 // is host memory; every allocation is recorded so that copies and frees can be checked.
+// _setjmp/_longjmp switch between stacks on purpose; glibc's fortified longjmp would refuse a jump to a
+// lower stack, so the fortified variant is kept out of this file.
+#undef _FORTIFY_SOURCE
 #include "tests/emu/cuda_emu.h"
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -26,8 +30,14 @@ constexpr size_t kDeviceBytes = size_t(80) << 30;
 
 enum class Wait { none, block, warp, done };
 
+// A thread of the block. Its fiber is started once (makecontext) and then loops: run the kernel body for
+// one block, park as done, run it again for the next block. Switches use _setjmp/_longjmp, which save
+// and restore registers only; swapcontext would also save and restore the signal mask with a system call
+// on every switch (rt_sigprocmask), which was about half of the emulation's time.
 struct Fiber {
-  ucontext_t ctx;
+  ucontext_t start;  // used once, to enter fiber_main on the fiber's own stack
+  jmp_buf resume;    // where the fiber continues when switched to
+  bool started = false;
   std::unique_ptr<char[]> stack;
   Coords coords;
   int linear = 0;  // thread index in the block
@@ -35,17 +45,17 @@ struct Fiber {
 };
 
 struct BlockRun {
-  std::vector<Fiber>* fibers = nullptr;
+  std::vector<std::unique_ptr<Fiber>>* fibers = nullptr;
   int live = 0;
   void (*body)(void*) = nullptr;
   void* arg = nullptr;
-  ucontext_t scheduler;
+  jmp_buf scheduler;  // where the scheduler continues when a fiber parks
   Fiber* current = nullptr;
   std::vector<uint64_t> lanes;  // one slot per thread: the value offered to a shuffle
 };
 
 BlockRun g_run;
-std::vector<Fiber> g_fibers;  // reused across launches (their stacks are the expensive part)
+std::vector<std::unique_ptr<Fiber>> g_fibers;  // reused across blocks and launches; never moved once started
 std::vector<unsigned char> g_dynamic;
 std::map<const void*, int> g_smem_attr;  // kernel -> max dynamic shared memory allowed
 cudaError_t g_last_error = cudaSuccess;
@@ -56,40 +66,58 @@ std::mutex g_mem_mutex;
 std::map<uintptr_t, size_t> g_allocs;  // device allocations: start -> bytes
 size_t g_allocated = 0;
 
-void fiber_entry() {
-  Fiber* f = g_run.current;
-  g_run.body(g_run.arg);
-  f->wait = Wait::done;
-  --g_run.live;
-  swapcontext(&f->ctx, &g_run.scheduler);
+// Parks the running fiber and continues the scheduler; returns when the scheduler switches back.
+void park(Fiber* f) {
+  if (_setjmp(f->resume) == 0) _longjmp(g_run.scheduler, 1);
+}
+
+// Switches from the scheduler to f (its first switch enters fiber_main); returns when f parks.
+void switch_to(Fiber* f) {
+  g_run.current = f;
+  if (_setjmp(g_run.scheduler) != 0) return;
+  if (!f->started) {
+    f->started = true;
+    setcontext(&f->start);
+  }
+  _longjmp(f->resume, 1);
+}
+
+void fiber_main() {
+  for (;;) {
+    g_run.body(g_run.arg);
+    Fiber* f = g_run.current;
+    f->wait = Wait::done;
+    --g_run.live;
+    park(f);  // resumed for the same thread of a later block, or never
+  }
 }
 
 void yield(Wait w) {
   Fiber* f = g_run.current;
   f->wait = w;
-  swapcontext(&f->ctx, &g_run.scheduler);
+  park(f);
 }
 
 int warp_of(const Fiber& f) { return f.linear / 32; }
 
 // Releases the threads of every barrier whose live members all arrived. Returns whether any were.
-bool release_barriers(std::vector<Fiber>& fibers, int nthreads) {
+bool release_barriers(std::vector<std::unique_ptr<Fiber>>& fibers, int nthreads) {
   bool released = false;
   int waiting_block = 0;
-  for (int i = 0; i < nthreads; ++i) waiting_block += fibers[i].wait == Wait::block;
+  for (int i = 0; i < nthreads; ++i) waiting_block += fibers[i]->wait == Wait::block;
   if (waiting_block > 0 && waiting_block == g_run.live) {
     for (int i = 0; i < nthreads; ++i)
-      if (fibers[i].wait == Wait::block) fibers[i].wait = Wait::none;
+      if (fibers[i]->wait == Wait::block) fibers[i]->wait = Wait::none;
     return true;
   }
   for (int w0 = 0; w0 < nthreads; w0 += 32) {
     int w1 = std::min(nthreads, w0 + 32), live = 0, waiting = 0;
     for (int i = w0; i < w1; ++i) {
-      live += fibers[i].wait != Wait::done;
-      waiting += fibers[i].wait == Wait::warp;
+      live += fibers[i]->wait != Wait::done;
+      waiting += fibers[i]->wait == Wait::warp;
     }
     if (waiting > 0 && waiting == live) {
-      for (int i = w0; i < w1; ++i) fibers[i].wait = Wait::none;
+      for (int i = w0; i < w1; ++i) fibers[i]->wait = Wait::none;
       released = true;
     }
   }
@@ -135,7 +163,7 @@ uint64_t warp_exchange(uint64_t bits, int src_lane) {
   g_run.lanes[f->linear] = bits;
   yield(Wait::warp);  // every live lane has offered its value
   const int src = base + src_lane;
-  if (src >= int(g_run.lanes.size()) || (*g_run.fibers)[src].wait == Wait::done) {
+  if (src >= int(g_run.lanes.size()) || (*g_run.fibers)[src]->wait == Wait::done) {
     std::fprintf(stderr, "lora_emu: shuffle reads lane %d, which has exited or does not exist\n", src_lane);
     std::abort();
   }
@@ -148,7 +176,16 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
               void* arg) {
   if (!check_launch(kernel, name, grid, block, smem)) return;
   const int nthreads = int(block.x * block.y * block.z);
-  if (int(g_fibers.size()) < nthreads) g_fibers.resize(nthreads);
+  while (int(g_fibers.size()) < nthreads) {
+    auto f = std::make_unique<Fiber>();
+    f->stack.reset(new char[kStackBytes]);
+    getcontext(&f->start);
+    f->start.uc_stack.ss_sp = f->stack.get();
+    f->start.uc_stack.ss_size = kStackBytes;
+    f->start.uc_link = nullptr;
+    makecontext(&f->start, fiber_main, 0);
+    g_fibers.push_back(std::move(f));
+  }
   g_dynamic.assign(smem + 16, 0xFF);
   g_run.fibers = &g_fibers;
   g_run.body = body;
@@ -158,27 +195,20 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         for (int i = 0; i < nthreads; ++i) {
-          Fiber& f = g_fibers[i];
-          if (!f.stack) f.stack.reset(new char[kStackBytes]);
+          Fiber& f = *g_fibers[i];
           f.linear = i;
           f.coords.thread = make_uint3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
           f.coords.block = make_uint3(bx, by, bz);
           f.coords.block_dim = block;
           f.coords.grid_dim = grid;
           f.wait = Wait::none;
-          getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack.get();
-          f.ctx.uc_stack.ss_size = kStackBytes;
-          f.ctx.uc_link = nullptr;
-          makecontext(&f.ctx, fiber_entry, 0);
         }
         g_run.live = nthreads;
         while (g_run.live > 0) {
           bool ran = false;
           for (int i = 0; i < nthreads; ++i) {
-            if (g_fibers[i].wait != Wait::none) continue;
-            g_run.current = &g_fibers[i];
-            swapcontext(&g_run.scheduler, &g_fibers[i].ctx);
+            if (g_fibers[i]->wait != Wait::none) continue;
+            switch_to(g_fibers[i].get());
             ran = true;
           }
           g_run.current = nullptr;
