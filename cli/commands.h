@@ -10,6 +10,14 @@
 
 namespace lora {
 
+class Error;
+// "error: MESSAGE" and "  hint: HINT" on stderr, as every lora error is printed (cli/usage.cpp).
+void print_error(const Error& e);
+// A CLI11 parse error printed as print_error prints lora's errors, with a "did you mean" for a misspelt
+// subcommand or option and `--set section.key=VALUE` for a recipe key given as an option (cli/usage.cpp).
+// Returns the exit code, EXIT_CODE_USAGE.
+int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv);
+
 struct TrainCliOptions {
   std::string recipe;
   std::vector<std::string> overrides;

@@ -38,9 +38,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
     return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return EXIT_CODE_USAGE;
+  } catch (const CLI::ParseError& e) {  // CLI::ExtrasError, CLI::RequiredError, CLI::ValidationError, ...
+    return usage_error(app, e, argc, argv);
   }
   try {
     if (train->parsed()) return run_train(*train_o);
@@ -53,9 +52,7 @@ int main(int argc, char** argv) {
     if (prepare->parsed()) return run_prepare(*prepare_o);
     if (validate->parsed()) return run_validate(*validate_o);
   } catch (const Error& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    if (!e.hint().empty()) std::fprintf(stderr, "  hint: %s\n", e.hint().c_str());
+    print_error(e);
     return e.code();
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -7,6 +7,8 @@
 // bf16 by default (f16 or f32 by choice); the ops accept any float dtype per tensor. upload / download
 // convert f32 host data on the device. The ops themselves live in one file each (cuda/ops.cuh).
 // LORA_PROFILE=1 times every op on the GPU and prints the table when the backend goes (cuda/profile.cuh).
+#include <dlfcn.h>
+
 #include <cstdint>
 #include <stdexcept>
 
@@ -335,6 +337,19 @@ std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType activat
   }
   if (why_not) *why_not = reason;
   return nullptr;
+}
+
+bool cuda_driver_absent() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  if (err == cudaErrorNoDevice || err == cudaErrorStubLibrary) return true;
+  if (err != cudaErrorInsufficientDriver) return false;
+  // The runtime says "insufficient driver" both where no driver is installed and where it is too old:
+  // only a libcuda that cannot be loaded at all means no driver.
+  void* lib = ::dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (lib) ::dlclose(lib);
+  return lib == nullptr;
 }
 
 }  // namespace lora

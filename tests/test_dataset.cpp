@@ -276,6 +276,24 @@ TEST_CASE("malformed lines name the file and the line") {
   CHECK(err("bad12.txt", "a||b\n", "csv").find("unknown dataset format 'csv'") != std::string::npos);
 }
 
+TEST_CASE("e2e lines are checked as UTF-8, as JSONL lines are: file, line, byte and column") {
+  ByteTokenizer tok;
+  auto err = [&](const std::string& name, const std::string& text) {
+    std::string path = write_file(name, text);
+    return error_of([&] { dataset_tokenize(path, "auto", tok, 512, nullptr); });
+  };
+  CHECK(err("latin1.txt", "a||b\nCaf\xe9||c\n").find("latin1.txt:2: not valid UTF-8: byte 0xE9 at column 4") != std::string::npos);
+  CHECK(err("trunc.txt", "a||b \xe2\x82\n").find("trunc.txt:1: not valid UTF-8: byte 0xE2 at column 6") != std::string::npos);
+  CHECK(err("overlong.txt", "a\xc0\xaf||b\n").find("overlong.txt:1: not valid UTF-8: byte 0xC0 at column 2") != std::string::npos);
+  CHECK(err("surrogate.txt", "a||\xed\xa0\x80\n").find("surrogate.txt:1: not valid UTF-8: byte 0xED at column 4") != std::string::npos);
+  CHECK(err("bad.jsonl", "{\"text\": \"Caf\xe9\"}\n").find("bad.jsonl:1: invalid JSON") != std::string::npos);
+  // Well-formed UTF-8 of 2, 3 and 4 bytes (and a byte-order mark) reads.
+  std::string ok = write_file("utf8.txt", "\xef\xbb\xbf" "Caf\xc3\xa9 \xe2\x82\xac||\xf0\x9f\x8d\xb7 wine .\n");
+  DatasetInfo info;
+  dataset_tokenize(ok, "auto", tok, 512, &info);
+  CHECK(info.n_examples == 1);
+}
+
 TEST_CASE("empty, blank-only and missing sources are errors") {
   ByteTokenizer tok;
   std::string empty = write_file("empty.txt", "");

@@ -634,6 +634,24 @@ TEST_CASE("helpers: recipe_closest_name, recipe_format_number, recipe_data_forma
   CHECK(recipe_data_format("jsonl", "x.txt") == "jsonl");
 }
 
+TEST_CASE("recipe_key_for: the key a command-line word names, and recipe_load's key problems without throwing") {
+  CHECK(recipe_key_for("lr") == "train.lr");
+  CHECK(recipe_key_for("train.lr") == "train.lr");
+  CHECK(recipe_key_for("batch-size") == "train.batch_size");  // train's before eval's
+  CHECK(recipe_key_for("beam_size") == "eval.beam_size");
+  CHECK(recipe_key_for("learning_rate") == "train.lr");       // another tool's name
+  CHECK(recipe_key_for("max_step").empty());
+  CHECK(recipe_key_for("max_step", true) == "train.max_steps");
+  CHECK(recipe_key_for("dry-run", true).empty());
+  std::vector<Error> problems;
+  Recipe r = recipe_parse("train:\n  lr: 0.5\n  epochs: many\n  lrr: 1\n", "r.yaml", {"lora.r=4"}, &problems);
+  REQUIRE(problems.size() == 1);
+  CHECK(std::string(problems[0].what()).find("2 problems") != std::string::npos);
+  CHECK(r.train.lr == 0.5);  // what could be read is read
+  CHECK(r.lora.r == 4);
+  CHECK_THROWS_AS(recipe_parse("train:\n  lrr: 1\n", "r.yaml"), Error);
+}
+
 TEST_CASE("a token where a YAML document should start is a syntax error at its place, not a hang") {
   // yaml-cpp 0.7's LoadAll loops forever on these, its memory growing without bound.
   for (const auto& [text, where] : std::vector<std::pair<std::string, std::string>>{

@@ -16,11 +16,13 @@
 #include "core/data/dataset.h"
 #include "core/formats/checkpoint.h"
 #include "core/metrics/metrics.h"
+#include "core/model/adapter.h"
 #include "core/model/model.h"
 #include "core/ops/backend.h"
 #include "core/session/classify.h"
 #include "core/session/recipe.h"
 #include "core/session/session.h"
+#include "core/text/tokenizer.h"
 #include "core/train/adapter_init.h"
 #include "core/train/train_state.h"
 #include "core/train/trainer.h"
@@ -93,9 +95,40 @@ class Validator {
   ValidateReport& rep_;
 };
 
-// Whether recipe_validate's message names a key of section: its lines read "<where>: <section>.<key>: ...".
+// Whether a recipe message names a key of section: recipe_validate's and type errors' lines read
+// "<where>: <section>.<key>: ...", unknown keys' "unknown key 'k' in section '<section>'".
 bool mentions(const std::string& message, const std::string& section) {
-  return message.find(": " + section + ".") != std::string::npos;
+  return message.find(": " + section + ".") != std::string::npos ||
+         message.find("in section '" + section + "'") != std::string::npos;
+}
+
+// Bytes as ids (special tokens such as "<s>" one id each, as a real vocabulary has them): what the data
+// parts parse a split with when the model's tokenizer cannot be loaded, so that every line of the file is
+// still checked. Nothing about lengths or the vocabulary is concluded from it.
+class ByteTokenizer : public Tokenizer {
+ public:
+  std::vector<int32_t> encode(const std::string& text) const override {
+    if (text.size() > 2 && text.front() == '<' && text.back() == '>' && text.find(' ') == std::string::npos)
+      return {257};
+    std::vector<int32_t> ids;
+    for (unsigned char c : text) ids.push_back(c);
+    return ids;
+  }
+  std::string decode(const std::vector<int32_t>&) const override { return ""; }
+  std::string token_text(int32_t) const override { return ""; }
+  int32_t eos_id() const override { return 256; }
+  int vocab_size() const override { return 258; }
+  std::string fingerprint() const override { return "bytes"; }
+  std::string kind() const override { return "bytes"; }
+};
+
+// A split read and parsed line by line without the model's tokenizer (why: what is missing).
+std::string check_split_parse(const Recipe& r, const std::string& source, const std::string& why) {
+  DatasetInfo info;
+  ByteTokenizer bytes;
+  dataset_tokenize(source, r.data.format, bytes, std::max(2, r.data.max_length), &info, classify_dataset_options(r));
+  return source + ": " + info.format + ", " + std::to_string(info.n_examples) +
+         " examples, every line read (not tokenized: " + why + ")";
 }
 
 std::string recipe_summary(const Recipe& r) {
@@ -282,20 +315,25 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
   rep.recipe_path = recipe_path;
   Validator v(rep);
   State st;
+  std::vector<Error> key_problems;  // unknown keys and wrong types: the other keys are still read
   if (!v.run("recipe", [&] {
-        st.r = recipe_load(recipe_path, overrides);
+        st.r = recipe_load(recipe_path, overrides, &key_problems);
         return std::string();
       }))
-    return rep;  // syntax, key or type errors: nothing else can be read
+    return rep;  // a missing file or a syntax error: nothing else can be read
   const Recipe& r = st.r;
+  for (const Error& e : key_problems) {
+    v.add("recipe", ValidateStatus::problem, e.what(), e.hint(), e.code());
+    st.recipe_problem += std::string(e.what()) + "\n";
+  }
   v.run("recipe", [&] {
     try {
       recipe_validate(r);
     } catch (const Error& e) {
-      st.recipe_problem = e.what();
+      st.recipe_problem += e.what();
       throw;
     }
-    return recipe_path + ": " + recipe_summary(r);
+    return key_problems.empty() ? recipe_path + ": " + recipe_summary(r) : std::string();
   });
   const bool lora_ok = !mentions(st.recipe_problem, "lora"), data_ok = !mentions(st.recipe_problem, "data");
 
@@ -303,7 +341,12 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
   else v.run("model", [&] { return check_model(st); });
 
   if (!st.model) {
-    v.add("tokenizer", ValidateStatus::skipped, "needs a model whose config can be read");
+    if (r.data.tokenizer.empty()) v.add("tokenizer", ValidateStatus::skipped, "needs a model whose config can be read");
+    else v.run("tokenizer", [&] {  // data.tokenizer loads; its fit to the vocabulary needs the model
+      auto tok = tokenizer_load(r.data.tokenizer);
+      return tok->kind() + " from " + r.data.tokenizer + ", " + std::to_string(tok->vocab_size()) +
+             " tokens (its fit to the model is checked once the model reads)";
+    });
   } else {
     v.run("tokenizer", [&] {
       st.tok = session_tokenizer_load(r, st.model->config());
@@ -319,7 +362,11 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
   else lora_placed = v.run("lora", [&] { return check_lora(st); });
   if (!r.lora.init_from.empty()) {
     // Read and set into the weightless model exactly as train does, so every mismatch train would stop at.
-    if (!lora_placed) v.add("init_from", ValidateStatus::skipped, "needs the model with the recipe's adapters (see lora)");
+    if (!lora_placed) v.run("init_from", [&] {  // the adapter reads; its fit needs the model with its adapters
+      AdapterFile ad = adapter_file_read(r.lora.init_from);
+      return r.lora.init_from + ": " + std::to_string(ad.modules.size()) + " adapted module(s), r " +
+             std::to_string(ad.r) + " (its fit to the model is checked once the model and lora pass)";
+    });
     else v.run("init_from", [&] {
       // The part's name says what "lora.init_from: " at the start of each line says.
       auto bare = [](const std::string& line) { return line.substr(line.rfind("lora.init_from: ", 0) == 0 ? 16 : 0); };
@@ -339,14 +386,20 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
                                                (prec == "auto" ? std::string("bf16") : prec) + " and stop at the start",
           "set train.precision: fp32, or model.device: cpu");
 
+  std::error_code ec;
   for (const auto& [split, source] : {std::pair<std::string, std::string>{"train", r.data.train}, {"eval", r.data.eval}}) {
     const std::string part = "data." + split;
     if (source.empty()) {
       if (split == "eval") v.add(part, ValidateStatus::ok, "not set: no evaluation during training");
       continue;  // a missing data.train is a recipe problem already
     }
-    if (!st.tok) v.add(part, ValidateStatus::skipped, "needs the model and its tokenizer");
-    else if (!data_ok) v.add(part, ValidateStatus::skipped, "fix the data section of the recipe first");
+    if (!data_ok) v.add(part, ValidateStatus::skipped, "fix the data section of the recipe first");
+    else if (!st.tok && fs::is_regular_file(source, ec) && path_is_hdf5(source))
+      v.add(part, ValidateStatus::skipped, "a prepared dataset: needs the model and its tokenizer");
+    else if (!st.tok)
+      v.run(part, [&, source = source] {
+        return check_split_parse(r, source, st.model ? "the tokenizer did not load" : "the model did not load");
+      });
     else v.run(part, [&, split = split, source = source] { return check_split(st, split, source); });
   }
 

@@ -13,7 +13,9 @@
 // meteor (when eval.meteor_jar or LORA_METEOR_JAR names a jar: the file is a jar, its paraphrase table is beside
 // it, `java` is on PATH; Java is not started), output (a directory that already holds a run, or one that cannot
 // be created), device.
-// A part whose input is missing or broken elsewhere is skipped, saying why. Nothing is written where a
+// Unknown keys and wrong types do not stop the other parts: they run on every key that could be read.
+// Without the model (or its tokenizer) the data are still read and parsed line by line, and init_from's
+// adapter is still read. A part whose input is missing or broken elsewhere is skipped, saying why. Nothing is written where a
 // run would look: the data are tokenized into a temporary directory (removed at the end), not into
 // data.cache_dir, and no output directory is created. Weights are not loaded (the model is built
 // without reading them).

@@ -2,6 +2,7 @@
 // with the fixed templates described in dataset.h. Errors name the file and the 1-based line.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -54,12 +55,41 @@ const char* const kSpace = " \t\r\n\f\v";
   fail_runtime(path + ":" + std::to_string(line) + ": " + what, hint);
 }
 
+// The 0-based offset of the first byte of line that is not part of a well-formed UTF-8 sequence (overlong
+// forms, surrogates and code points past U+10FFFF count as ill-formed, as JSON parsers count them), or npos.
+size_t utf8_invalid_at(const std::string& line) {
+  const auto* s = reinterpret_cast<const unsigned char*>(line.data());
+  const size_t n = line.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = s[i];
+    if (c < 0x80) { ++i; continue; }
+    const size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || i + len > n) return i;
+    uint32_t cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+    for (size_t k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
 std::vector<SourceExample> parse_e2e(const std::string& path, const std::vector<std::string>& lines) {
   const std::string hint = "E2E lines read `meaning representation||reference text`, e.g. "
                            "`name : Alimentum | area : city centre||Alimentum is in the city centre .`";
   std::vector<SourceExample> out;
   for (size_t i = 0; i < lines.size(); ++i) {
     int64_t line_no = int64_t(i) + 1;
+    // UTF-8, as the JSON parser checks every JSONL line.
+    if (size_t at = utf8_invalid_at(lines[i]); at != std::string::npos) {
+      char byte[8];
+      std::snprintf(byte, sizeof byte, "0x%02X", unsigned(static_cast<unsigned char>(lines[i][at])));
+      fail_line(path, line_no, "not valid UTF-8: byte " + std::string(byte) + " at column " + std::to_string(at + 1),
+                "save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 " + path + " > utf8.txt");
+    }
     std::string line = trim(lines[i], kSpace);
     if (line.empty()) continue;
     size_t sep = line.find("||");

@@ -1,6 +1,7 @@
-// Backend selection: --device cuda|cpu|auto (auto: CUDA when a device answers, else the CPU with a
-// one-line notice). A missing driver makes cudaGetDeviceCount fail rather than return 0: any error
-// counts as "no device".
+// Backend selection: --device cuda|cpu|auto (auto: CUDA when a device answers, else the CPU). A missing
+// driver makes cudaGetDeviceCount fail rather than return 0: any error counts as "no device". With auto,
+// the CPU fall-back is silent on a machine without an NVIDIA driver or device (or a build without CUDA)
+// and a one-line notice says why where a driver is present but no device can be used.
 #include "core/ops/backend.h"
 
 #include <cstdio>
@@ -13,11 +14,13 @@ namespace lora {
 #if defined(LORA_HAVE_CUDA)
 // cuda/backend_cuda.cu: nullptr and a reason when no device is usable.
 std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType activations);
+bool cuda_driver_absent();
 #else
 static std::unique_ptr<Backend> backend_cuda_create(std::string* why_not, DType) {
   *why_not = "this build of lora has no CUDA backend (nvcc was not found at build time)";
   return nullptr;
 }
+static bool cuda_driver_absent() { return true; }  // nothing to say about CUDA in a CPU-only build
 #endif
 
 void Backend::matmul_epilogue(Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
@@ -56,7 +59,8 @@ std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet, D
   if (device == "cuda")
     fail_runtime("--device cuda was asked for but no CUDA device is usable: " + why_not,
                  "check nvidia-smi and LD_LIBRARY_PATH, or run with --device cpu");
-  if (!quiet) std::fprintf(stderr, "notice: no CUDA device (%s); running on the CPU\n", why_not.c_str());
+  if (!quiet && !cuda_driver_absent())
+    std::fprintf(stderr, "notice: no CUDA device (%s); running on the CPU\n", why_not.c_str());
   return backend_cpu_create();
 }
 

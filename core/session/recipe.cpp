@@ -32,12 +32,13 @@ using recipe_internal::describe;
 
 const char* GENERIC_HINT = "`lora train RECIPE --print-config` prints every key with its value";
 
-[[noreturn]] void throw_issues(const std::string& name, const std::vector<Issue>& issues) {
-  if (issues.size() == 1) fail_usage(issues[0].text, issues[0].hint.empty() ? GENERIC_HINT : issues[0].hint);
+Error issues_error(const std::string& name, const std::vector<Issue>& issues) {
+  if (issues.size() == 1)
+    return Error(EXIT_CODE_USAGE, issues[0].text, issues[0].hint.empty() ? GENERIC_HINT : issues[0].hint);
   std::string msg = std::to_string(issues.size()) + " problems in " + name + ":";
   for (const Issue& issue : issues)
     msg += "\n  " + issue.text + (issue.hint.empty() ? "" : " (" + issue.hint + ")");
-  fail_usage(msg, std::string("fix every line above; ") + GENERIC_HINT);
+  return Error(EXIT_CODE_USAGE, msg, std::string("fix every line above; ") + GENERIC_HINT);
 }
 
 // Other tools' names for our keys (PEFT, transformers, torchtune), for "did you mean".
@@ -297,6 +298,11 @@ size_t yaml_documents(const std::string& text, YAML::Node* first) {
 
 Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides) {
+  return recipe_parse(yaml_text, source_name, overrides, nullptr);
+}
+
+Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides, std::vector<Error>* key_problems) {
   Recipe recipe;
   recipe.source = source_name;
   Parser parser(source_name, recipe);
@@ -319,11 +325,44 @@ Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name
                "remove the '---' lines or split the file");
   parser.parse_root(doc);
   for (const auto& o : overrides) parser.apply_override(o);
-  if (!parser.issues.empty()) throw_issues("recipe " + source_name, parser.issues);
+  if (!parser.issues.empty()) {
+    Error e = issues_error("recipe " + source_name, parser.issues);
+    if (!key_problems) throw e;
+    key_problems->push_back(e);
+  }
   return recipe;
 }
 
+std::string recipe_key_for(const std::string& word, bool closest) {
+  std::string w = word;
+  std::replace(w.begin(), w.end(), '-', '_');
+  Recipe r;
+  KeyIndex index(r);
+  if (index.by_name.count(w)) return w;
+  auto in_train_first = [&](const std::string& key) {
+    std::string s = index.section_of(key, "train");
+    return s.empty() ? std::string() : s + "." + key;
+  };
+  if (std::string k = in_train_first(w); !k.empty()) return k;
+  auto alias = key_aliases().find(w);
+  if (alias != key_aliases().end()) return in_train_first(alias->second);
+  if (!closest) return "";
+  std::string near = recipe_closest_name(w, index.names);
+  if (near.empty()) {
+    std::vector<std::string> keys;
+    for (const auto& f : index.fields) keys.push_back(f.key);
+    std::string key = recipe_closest_name(w, keys);
+    if (!key.empty()) near = in_train_first(key);
+  }
+  return near;
+}
+
 Recipe recipe_load(const std::string& path, const std::vector<std::string>& overrides) {
+  return recipe_load(path, overrides, nullptr);
+}
+
+Recipe recipe_load(const std::string& path, const std::vector<std::string>& overrides,
+                   std::vector<Error>* key_problems) {
   if (path.empty()) fail_usage("no recipe file given", "usage: lora train RECIPE.yaml");
   std::error_code ec;
   fs::file_status status = fs::status(path, ec);
@@ -335,7 +374,7 @@ Recipe recipe_load(const std::string& path, const std::vector<std::string>& over
   std::ostringstream text;
   if (in) text << in.rdbuf();
   if (!in || in.bad()) fail_usage("cannot read recipe " + path, "check the file's permissions");
-  return recipe_parse(text.str(), path, overrides);
+  return recipe_parse(text.str(), path, overrides, key_problems);
 }
 
 }  // namespace lora

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "core/base/error.h"
+
 namespace lora {
 
 struct ModelSection {
@@ -139,6 +141,14 @@ Recipe recipe_load(const std::string& path, const std::vector<std::string>& over
 // show a partial recipe.
 Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides = {});
+// As recipe_load and recipe_parse, but with key_problems the key and type problems they would throw are
+// appended there (one lora::Error listing them) and the recipe holds every key that could be read, so
+// that `lora validate` checks values and the other parts in the same run. A missing or unreadable file,
+// an empty recipe and a YAML syntax error still throw.
+Recipe recipe_load(const std::string& path, const std::vector<std::string>& overrides,
+                   std::vector<Error>* key_problems);
+Recipe recipe_parse(const std::string& yaml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides, std::vector<Error>* key_problems);
 
 // Every value check (ranges, choices, lora.targets names, required model.path and data.train,
 // data.format resolvable); all problems in one lora::Error (EXIT_CODE_USAGE).
@@ -198,6 +208,11 @@ const std::vector<std::string>& recipe_section_names();  // model, lora, data, t
 // The candidate closest to `word` (edit distance with transpositions, or a prefix), "" when none is
 // close enough: the "did you mean" of recipe messages.
 std::string recipe_closest_name(const std::string& word, const std::vector<std::string>& candidates);
+// The recipe key ("section.key") that `word` names outside a recipe, e.g. as a mistaken command-line
+// option: a full name ("train.lr"), a key of one section ("lr"; train's before eval's when both have it),
+// or another tool's name for it ("learning_rate"); '-' counts as '_'. With closest, else the nearest
+// name by recipe_closest_name ("lerning_rate"). "" when none.
+std::string recipe_key_for(const std::string& word, bool closest = false);
 // The shortest text that reads back as the same double, with a '.' or exponent: "0.0002", "1e-08", "16.0".
 std::string recipe_format_number(double value);
 

@@ -1,0 +1,142 @@
+// The first hour of a new user (issue 13): command-line mistakes answered with a "did you mean", `--resume
+// RUN` without a recipe, no CUDA notice on a machine without a driver, `lora validate` reporting every
+// problem of every part in one run, `--print-config` refusing invalid values, and E2E text checked as UTF-8.
+// Runs the built binary on the quickstart base model and small files the test writes itself (absolute paths).
+#include <doctest/doctest.h>
+
+#include <dlfcn.h>
+
+#include "core/train/train_state.h"
+#include "tests/test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kBase = LORA_SOURCE_DIR "/data/quickstart/base-model";
+
+// A working minimal recipe in dir (model on the CPU unless device says otherwise), extra appended.
+std::string recipe(const fs::path& dir, const std::string& extra = "", const std::string& device = "cpu") {
+  write_text(dir / "train.txt",
+             "name : The Eagle | Type : pub||The Eagle is a pub . \nname : Aromi | food : Italian||Aromi serves Italian food . \n");
+  write_text(dir / "recipe.yaml", "model:\n  path: " + kBase + "\n  device: " + device + "\ndata:\n  train: " +
+                                      (dir / "train.txt").string() + "\n  cache_dir: " + (dir / "cache").string() +
+                                      "\n  max_length: 64\ntrain:\n  batch_size: 2\n  max_steps: 2\noutput:\n  dir: " +
+                                      (dir / "run").string() + "\nlog:\n  progress: none\n" + extra);
+  return (dir / "recipe.yaml").string();
+}
+
+// A usage error as lora prints it: exit 2, "error: ..." naming needle, a hint, and nothing of CLI11's own.
+void check_usage(const CliResult& r, const std::string& needle) {
+  check_clean_error(r, 2, needle);
+  CHECK(contains(r.out, "  hint: "));
+  CHECK(!contains(r.out, "Run with --help"));
+}
+
+TEST_CASE("first hour: a misspelt subcommand or option gets a did-you-mean; a recipe key as an option gets --set") {
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d);
+  CliResult r = lora_run("trian " + rec);
+  check_usage(r, "unknown subcommand 'trian'; did you mean 'train'?");
+  check_usage(lora_run("frobnicate"), "unknown subcommand 'frobnicate'");
+  check_usage(lora_run(""), "a subcommand is required");
+
+  check_usage(lora_run("train " + rec + " --lr 1e-3"), "did you mean `--set train.lr=1e-3`?");
+  check_usage(lora_run("train " + rec + " --lr=1e-3"), "did you mean `--set train.lr=1e-3`?");
+  check_usage(lora_run("train --lr 1e-3 " + rec), "`--set train.lr=1e-3`");
+  check_usage(lora_run("train " + rec + " --batch-size 4"), "`--set train.batch_size=4`");
+  check_usage(lora_run("train " + rec + " --beam_size 4"), "`--set eval.beam_size=4`");
+  check_usage(lora_run("train " + rec + " --learning_rate 3e-4"), "`--set train.lr=3e-4`");
+  check_usage(lora_run("train " + rec + " --max_step 9"), "`--set train.max_steps=9`");
+  check_usage(lora_run("train " + rec + " lr=1e-3"), "did you mean `--set train.lr=1e-3`?");
+  r = lora_run("train " + rec + " --dryrun");
+  check_usage(r, "unknown option '--dryrun' for `lora train`; did you mean '--dry-run'?");
+  check_usage(lora_run("eval " + rec + " --adaptr x"), "did you mean '--adapter'?");
+  check_usage(lora_run("merge --bse x --adapter y --out z"), "did you mean '--base'?");
+  check_usage(lora_run("eval " + rec + " --adapter x --resume y"), "'--resume' is an option of `lora train`");
+  // other CLI11 errors, in lora's words
+  check_usage(lora_run("eval " + rec), "--adapter is required");
+  check_usage(lora_run("train " + rec + " --device gpu"), "gpu");
+  check_usage(lora_run("train " + rec + " " + rec), "not expected");
+  // what is right still runs
+  CHECK(lora_run("train " + rec + " --print-config --set train.lr=1e-3").code == 0);
+}
+
+TEST_CASE("first hour: train --resume RUN without a recipe reads RUN/recipe.yaml") {
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d);
+  check_usage(lora_run("train"), "no recipe file given");
+  CliResult missing = lora_run("train --resume " + (d / "nowhere").string());
+  check_usage(missing, (d / "nowhere" / "recipe.yaml").string());
+  CliResult first = lora_run("train " + rec);
+  INFO(first.out);
+  REQUIRE(first.code == 0);
+  // The run goes on in RUN, wherever the run's recipe says output.dir is.
+  CliResult conf = lora_run("train --resume " + (d / "run").string() + " --print-config");
+  INFO(conf.out);
+  CHECK(conf.code == 0);
+  CHECK(contains(conf.out, "dir: " + (d / "run").string()));
+  CliResult resumed = lora_run("train --resume " + (d / "run").string() + " --set train.max_steps=3");
+  INFO(resumed.out);
+  CHECK(resumed.code == 0);
+  CHECK(contains(resumed.out, "resuming from"));
+  CHECK(contains(lora::train_state_latest((d / "run").string()), "step-00000003"));
+}
+
+TEST_CASE("first hour: no CUDA notice without a driver unless CUDA was asked for") {
+  void* lib = ::dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (lib) {
+    ::dlclose(lib);
+    MESSAGE("skipped: this machine has an NVIDIA driver");
+    return;
+  }
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d, "", "auto");
+  CliResult r = lora_run("train " + rec);  // not --dry-run, which is quiet about the device anyway
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "training on cpu"));
+  CHECK(!contains(r.out, "CUDA"));
+  CHECK(!contains(r.out, "notice:"));
+  CliResult cuda = lora_run("train " + rec + " --dry-run --device cuda");
+  check_clean_error(cuda, 1, "--device cuda was asked for but no CUDA device is usable");
+}
+
+TEST_CASE("first hour: validate reports every problem of every part at once; --print-config refuses invalid values") {
+  const fs::path d = temp_dir();
+  std::string rec = recipe(d);
+  write_text(d / "bad.txt", "name : A||A is a pub .\nthis line has no separator\n");
+  // An unknown key, a wrong type, an invalid value, a missing model, a bad data line and a missing init_from.
+  CliResult r = lora_run("validate " + rec + " --set lora.rr=4 --set train.epochs=many --set train.lr=-1 --set model.path=" +
+                         (d / "no-model").string() + " --set data.train=" + (d / "bad.txt").string() +
+                         " --set lora.init_from=" + (d / "no-adapter").string());
+  check_clean_error(r, 2, "problems in");
+  for (const std::string& needle : {std::string("unknown key 'lora.rr'"), std::string("train.epochs"), std::string("train.lr"),
+                                    (d / "no-model").string(), (d / "bad.txt").string() + ":2",
+                                    (d / "no-adapter").string()})
+    CHECK(contains(r.out, needle));
+  // Without a model the data are still read line by line.
+  CliResult data = lora_run("validate " + rec + " --set model.path=" + (d / "no-model").string());
+  INFO(data.out);
+  CHECK(data.code == 1);
+  CHECK(contains(data.out, "every line read"));
+
+  CliResult conf = lora_run("train " + rec + " --print-config --set train.lr=-1");
+  check_clean_error(conf, 2, "train.lr");
+  CHECK(contains(conf.out, "lr: -1"));  // printed all the same
+}
+
+TEST_CASE("first hour: E2E text is checked as UTF-8, with the file and line") {
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d);
+  write_text(d / "latin1.txt", "name : Aromi||Aromi is a pub .\nname : Caf\xe9 Rouge||Caf\xe9 Rouge is a pub .\n");
+  const std::string bad = (d / "latin1.txt").string();
+  for (const char* cmd : {"train ", "validate ", "prepare "}) {
+    CAPTURE(cmd);
+    CliResult r = lora_run(cmd + rec + " --set data.train=" + bad);
+    check_clean_error(r, 1, bad + ":2: not valid UTF-8");
+    CHECK(contains(r.out, "byte 0xE9 at column 11"));
+  }
+}
+
+}  // namespace
