@@ -5,6 +5,8 @@
 // only the summation order differs), logits 1e-5 as the other golden tests.
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include <stdlib.h>
 
 #include <cmath>
@@ -134,6 +136,27 @@ TEST_CASE("merge --verify passes per dtype and reports the errors") {
   MergeOptions o = golden_options(temp_dir() + "/merged");
   o.verify = true;
   CHECK(merge_run(o).verify.max_rel < 1e-5);
+}
+
+TEST_CASE("merge --verify fails on an adapter with a NaN weight, and writes nothing") {
+  std::string dir = temp_dir() + "/adapter-nan";
+  fs::create_directories(dir);
+  SafetensorsFile st = SafetensorsFile::open(kGolden + "/adapter/adapter_model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& e : st.entries()) tensors.push_back({e.name, st.to_f32(e)});
+  REQUIRE(!tensors.empty());
+  tensors[0].second.f32()[0] = std::numeric_limits<float>::quiet_NaN();
+  safetensors_write(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  fs::copy_file(kGolden + "/adapter/adapter_config.json", dir + "/adapter_config.json");
+  MergeOptions o = golden_options(temp_dir() + "/merged-nan");
+  o.adapter_dir = dir;
+  o.verify = true;
+  lora::Error e = error_of([&] { merge_run(o); });
+  CHECK(contains(e.what(), "NaN or infinite"));
+  CHECK(!fs::exists(o.out_dir));
+  // Without --verify the merge itself still runs (a merged model is what was asked for).
+  o.verify = false;
+  CHECK(merge_run(o).modules_merged == 8);
 }
 
 TEST_CASE("merge --verify on the LLaMA family: PEFT's golden llama adapter") {

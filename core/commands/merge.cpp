@@ -213,13 +213,18 @@ MergeVerifyResult merge_verify(const std::string& base_dir, const std::string& a
   MergeVerifyResult r;
   double max_ref = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) {
+    // std::max drops a NaN argument, so non-finite logits are counted, not compared.
+    if (!std::isfinite(got.f32()[i]) || !std::isfinite(ref.f32()[i])) {
+      ++r.nonfinite;
+      continue;
+    }
     r.max_abs = std::max(r.max_abs, double(std::fabs(got.f32()[i] - ref.f32()[i])));
     max_ref = std::max(max_ref, double(std::fabs(ref.f32()[i])));
   }
-  if (std::isnan(r.max_abs)) r.max_abs = INFINITY;
+  if (r.nonfinite > 0) r.max_abs = INFINITY;
   r.max_rel = r.max_abs / std::max(max_ref, 1e-30);
   r.threshold = merge_verify_threshold(dtype);
-  r.passed = r.max_rel <= r.threshold;
+  r.passed = r.nonfinite == 0 && r.max_rel <= r.threshold;
   return r;
 }
 
@@ -336,6 +341,12 @@ MergeReport merge_run(const MergeOptions& o) {
     rep.verified = true;
     if (!rep.verify.passed) {
       fs::remove_all(tmp, ec);
+      if (rep.verify.nonfinite > 0)
+        fail_runtime("merge verification failed: " + std::to_string(rep.verify.nonfinite) +
+                         " logits of the probe batch are NaN or infinite (merged model or base + adapter); nothing "
+                         "was written to '" + o.out_dir + "'",
+                     "the adapter '" + o.adapter_dir + "' or the base '" + o.base_dir +
+                         "' holds non-finite weights: check the training run that wrote it (its loss and grad_norm)");
       char buf[256];
       std::snprintf(buf, sizeof buf, "max abs %.3g, max rel %.3g > threshold %.3g for %s", rep.verify.max_abs,
                     rep.verify.max_rel, rep.verify.threshold, dtype_name(o.dtype));

@@ -72,6 +72,7 @@ struct MergeVerifyResult {
   double max_abs = 0;      // max |merged - adapter| over the probe batch's logits
   double max_rel = 0;      // max_abs / max |adapter logits| (normwise, so near-zero logits do not dominate)
   double threshold = 0;    // merge_verify_threshold(dtype)
+  int64_t nonfinite = 0;   // logits that are NaN or infinite, in either model: never a pass
   bool passed = false;
 };
 
