@@ -233,11 +233,13 @@ TEST_CASE("a short run writes the PEFT adapter, metrics and the resolved recipe;
 TEST_CASE("SIGTERM saves a checkpoint and exits 75; --resume continues from it") {
   auto d = scratch_dir("cli-signal");
   const std::string rec = recipe(d).string();
-  // A long run, stopped after a few seconds as a cluster scheduler would stop it.
+  // A long run, stopped a second after it starts training, as a cluster scheduler would stop it (waiting
+  // for "training on" rather than a fixed time: on a busy machine the start alone can take seconds).
   const fs::path log = d / "signal.log";
   const std::string cmd = "cd " + d.string() + " && (" LORA_BIN " train " + rec +
                           " --set train.max_steps=100000 --set train.schedule=constant </dev/null >" + log.string() +
-                          " 2>&1 & pid=$!; sleep 4; kill -TERM $pid; wait $pid; exit $?)";
+                          " 2>&1 & pid=$!; for i in $(seq 600); do grep -q 'training on' " + log.string() +
+                          " && break; sleep 0.1; done; sleep 1; kill -TERM $pid; wait $pid; exit $?)";
   int status = std::system(cmd.c_str());
   CliResult r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
