@@ -3,9 +3,13 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 
 #include "core/base/error.h"
+#include "core/base/fsutil.h"
 
 namespace lora {
 
@@ -24,8 +28,11 @@ TrainLog::TrainLog(const std::string& mode, const std::string& metrics_path, int
   quiet_ = mode == "none";
   bar_ = mode == "bar" || (mode == "auto" && isatty(STDERR_FILENO));
   if (!metrics_path.empty()) {
+    metrics_path_ = metrics_path;
     metrics_ = std::fopen(metrics_path.c_str(), append ? "a" : "w");
-    if (!metrics_) fail_runtime("cannot write '" + metrics_path + "'", "check that the output directory is writable");
+    if (!metrics_)
+      fail_runtime("cannot write '" + metrics_path + "': " + std::strerror(errno),
+                   "check that the output directory is writable");
   }
 }
 
@@ -35,8 +42,38 @@ TrainLog::~TrainLog() {
 
 void TrainLog::write_json(const nlohmann::json& j) {
   if (!metrics_) return;
-  std::fprintf(metrics_, "%s\n", j.dump().c_str());
-  std::fflush(metrics_);
+  errno = 0;
+  if (std::fprintf(metrics_, "%s\n", j.dump().c_str()) < 0 || std::fflush(metrics_) != 0) {
+    const int err = errno;
+    std::fclose(metrics_);
+    metrics_ = nullptr;
+    fail_runtime("writing '" + metrics_path_ + "' failed: " + (err ? std::strerror(err) : "unknown error"),
+                 "free disk space, then continue the run with --resume (its last checkpoint is intact)");
+  }
+}
+
+int64_t metrics_truncate(const std::string& path, int64_t step) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return 0;
+  const std::string text = file_read(path);
+  std::string kept;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t end = text.find('\n', pos);
+    if (end == std::string::npos) break;  // no newline: torn by a kill
+    const nlohmann::json j = nlohmann::json::parse(text.begin() + std::ptrdiff_t(pos), text.begin() + std::ptrdiff_t(end),
+                                                   nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) break;
+    if (j.contains("step") && (!j["step"].is_number_integer() || j["step"].get<int64_t>() > step)) break;
+    kept.append(text, pos, end + 1 - pos);
+    pos = end + 1;
+  }
+  if (kept.size() == text.size()) return 0;
+  int64_t dropped = 0;
+  for (size_t i = kept.size(); i < text.size(); ++i) dropped += text[i] == '\n';
+  if (!text.empty() && text.back() != '\n') dropped += 1;
+  file_write_atomic(path, kept);
+  return dropped;
 }
 
 void TrainLog::clear_bar() {

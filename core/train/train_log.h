@@ -19,7 +19,8 @@ class TrainLog {
   ~TrainLog();
   // A training step's figures; `print` asks for a plain line (every log.every steps).
   void step(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s, bool print);
-  // Any other record (evaluation, events): written to metrics.jsonl and printed as a line.
+  // Any other record (evaluation, events): written to metrics.jsonl and printed as a line. A failed
+  // write to metrics.jsonl (a full disk) is a lora::Error naming it, not a torn line and a run that goes on.
   void record(const nlohmann::json& j, const std::string& line);
   // A message for the terminal that must not be torn by the progress bar.
   void message(const std::string& line);
@@ -30,10 +31,16 @@ class TrainLog {
   void clear_bar();
   bool bar_ = false, quiet_ = false, bar_shown_ = false;
   std::FILE* metrics_ = nullptr;
+  std::string metrics_path_;
   int64_t total_ = 0;
   std::chrono::steady_clock::time_point start_;
   int64_t start_step_ = -1;
 };
+
+// Cuts a metrics.jsonl back for a run resumed at `step`: records are kept up to the first one of a later
+// step or one that is not a whole JSON object (torn by a kill), the rest dropped; rewritten crash-safely.
+// Returns the number of lines dropped (0: the file is left as it is, or is absent).
+int64_t metrics_truncate(const std::string& path, int64_t step);
 
 // "1h02m", "3m07s", "12s"
 std::string format_duration(double seconds);

@@ -1,7 +1,11 @@
 // See train_state.h.
 #include "core/train/train_state.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +17,7 @@
 
 #include "core/base/error.h"
 #include "core/base/fsutil.h"
+#include "core/base/sha256.h"
 #include "core/formats/safetensors.h"
 
 namespace lora {
@@ -49,6 +54,19 @@ std::vector<fs::path> committed(const fs::path& root) {
   std::sort(out.begin(), out.end());
   return out;
 }
+
+// The files of a checkpoint that its commit record covers.
+const char* const kStateFiles[] = {"trainable.safetensors", "optimizer.safetensors", "state.json", "recipe.yaml"};
+
+// Removes a directory by first renaming it to a hidden name (atomic), so that a kill part-way leaves a
+// ".prune-" folder that the next start clears, never a step-N folder with some of its files gone.
+void remove_dir_aside(const fs::path& dir) {
+  const fs::path aside = dir.parent_path() / (".prune-" + dir.filename().string());
+  std::error_code ec;
+  fs::remove_all(aside, ec);
+  fs::rename(dir, aside, ec);
+  fs::remove_all(ec ? dir : aside, ec);
+}
 }  // namespace
 
 std::string train_state_save(const std::string& output_dir, Model& model, AdamW& opt, const TrainProgress& p,
@@ -78,16 +96,42 @@ std::string train_state_save(const std::string& output_dir, Model& model, AdamW&
                 {"loss_scale", p.loss_scale},
                 {"good_steps", p.good_steps},
                 {"first_eval_loss", p.first_eval_loss}};
+  if (!p.train_data_hash.empty()) state["train_data_hash"] = p.train_data_hash;
   file_write_atomic((tmp / "state.json").string(), state.dump(2) + "\n");
   file_write_atomic((tmp / "recipe.yaml").string(), recipe_to_yaml(recipe, (final_dir / "recipe.yaml").string()));
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp, final_dir, ec);
-  if (ec) fail_runtime("cannot move checkpoint into place at '" + final_dir.string() + "': " + ec.message());
+  // The commit record, with each file's size and SHA-256, goes in before the folder is renamed into
+  // place: the rename is the commit, and a resume can tell a damaged file from an intact one.
+  json record = {{"step", p.step}, {"files", json::object()}};
+  for (const char* name : kStateFiles) {
+    const fs::path f = tmp / name;
+    record["files"][name] = {{"size", fs::file_size(f)}, {"sha256", sha256_file(f.string())}};
+  }
+  file_write_atomic((tmp / kCommitted).string(), record.dump(2) + "\n");
+  if (fs::exists(final_dir, ec)) {
+    // The same step again (a resume that saves the step it started from, or a leftover of another run):
+    // swap the two folders in one step, so that no moment exists without a committed step-N.
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0)
+      fail_runtime("cannot move checkpoint into place at '" + final_dir.string() + "': " + std::strerror(errno));
+    fsync_path(root.string());
+    remove_dir_aside(tmp);
+  } else {
+    fs::rename(tmp, final_dir, ec);
+    if (ec) fail_runtime("cannot move checkpoint into place at '" + final_dir.string() + "': " + ec.message());
+  }
   fsync_path(root.string());
-  file_write_atomic((final_dir / kCommitted).string(), std::to_string(p.step) + "\n");
   if (keep_last > 0) {
+    // Only once the new one is committed, and never the new one itself: at least one committed
+    // checkpoint exists at every moment.
     auto all = committed(root);
-    for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) fs::remove_all(all[i], ec);
+    int kept = 0;
+    for (size_t i = all.size(); i-- > 0;) {
+      if (all[i] == final_dir || kept < keep_last) {
+        kept += 1;
+        continue;
+      }
+      remove_dir_aside(all[i]);
+    }
+    fsync_path(root.string());
   }
   return final_dir.string();
 }
@@ -98,6 +142,68 @@ std::string train_state_latest(const std::string& path) {
   for (const fs::path& root : {p / "checkpoints", p}) {
     auto all = committed(root);
     if (!all.empty()) return all.back().string();
+  }
+  return "";
+}
+
+std::string train_state_verify(const std::string& ckpt_dir) {
+  const fs::path dir(ckpt_dir);
+  std::string text;
+  try {
+    text = file_read((dir / kCommitted).string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  json record = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // A record of lora before checksums holds the step alone: nothing to compare with.
+  if (!record.is_object()) return "";
+  if (!record.contains("files") || !record["files"].is_object()) return std::string(kCommitted) + " has no file list";
+  for (const char* name : kStateFiles) {
+    if (!record["files"].contains(name)) return std::string(kCommitted) + " does not list " + name;
+    const json& want = record["files"][name];
+    const fs::path f = dir / name;
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(f, ec);
+    if (ec) return std::string(name) + " is missing";
+    if (!want.value("size", json()).is_number_unsigned() || size != want["size"].get<uintmax_t>())
+      return std::string(name) + " has " + std::to_string(size) + " bytes, its commit record says " +
+             want.value("size", json()).dump();
+    std::string got;
+    try {
+      got = sha256_file(f.string());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    if (got != want.value("sha256", std::string()))
+      return std::string(name) + " does not match its SHA-256 in the commit record (the file was changed or damaged)";
+  }
+  return "";
+}
+
+std::string train_state_latest_intact(const std::string& path, std::vector<std::string>* notes) {
+  const fs::path p(path);
+  std::vector<fs::path> all;
+  if (fs::exists(p / kCommitted)) {
+    all.push_back(p);
+  } else {
+    for (const fs::path& root : {p / "checkpoints", p}) {
+      all = committed(root);
+      if (!all.empty()) break;
+    }
+  }
+  std::vector<std::string> damaged;
+  for (size_t i = all.size(); i-- > 0;) {
+    const std::string why = train_state_verify(all[i].string());
+    if (why.empty()) {
+      for (const auto& d : damaged) notes->push_back("checkpoint " + d + "; resuming from the older " + all[i].string());
+      return all[i].string();
+    }
+    damaged.push_back(all[i].string() + " is damaged: " + why);
+  }
+  if (!damaged.empty()) {
+    std::string msg = "no intact committed checkpoint under '" + path + "':";
+    for (const auto& d : damaged) msg += "\n  " + d;
+    fail_runtime(msg, "restore the files from a backup, or start the run again without --resume (output.overwrite: true)");
   }
   return "";
 }
@@ -233,6 +339,7 @@ void train_state_load(const std::string& ckpt_dir, Model& model, AdamW& opt, Tra
   p.loss_scale = state.at("loss_scale").get<double>();
   p.good_steps = state.at("good_steps").get<int64_t>();
   p.first_eval_loss = state.value("first_eval_loss", -1.0);
+  p.train_data_hash = state.value("train_data_hash", std::string());
 }
 
 }  // namespace lora

@@ -1,8 +1,9 @@
 // Resumable training state: trainable tensors, AdamW moments, step, data
 // position, seeds, loss-scale state and the resolved recipe, in safetensors + JSON, under
-// <output>/checkpoints/step-<N>/. Written crash-safely: everything goes into a temporary directory,
-// each file fsynced, the directory renamed into place, and a COMMITTED record written last. Resume
-// takes the newest directory that has its COMMITTED record; half-written ones are ignored.
+// <output>/checkpoints/step-<N>/. Written crash-safely: everything goes into a temporary directory
+// (.tmp-step-<N>), each file fsynced, then a COMMITTED record with every file's size and SHA-256, and
+// the directory is renamed into place (the commit). Resume takes the newest committed directory whose
+// files match their record; half-written ones are ignored, damaged ones named and passed over.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -24,15 +25,23 @@ struct TrainProgress {
   double loss_scale = 1.0;
   int64_t good_steps = 0;
   double first_eval_loss = -1;  // held-out loss before training (-1: not measured)
+  std::string train_data_hash;  // the training source's hash ("fnv1a64:..."), checked on resume; "": unknown
 };
 
-// Saves a checkpoint and prunes all but the newest keep_last (0: keep all). Returns its directory.
+// Saves a checkpoint and prunes all but the newest keep_last (0: keep all), never the new one and only
+// after it is committed; a step-N that exists already is swapped out atomically. Returns its directory.
 // The resolved recipe is stored beside it, its relative paths rewritten for that directory.
 std::string train_state_save(const std::string& output_dir, Model& model, AdamW& opt, const TrainProgress& p,
                              const Recipe& recipe, int keep_last);
 // The newest committed checkpoint under path (an output directory, its checkpoints/ folder, or a
 // checkpoint directory itself); "" if there is none.
 std::string train_state_latest(const std::string& path);
+// Checks a committed checkpoint's files against its commit record (sizes and SHA-256): "" if they
+// match (or the record predates checksums), else what is wrong, naming the file.
+std::string train_state_verify(const std::string& ckpt_dir);
+// The newest committed checkpoint under path whose files are intact; each newer damaged one is named
+// in *notes. "" if there is none; lora::Error (runtime) naming each damaged one if all are damaged.
+std::string train_state_latest_intact(const std::string& path, std::vector<std::string>* notes);
 // Compares a resumed run's recipe with the one its checkpoint ran with (CHECKPOINT/recipe.yaml), so that
 // a resume that forgot the first run's --set options does not silently train on other data or settings.
 // Every key that changes what is trained (model, lora, data, optimizer, schedule, batch, seed) must be

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "core/base/error.h"
 #include "core/base/fsutil.h"
@@ -17,6 +18,7 @@
 #include "core/session/session.h"
 #include "core/train/adapter_init.h"
 #include "core/train/optimizer.h"
+#include "core/train/run_dir.h"
 #include "core/train/train_log.h"
 #include "core/train/train_state.h"
 
@@ -134,15 +136,30 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   const Recipe& r = recipe;
   const bool resume = !options.resume.empty();
   const std::string out_dir = r.output.dir;
-  // A resume starts from the newest committed checkpoint, with the recipe that checkpoint ran with.
+  // One writer per output directory, from before anything in it is read or cleaned until the process
+  // ends; then what a killed run left half-done is cleared.
+  std::unique_ptr<RunLock> lock;
+  std::vector<std::string> dir_notes;
+  if (!options.dry_run) {
+    dir_ensure_writable(out_dir, "output directory");
+    lock = std::make_unique<RunLock>(out_dir);
+    dir_notes = run_dir_clean(out_dir);
+  }
+  // A resume starts from the newest intact committed checkpoint, with the recipe that checkpoint ran with.
   std::string resume_from;
   std::vector<std::string> resume_notes;
   if (resume) {
-    resume_from = train_state_latest(options.resume);
-    if (resume_from.empty())
+    resume_from = train_state_latest_intact(options.resume, &resume_notes);
+    if (resume_from.empty()) {
+      const std::string stored = (fs::path(options.resume) / "recipe.yaml").string();
+      if (fs::exists(fs::path(options.resume) / "metrics.jsonl") && fs::exists(stored))
+        fail_runtime("--resume " + options.resume + ": the run there stopped before its first checkpoint",
+                     "start it again without --resume: lora train " + stored +
+                         " (set output.save_every to save checkpoints more often)");
       fail_runtime("--resume " + options.resume + ": no committed checkpoint found there",
                    "pass the output directory of an earlier run (it holds checkpoints/step-N/COMMITTED)");
-    resume_notes = resume_recipe_check(r, resume_from, options.resume);
+    }
+    for (auto& line : resume_recipe_check(r, resume_from, options.resume)) resume_notes.push_back(line);
   }
   // From here on a SIGINT/SIGTERM (a scheduler's preemption) lets the current step finish, saves a
   // checkpoint and returns EXIT_CODE_INTERRUPTED.
@@ -203,13 +220,17 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     return EXIT_CODE_OK;
   }
 
-  // The output directory: a fresh run refuses to overwrite a finished one unless asked.
-  dir_ensure_writable(out_dir, "output directory");
-  if (!resume && !r.output.overwrite && (fs::exists(fs::path(out_dir) / "metrics.jsonl") ||
-                                     !train_state_latest(out_dir).empty())) {
+  // The output directory: a fresh run refuses to overwrite a finished one unless asked; one killed before
+  // its first checkpoint left nothing to resume and is started again. An overwrite clears the previous
+  // run before the first step, so that its checkpoints are never pruned, resumed or mixed with these.
+  if (!resume && !r.output.overwrite && run_dir_has_run(out_dir)) {
     fail_usage("output directory '" + out_dir + "' already holds a run",
                "resume it with --resume " + out_dir + ", choose another with --output, or set output.overwrite: true");
   }
+  if (!resume && fs::exists(fs::path(out_dir) / "metrics.jsonl") && !run_dir_has_run(out_dir))
+    dir_notes.push_back("the run in " + out_dir + " stopped before its first checkpoint: starting it again");
+  if (!resume && r.output.overwrite)
+    for (auto& line : run_dir_clear(out_dir)) dir_notes.push_back(line);
   const std::string recipe_yaml = recipe_to_yaml(r, (fs::path(out_dir) / "recipe.yaml").string());
   file_write_atomic((fs::path(out_dir) / "recipe.yaml").string(), recipe_yaml);
 
@@ -224,12 +245,26 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   prog.seed = uint64_t(r.train.seed);
   LossScaler scaler;
   scaler.enabled = model.backend().activation_dtype() == DType::f16;
+  const std::string metrics_path = (fs::path(out_dir) / "metrics.jsonl").string();
   if (resume) {
     train_state_load(resume_from, model, opt, prog);
     scaler.scale = prog.loss_scale;
     scaler.good_steps = prog.good_steps;
+    // The checkpoint's data position counts examples of the data it was saved with: other data under
+    // the same name would silently train on other examples from that position.
+    const std::string& now_hash = s.train->info().source_hash;
+    if (!prog.train_data_hash.empty() && prog.train_data_hash != now_hash)
+      fail_usage("--resume " + options.resume + ": the training data " + r.data.train +
+                     " changed since the checkpoint was saved (" + prog.train_data_hash + " then, " + now_hash + " now)",
+                 "resume with the data the run started with, or start a new run on the new data");
+    // What the stopped run logged after its checkpoint is done again from here: dropped, not repeated.
+    if (const int64_t cut = metrics_truncate(metrics_path, prog.step); cut > 0)
+      resume_notes.push_back("metrics.jsonl: dropped " + std::to_string(cut) + " record(s) written after step " +
+                             std::to_string(prog.step) + ", which this run repeats");
   }
-  TrainLog log(r.log.progress, (fs::path(out_dir) / "metrics.jsonl").string(), total_steps, resume);
+  prog.train_data_hash = s.train->info().source_hash;
+  TrainLog log(r.log.progress, metrics_path, total_steps, resume);
+  for (const auto& line : dir_notes) log.message(line);
   if (resume) log.message("resuming from " + resume_from + " at step " + std::to_string(prog.step));
   for (const auto& line : resume_notes) log.message(line);
   log.message("training on " + model.backend().name() + ": " + std::to_string(s.train->size()) + " examples, " +
