@@ -176,3 +176,39 @@ TEST_CASE("training data edited in place between stop and resume is refused") {
   check_clean_error(r, 2, "the training data " + (d / "train.txt").string() + " changed since the checkpoint was saved");
   fs::remove_all(d);
 }
+
+TEST_CASE("eval and generate refuse an adapter holding a NaN, naming the tensor") {
+  auto d = scratch_dir("rel-nan");
+  const fs::path rec = recipe(d);
+  REQUIRE(train(rec).code == 0);
+  const std::string weights = (d / "run" / "adapter_model.safetensors").string();
+  lora::SafetensorsFile st = lora::SafetensorsFile::open(weights);
+  std::vector<std::pair<std::string, lora::Tensor>> tensors;
+  for (const auto& e : st.entries()) tensors.push_back({e.name, st.to_f32(e)});
+  REQUIRE(tensors.size() > 1);
+  tensors[1].second.f32()[2] = std::numeric_limits<float>::infinity();
+  lora::safetensors_write(weights + ".new", tensors, {{"format", "pt"}});
+  fs::rename(weights + ".new", weights);
+  const std::string named = "tensor '" + tensors[1].first + "' holds 1 NaN or infinite value(s) (the first at element 2";
+  check_clean_error(lora_run("eval " + rec.string() + " --adapter " + (d / "run").string() + " --split train --no-generate"),
+                    1, named);
+  check_clean_error(lora_run("generate " + rec.string() + " --adapter " + (d / "run").string() + " --prompt 'name : Aromi'"),
+                    1, named);
+  fs::remove_all(d);
+}
+
+TEST_CASE("a non-finite step is named with its step and tensor: aborted, or skipped at most nonfinite_skips in a row") {
+  auto d = scratch_dir("rel-nonfinite");
+  const fs::path rec = recipe(d);
+  // An absurd learning rate: step 1 moves the adapters by about 1e30, so step 2's activations overflow.
+  const std::string diverge = "--set train.lr=1e30 --set train.max_steps=4 --set train.schedule=constant";
+  CliResult abort = train(rec, diverge);
+  check_clean_error(abort, 1, "training diverged at step 2: the loss is not finite (train.nonfinite: abort)");
+  CliResult skip = train(rec, diverge + " --set output.overwrite=true --set train.nonfinite=skip --set train.nonfinite_skips=2");
+  check_clean_error(skip, 1, "training diverged at step 2: the loss is not finite on 3 batches in a row, more than "
+                             "train.nonfinite_skips 2");
+  CHECK(contains(skip.out, "step 2 skipped: the loss is not finite (train.nonfinite: skip; 1 of at most 2 in a row)"));
+  CHECK(contains(skip.out, "2 of at most 2 in a row"));
+  check_clean_error(train(rec, "--set train.nonfinite=ignore"), 2, "train.nonfinite");
+  fs::remove_all(d);
+}

@@ -138,7 +138,7 @@ TEST_CASE("merge --verify passes per dtype and reports the errors") {
   CHECK(merge_run(o).verify.max_rel < 1e-5);
 }
 
-TEST_CASE("merge --verify fails on an adapter with a NaN weight, and writes nothing") {
+TEST_CASE("merge refuses an adapter with a NaN weight, naming the tensor, and writes nothing") {
   std::string dir = temp_dir() + "/adapter-nan";
   fs::create_directories(dir);
   SafetensorsFile st = SafetensorsFile::open(kGolden + "/adapter/adapter_model.safetensors");
@@ -152,11 +152,13 @@ TEST_CASE("merge --verify fails on an adapter with a NaN weight, and writes noth
   o.adapter_dir = dir;
   o.verify = true;
   lora::Error e = error_of([&] { merge_run(o); });
-  CHECK(contains(e.what(), "NaN or infinite"));
+  CHECK(contains(e.what(), "tensor '" + tensors[0].first + "' holds 1 NaN or infinite value(s)"));
+  CHECK(contains(e.what(), "refusing to merge it"));
   CHECK(!fs::exists(o.out_dir));
-  // Without --verify the merge itself still runs (a merged model is what was asked for).
+  // Without --verify too: the merged weights would all be NaN.
   o.verify = false;
-  CHECK(merge_run(o).modules_merged == 8);
+  CHECK(contains(error_of([&] { merge_run(o); }).what(), "tensor '" + tensors[0].first + "'"));
+  CHECK(!fs::exists(o.out_dir));
 }
 
 TEST_CASE("merge --verify on the LLaMA family: PEFT's golden llama adapter") {

@@ -300,6 +300,7 @@ MergeReport merge_run(const MergeOptions& o) {
   if (o.base_dir.empty()) fail_usage("no base model given", "pass --base MODEL_DIR");
   Checkpoint base = Checkpoint::open(o.base_dir);
   AdapterFile ad = adapter_file_read(o.adapter_dir);
+  adapter_check_finite(ad, "merge it");
   if (!base_name_matches(ad.base_name, o.base_dir, o.adapter_dir)) {
     if (!o.force)
       fail_usage("adapter '" + o.adapter_dir + "' was trained on '" + ad.base_name + "' but --base is '" + o.base_dir + "'",

@@ -321,9 +321,29 @@ void classifier_load(Model& model, const AdapterFile& f) {
 }
 }  // namespace
 
+void adapter_check_finite(const AdapterFile& ad, const std::string& use) {
+  auto check = [&](const std::string& key, const Tensor& t) {
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(t.f32()[i]) && bad++ == 0) first = i;
+    if (bad == 0) return;
+    fail_runtime("'" + ad.weights_path + "': tensor '" + key + "' holds " + std::to_string(bad) +
+                     " NaN or infinite value(s) (the first at element " + std::to_string(first) + ", " +
+                     std::to_string(t.f32()[first]) + "); refusing to " + use,
+                 "the run that wrote it diverged: retrain from an earlier checkpoint with a lower train.lr, or with "
+                 "train.clip_grad_norm");
+  };
+  for (const AdapterModule& m : ad.modules) {
+    check(m.key_a, m.a);
+    check(m.key_b, m.b);
+  }
+  for (const auto& [name, t] : ad.saved) check(name, t);
+}
+
 void adapter_load(Model& model, const std::string& dir) {
   const bool classifier = model.config().head == HeadKind::classifier;
   AdapterFile f = adapter_file_read(dir);
+  adapter_check_finite(f, "load it");
   if (!classifier && !f.saved.empty())
     fail_usage("'" + f.weights_path + "' saves a classification head (modules_to_save), but this " +
                    model.config().family + " model has a language-model head",

@@ -58,6 +58,11 @@ extern const char* const kClassifierNames[4];
 // rank disagrees with the config.
 AdapterFile adapter_file_read(const std::string& dir);
 
+// Refuses (lora::Error, runtime) an adapter holding a NaN or infinite value, naming the first such tensor,
+// the element and the count: merged weights, evaluation and generation from it would all be NaN. `use`
+// says what was to be done ("evaluate", "merge", ...). `lora info` reads such an adapter without this.
+void adapter_check_finite(const AdapterFile& ad, const std::string& use);
+
 // The adapter's saved classification head in kClassifierNames order (dense.weight, dense.bias,
 // out_proj.weight, out_proj.bias), or an empty vector when it saves none. An incomplete head, or one
 // whose four shapes do not fit together, is refused (exit 2) naming the tensors.

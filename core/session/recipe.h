@@ -81,6 +81,9 @@ struct TrainSection {
   int epochs = 1;               // passes over data.train
   int max_steps = 0;            // optimizer steps to run; 0 = epochs decide
   double clip_grad_norm = 1.0;  // clip the global gradient norm to this; 0 = no clipping
+  std::string nonfinite = "abort";  // a step whose loss or gradients are not finite (fp32/bf16): "abort" the
+                                    //   run naming the tensor, or "skip" the step (its batch is passed over)
+  int nonfinite_skips = 3;      // with nonfinite: skip, the most consecutive steps skipped before the run stops
   double label_smoothing = 0.0; // cross-entropy label smoothing (paper, E2E: 0.1)
   int seed = 42;                // seed of data shuffling, dropout and (unless lora.init_seed) adapter init
   std::string precision = "auto";  // GPU compute: "auto", "bf16", "fp16" (with loss scaling), "fp32"

@@ -67,6 +67,8 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
       {"train", "epochs", K::integer, &r.train.epochs, {}},
       {"train", "max_steps", K::integer, &r.train.max_steps, {}},
       {"train", "clip_grad_norm", K::number, &r.train.clip_grad_norm, {}},
+      {"train", "nonfinite", K::choice, &r.train.nonfinite, {"abort", "skip"}},
+      {"train", "nonfinite_skips", K::integer, &r.train.nonfinite_skips, {}},
       {"train", "label_smoothing", K::number, &r.train.label_smoothing, {}},
       {"train", "seed", K::integer, &r.train.seed, {}},
       {"train", "precision", K::choice, &r.train.precision, precisions},
@@ -332,6 +334,7 @@ void recipe_validate(const Recipe& recipe) {
   c.range("train.eps", r.train.eps, 0, true, INFINITY, false);
   c.range("train.weight_decay", r.train.weight_decay, 0, false, INFINITY, false);
   c.at_least("train.warmup_steps", r.train.warmup_steps, 0);
+  c.at_least("train.nonfinite_skips", r.train.nonfinite_skips, 1);
   c.range("train.warmup_ratio", r.train.warmup_ratio, 0, false, 1, true);
   if (r.train.warmup_steps > 0 && r.train.warmup_ratio > 0)
     c.fail("train.warmup_ratio", "set together with train.warmup_steps: set only one of them");

@@ -109,6 +109,7 @@ std::vector<std::string> adapter_init_from(Model& model, const std::string& dir)
   AdapterFile f;
   try {
     f = adapter_file_read(dir);
+    adapter_check_finite(f, "start training from it");
   } catch (const Error& e) {
     throw Error(e.code(), std::string("lora.init_from: ") + e.what(), e.hint());
   }

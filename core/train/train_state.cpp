@@ -264,7 +264,7 @@ std::vector<std::string> resume_recipe_check(const Recipe& now, const std::strin
   // change only its length.
   static const std::set<std::string> free_keys = {
       "model.device", "model.dtype", "train.precision", "train.recompute", "train.eval_every", "train.eval_batches",
-      "data.eval", "data.cache_dir", "lora.init_from"};
+      "data.eval", "data.cache_dir", "lora.init_from", "train.nonfinite", "train.nonfinite_skips"};
   static const std::set<std::string> free_sections = {"eval", "output", "log"};
   static const std::set<std::string> length_keys = {"train.max_steps", "train.epochs"};
   std::vector<std::string> notes, problems;

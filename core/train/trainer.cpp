@@ -60,6 +60,25 @@ MemoryPlan memory_plan(Model& m, const Recipe& r) {
   return p;
 }
 
+// After a step whose gradient norm is not finite: the first tensor that is not, as words. The weights
+// first (a cause from before this step: an initialisation or an earlier overflow), then the loss, then
+// each gradient.
+std::string nonfinite_first(Model& m, double loss) {
+  Backend& be = m.backend();
+  auto finite = [&](const Tensor& t) {
+    const Tensor h = be.download(t);
+    for (int64_t i = 0; i < h.numel(); ++i)
+      if (!std::isfinite(h.f32()[i])) return false;
+    return true;
+  };
+  for (auto& p : m.trainable())
+    if (!finite(*p.master)) return "the trainable weight '" + p.name + "'";
+  if (!std::isfinite(loss)) return "the loss";
+  for (auto& p : m.trainable())
+    if (!finite(*p.grad)) return "the gradient of '" + p.name + "'";
+  return "the gradient norm";
+}
+
 // The first training example with its loss mask: prompt tokens carry no loss.
 void print_first_example(const Dataset& d, const Tokenizer& tok) {
   if (d.size() == 0) return;
@@ -327,7 +346,9 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   double loss_since = 0;
   int64_t loss_tokens_since = 0;
   std::vector<Batch> micro(size_t(r.train.grad_accum));
+  int nonfinite_run = 0;  // consecutive steps skipped for non-finite values (train.nonfinite: skip)
   while (prog.step < total_steps) {
+    double step_loss = 0;
     int64_t n_loss = 0;
     for (auto& b : micro) {
       stream.next(b);
@@ -340,6 +361,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
       LossStats st = classifier ? model.classify_step(b.tokens, b.lengths, b.labels, dscale, key, true)
                                 : model.step(b.tokens, b.targets, b.lengths, dscale, float(r.train.label_smoothing), key, true);
       loss_since += st.loss_sum;
+      step_loss += st.loss_sum;
       loss_tokens_since += st.tokens;
       for (int i = 0; i < b.B; ++i) tokens_since += b.lengths.i32()[i];
       prog.micro_steps += 1;
@@ -351,14 +373,34 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     prog.epoch = pos.epoch;
     prog.cursor = pos.cursor;
     if (os.skipped) {
-      if (!scaler.enabled)
-        fail_runtime("training diverged: the gradient norm is not finite at step " + std::to_string(prog.step + 1),
-                     "lower train.lr, enable train.clip_grad_norm, or check the data; the last checkpoint in " + out_dir +
-                         "/checkpoints is intact");
+      if (!scaler.enabled) {
+        const std::string step_no = std::to_string(prog.step + 1);
+        const std::string what = nonfinite_first(model, step_loss);
+        const std::string hint = what.rfind("the trainable weight", 0) == 0
+                                     ? "the weights were not finite before this step: check lora.init_from or the "
+                                       "checkpoint resumed from"
+                                     : "lower train.lr, enable train.clip_grad_norm, or check the data; the last "
+                                       "checkpoint in " + out_dir + "/checkpoints is intact";
+        if (r.train.nonfinite == "abort")
+          fail_runtime("training diverged at step " + step_no + ": " + what + " is not finite (train.nonfinite: abort)",
+                       hint);
+        if (++nonfinite_run > r.train.nonfinite_skips)
+          fail_runtime("training diverged at step " + step_no + ": " + what + " is not finite on " +
+                           std::to_string(nonfinite_run) + " batches in a row, more than train.nonfinite_skips " +
+                           std::to_string(r.train.nonfinite_skips),
+                       hint);
+        log.message("step " + step_no + " skipped: " + what + " is not finite (train.nonfinite: skip; " +
+                    std::to_string(nonfinite_run) + " of at most " + std::to_string(r.train.nonfinite_skips) +
+                    " in a row); its batch is passed over");
+        loss_since = 0;  // the next logged loss is that of the next good step
+        loss_tokens_since = 0;
+        continue;
+      }
       log.message("fp16 overflow at step " + std::to_string(prog.step + 1) + ": step skipped, loss scale now " +
                   fmt("%.0f", scaler.scale));
       continue;
     }
+    nonfinite_run = 0;
     model.sync_values();
     prog.step += 1;
     prog.tokens_seen += tokens_since;
