@@ -1,5 +1,6 @@
 // The pieces of the run directory's bookkeeping that need no training: SHA-256 against the standard's
-// test vectors, the lock, cutting metrics.jsonl back for a resume, and a failed metrics write.
+// test vectors, the lock, cutting metrics.jsonl back for a resume, a failed metrics write, and JSON
+// numbers beyond a double (issue 12, defect 13).
 #include <doctest/doctest.h>
 
 #include "core/base/sha256.h"
@@ -68,4 +69,15 @@ TEST_CASE("a failed write to metrics.jsonl stops the run with the file named") {
   lora::Error e = error_of([&] { log.step(1, 1.0, 1e-3, 1.0, 100.0, false); });
   CHECK(contains(e.what(), "writing '/dev/full' failed: No space left on device"));
   CHECK(contains(e.hint(), "--resume"));
+}
+
+TEST_CASE("a JSON number beyond a double's range is an error naming the file, not an internal error") {
+  const auto d = scratch_dir("json-range");
+  write_text(d / "config.json", "{\"n_layer\": 1e999}");
+  lora::Error e = error_of([&] { lora::json_read_file((d / "config.json").string()); });
+  CHECK(contains(e.what(), (d / "config.json").string() + "' cannot be read as JSON: number overflow parsing '1e999'"));
+  CHECK(contains(e.hint(), "1e999"));
+  e = error_of([&] { lora::json_parse_strict("{\"a\": -1e999}", "model.safetensors header"); });
+  CHECK(contains(e.what(), "model.safetensors header: cannot be read as JSON: number overflow"));
+  fs::remove_all(d);
 }

@@ -73,6 +73,17 @@ void file_write_atomic(const std::string& path, const std::string& content) {
   fsync_path(parent.empty() ? "." : parent.string());
 }
 
+namespace {
+// nlohmann's other exceptions while parsing: out_of_range.406, a number beyond a double's range.
+constexpr const char* kJsonNumberHint = "a number such as 1e999 does not fit a double; fix or regenerate the file";
+
+// "[json.exception.out_of_range.406] number overflow parsing '1e999'" -> "number overflow parsing '1e999'"
+std::string json_error_text(const std::string& what) {
+  const size_t cut = what.find("] ");
+  return cut == std::string::npos ? what : what.substr(cut + 2);
+}
+}  // namespace
+
 nlohmann::json json_read_file(const std::string& path) {
   std::string text = file_read(path);
   try {
@@ -80,6 +91,8 @@ nlohmann::json json_read_file(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     fail_runtime("'" + path + "' is not valid JSON (at byte " + std::to_string(e.byte) + "): " + e.what(),
                  "fix or regenerate the file");
+  } catch (const nlohmann::json::exception& e) {
+    fail_runtime("'" + path + "' cannot be read as JSON: " + json_error_text(e.what()), kJsonNumberHint);
   }
 }
 
@@ -101,6 +114,8 @@ nlohmann::json json_parse_strict(const std::string& text, const std::string& sou
     fail_runtime(source + ": invalid JSON at byte " + std::to_string(e.byte) + ": " +
                      (cut == std::string::npos ? what : what.substr(cut + 2)),
                  "fix or regenerate the file");
+  } catch (const nlohmann::json::exception& e) {
+    fail_runtime(source + ": cannot be read as JSON: " + json_error_text(e.what()), kJsonNumberHint);
   }
 }
 

@@ -50,6 +50,10 @@ json json_parse_file(const std::string& path, const std::string& raw, const std:
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line L, column C: ..."
     size_t at = what.find("] ");
     fail_runtime(path + ": not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)), hint);
+  } catch (const json::exception& e) {  // out_of_range.406: a number such as 1e999
+    std::string what = e.what();
+    size_t at = what.find("] ");
+    fail_runtime(path + ": cannot be read as JSON: " + (at == std::string::npos ? what : what.substr(at + 2)), hint);
   }
 }
 
