@@ -95,6 +95,8 @@ train:
   epochs: 5
   max_steps: 1000
   clip_grad_norm: 0.5
+  nonfinite: skip
+  nonfinite_skips: 5
   label_smoothing: 0.1
   seed: 1
   precision: fp16
@@ -198,6 +200,8 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.train.schedule == "cosine");
   CHECK(r.train.warmup_steps == 500);
   CHECK(r.train.recompute);
+  CHECK(r.train.nonfinite == "skip");
+  CHECK(r.train.nonfinite_skips == 5);
   CHECK(r.eval.length_penalty == 0.8);
   CHECK(r.output.overwrite);
   CHECK(r.log.every == 5);
@@ -207,7 +211,7 @@ TEST_CASE("a full recipe sets every key") {
   CHECK(r.data.label_names.size() == 3);
   CHECK(r.eval.glue_task == "mnli");
   CHECK(r.eval.meteor_jar == "coco/meteor/meteor-1.5.jar");
-  CHECK(r.origin.at("log.progress") == "r.yaml:65");
+  CHECK(r.origin.at("log.progress") == "r.yaml:67");
 }
 
 TEST_CASE("numbers: 1e-4 is a float, a float key takes an integer, an integer key rejects 1.5") {
