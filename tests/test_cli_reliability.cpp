@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <limits>
@@ -210,5 +211,32 @@ TEST_CASE("a non-finite step is named with its step and tensor: aborted, or skip
   CHECK(contains(skip.out, "step 2 skipped: the loss is not finite (train.nonfinite: skip; 1 of at most 2 in a row)"));
   CHECK(contains(skip.out, "2 of at most 2 in a row"));
   check_clean_error(train(rec, "--set train.nonfinite=ignore"), 2, "train.nonfinite");
+  fs::remove_all(d);
+}
+
+TEST_CASE("a data source that is a FIFO is refused by validate and train instead of hanging") {
+  auto d = scratch_dir("rel-fifo");
+  const fs::path rec = recipe(d);
+  const fs::path fifo = d / "fifo.txt";
+  REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+  const std::string set = " --set data.train=" + fifo.string();
+  // `timeout`: before the fix validate waited forever for a writer.
+  CliResult v = lora_run("validate " + rec.string() + set, "timeout 120");
+  check_clean_error(v, 1, "dataset source '" + fifo.string() + "' is a FIFO, expected a regular file");
+  CliResult t = lora_run("train " + rec.string() + set, "timeout 120");
+  check_clean_error(t, 1, "is a FIFO");
+  fs::remove_all(d);
+}
+
+TEST_CASE("a path that is not UTF-8 is refused before any step, naming the key") {
+  auto d = scratch_dir("rel-utf8");
+  const fs::path rec = recipe(d);
+  const fs::path odd = d / "mod\xff" "el";
+  fs::create_directory_symlink(kBase, odd);
+  CliResult r = train(rec, "--set model.path='" + odd.string() + "'");
+  check_clean_error(r, 2, "model.path: the path is not valid UTF-8 (byte 0xff at offset " +
+                              std::to_string(odd.string().size() - 3) + ")");
+  CHECK(!contains(r.out, "step 1"));
+  CHECK(!fs::exists(d / "run" / "recipe.yaml"));
   fs::remove_all(d);
 }

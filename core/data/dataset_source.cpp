@@ -39,6 +39,15 @@ std::string read_source(const std::string& path) {
   if (fs::is_directory(path, ec))
     fail_runtime("dataset source '" + path + "' is a directory, expected a .txt (E2E) or .jsonl file",
                  "point data.train / data.eval at the file itself");
+  // A FIFO or device would block (nothing writes it) or give other bytes on the second read: the source
+  // is read more than once (its hash for the cache, then its examples).
+  if (!fs::is_regular_file(path, ec)) {
+    const fs::file_type t = fs::status(path, ec).type();
+    const char* kind = t == fs::file_type::fifo ? "a FIFO" : t == fs::file_type::socket ? "a socket"
+                       : t == fs::file_type::character || t == fs::file_type::block ? "a device" : "not a regular file";
+    fail_runtime("dataset source '" + path + "' is " + kind + ", expected a regular file",
+                 "the data is read more than once: write it to a file first (cat " + path + " > data.jsonl)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_runtime("cannot open dataset source '" + path + "'", "check the file's permissions");
   std::ostringstream os;

@@ -255,11 +255,42 @@ struct Checker {
 
 }  // namespace
 
+// The offset of the first byte that breaks UTF-8 in s (overlong forms and surrogates included), or -1.
+static int64_t utf8_invalid_at(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    const size_t n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return int64_t(i);
+    uint32_t cp = n == 1 ? b : n == 2 ? (b & 0x1f) : n == 3 ? (b & 0x0f) : (b & 0x07);
+    for (size_t k = 1; k < n; ++k) {
+      const unsigned char c = static_cast<unsigned char>(s[i + k]);
+      if ((c >> 6) != 2) return int64_t(i);
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    const uint32_t min = n == 2 ? 0x80 : n == 3 ? 0x800 : n == 4 ? 0x10000 : 0;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return int64_t(i);
+    i += n;
+  }
+  return -1;
+}
+
 void recipe_validate(const Recipe& recipe) {
   Checker c{recipe, {}};
   const Recipe& r = recipe;
   Recipe copy = recipe;
   for (const RecipeField& f : recipe_fields(copy)) {
+    // Paths go into recipe.yaml and adapter_config.json, which are UTF-8: another encoding would train
+    // every step and then fail to write the adapter, or store a path the resume cannot find.
+    if (f.kind == FieldKind::path_in || f.kind == FieldKind::path_out) {
+      const std::string& p = f.as<std::string>();
+      if (const int64_t at = utf8_invalid_at(p); at >= 0) {
+        char byte[8];
+        std::snprintf(byte, sizeof byte, "0x%02x", unsigned(static_cast<unsigned char>(p[size_t(at)])));
+        c.fail(f.name(), "the path is not valid UTF-8 (byte " + std::string(byte) + " at offset " + std::to_string(at) +
+                             "); lora stores paths in UTF-8 files (recipe.yaml, adapter_config.json): rename the "
+                             "file or directory, or link it under a UTF-8 name");
+      }
+    }
     if (f.kind != FieldKind::choice) continue;
     const std::string& v = f.as<std::string>();
     if (std::find(f.choices.begin(), f.choices.end(), v) != f.choices.end()) continue;
