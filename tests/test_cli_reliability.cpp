@@ -157,6 +157,10 @@ TEST_CASE("a run killed before its first checkpoint is started again; its resume
   for (const char* f : {"checkpoints", "adapter_model.safetensors", "adapter_config.json"}) fs::remove_all(run / f);
   CliResult resumed = train(rec, "--resume " + run.string());
   check_clean_error(resumed, 1, "stopped before its first checkpoint");
+  CliResult validated = lora_run("validate " + rec.string());
+  INFO(validated.out);
+  CHECK(validated.code == 0);
+  CHECK(!contains(validated.out, "already holds a run"));
   CHECK(contains(resumed.out, "without --resume"));
   CliResult rerun = train(rec);
   INFO(rerun.out);

@@ -24,6 +24,7 @@
 #include "core/session/session.h"
 #include "core/text/tokenizer.h"
 #include "core/train/adapter_init.h"
+#include "core/train/run_dir.h"
 #include "core/train/train_state.h"
 #include "core/train/trainer.h"
 
@@ -278,7 +279,8 @@ void check_output(State& st, Validator& v) {
             "choose another output.dir (or --output with train)", EXIT_CODE_RUNTIME);
       return;
     }
-    if (!r.output.overwrite && (fs::exists(out / "metrics.jsonl", ec) || !train_state_latest(r.output.dir).empty())) {
+    // As train decides it: a run killed before its first checkpoint is simply started again.
+    if (!r.output.overwrite && run_dir_has_run(r.output.dir)) {
       v.add("output", ValidateStatus::warning,
             "output.dir '" + r.output.dir + "' already holds a run: a fresh `lora train` refuses it",
             "resume it with --resume " + r.output.dir + ", choose another with --output, or set output.overwrite: true");
