@@ -1,6 +1,7 @@
 // The first hour of a new user (issue 13): command-line mistakes answered with a "did you mean", `--resume
 // RUN` without a recipe, no CUDA notice on a machine without a driver, `lora validate` reporting every
-// problem of every part in one run, `--print-config` refusing invalid values, and E2E text checked as UTF-8.
+// problem of every part in one run, `--print-config` refusing invalid values, E2E text checked as UTF-8, and
+// `cmake --install` putting lora on PATH.
 // Runs the built binary on the quickstart base model and small files the test writes itself (absolute paths).
 #include <doctest/doctest.h>
 
@@ -137,6 +138,41 @@ TEST_CASE("first hour: E2E text is checked as UTF-8, with the file and line") {
     check_clean_error(r, 1, bad + ":2: not valid UTF-8");
     CHECK(contains(r.out, "byte 0xE9 at column 11"));
   }
+}
+
+// Runs a shell command from a scratch directory, stdout and stderr together.
+CliResult shell_run(const std::string& cmd) {
+  const std::string log = lora_run_dir() + "/shell.log";
+  const int status = std::system(("cd " + lora_run_dir() + " && (" + cmd + ") </dev/null >" + log + " 2>&1").c_str());
+  CliResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(log);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.out = ss.str();
+  return r;
+}
+
+TEST_CASE("first hour: cmake --install puts lora in PREFIX/bin; setup.sh names its options") {
+  const fs::path prefix = fs::path(temp_dir()) / "prefix";
+  const std::string build = fs::path(LORA_BIN).parent_path().string();
+  CliResult inst = shell_run("cmake --install " + build + " --prefix " + prefix.string());
+  INFO(inst.out);
+  REQUIRE(inst.code == 0);
+  REQUIRE(fs::exists(prefix / "bin" / "lora"));
+  // Typed as the messages say it: `lora ...`, found on PATH.
+  CliResult ver = shell_run("PATH=" + (prefix / "bin").string() + ":/usr/bin:/bin lora --version");
+  INFO(ver.out);
+  CHECK(ver.code == 0);
+  CHECK(contains(ver.out, LORA_VERSION));
+
+  CliResult bad = shell_run("bash " LORA_SOURCE_DIR "/scripts/setup.sh --prefx /tmp/x");
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.out, "unknown option '--prefx'"));
+  CHECK(contains(bad.out, "--prefix DIR"));
+  CliResult help = shell_run("bash " LORA_SOURCE_DIR "/scripts/setup.sh --help");
+  CHECK(help.code == 0);
+  CHECK(contains(help.out, "--prefix DIR"));
 }
 
 }  // namespace
