@@ -1,7 +1,7 @@
 // The first hour of a new user (issue 13): command-line mistakes answered with a "did you mean", `--resume
 // RUN` without a recipe, no CUDA notice on a machine without a driver, `lora validate` reporting every
-// problem of every part in one run, `--print-config` refusing invalid values, E2E text checked as UTF-8, and
-// `cmake --install` putting lora on PATH.
+// problem of every part in one run, `--print-config` refusing invalid values, E2E text checked as UTF-8,
+// `cmake --install` putting lora on PATH, `lora eval` of the base model and `lora generate`'s sampling.
 // Runs the built binary on the quickstart base model and small files the test writes itself (absolute paths).
 #include <doctest/doctest.h>
 
@@ -56,7 +56,6 @@ TEST_CASE("first hour: a misspelt subcommand or option gets a did-you-mean; a re
   check_usage(lora_run("merge --bse x --adapter y --out z"), "did you mean '--base'?");
   check_usage(lora_run("eval " + rec + " --adapter x --resume y"), "'--resume' is an option of `lora train`");
   // other CLI11 errors, in lora's words
-  check_usage(lora_run("eval " + rec), "--adapter is required");
   check_usage(lora_run("train " + rec + " --device gpu"), "gpu");
   check_usage(lora_run("train " + rec + " " + rec), "not expected");
   // what is right still runs
@@ -138,6 +137,60 @@ TEST_CASE("first hour: E2E text is checked as UTF-8, with the file and line") {
     check_clean_error(r, 1, bad + ":2: not valid UTF-8");
     CHECK(contains(r.out, "byte 0xE9 at column 11"));
   }
+}
+
+TEST_CASE("first hour: lora eval without --adapter scores the base model alone") {
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d);
+  CliResult r = lora_run("eval " + rec + " --split train --set eval.max_new_tokens=6");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "evaluation of the base model alone (no --adapter) on split 'train'"));
+  const fs::path out = d / "run" / "base-eval-train";  // beside the run that output.dir names
+  REQUIRE(fs::exists(out / "eval.json"));
+  const nlohmann::json j = nlohmann::json::parse(lora::file_read((out / "eval.json").string()));
+  CHECK(j["adapter"].is_null());
+  CHECK(j["base_model"] == kBase);
+  CHECK(j["loss"].get<double>() > 0);
+  CHECK(fs::exists(out / "predictions.txt"));
+  // The base evaluation does not make output.dir look like a run: training there still starts.
+  CliResult t = lora_run("train " + rec);
+  INFO(t.out);
+  CHECK(t.code == 0);
+}
+
+TEST_CASE("first hour: lora generate samples with --temperature, --top-k, --top-p, reproducibly with --seed") {
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d, "eval:\n  max_new_tokens: 12\n");
+  const std::string prompts = " --prompt 'name : The Eagle | Type : pub' --prompt 'name : Aromi | food : Italian'";
+  auto gen = [&](const std::string& opts) {
+    CliResult r = lora_run("generate " + rec + prompts + " " + opts);
+    INFO(opts << "\n" << r.out);
+    CHECK(r.code == 0);
+    return r.out;
+  };
+  const std::string greedy = gen("");
+  CHECK(gen("--temperature 0 --seed 3") == greedy);
+  CHECK(gen("--top-k 1 --seed 3") == greedy);
+  CHECK(gen("--temperature 5 --top-k 1 --seed 3") == greedy);
+  const std::string sampled = gen("--temperature 1.5 --seed 11");
+  CHECK(sampled != greedy);
+  CHECK(gen("--temperature 1.5 --seed 11 --set eval.batch_size=1") == sampled);
+  CHECK(gen("--temperature 1.5 --top-p 0.95 --top-k 50 --seed 11") != greedy);
+  // Without --seed a fresh one is drawn and printed, so the text can be had again.
+  CliResult fresh = lora_run("generate " + rec + prompts + " --temperature 1.5");
+  INFO(fresh.out);
+  REQUIRE(fresh.code == 0);
+  const size_t at = fresh.out.find("--seed ");
+  REQUIRE(at != std::string::npos);
+  const std::string seed = fresh.out.substr(at + 7, fresh.out.find(' ', at + 7) - at - 7);
+  std::string text;  // the continuations, without the note
+  for (const auto& line : lora::text_lines(fresh.out))
+    if (!line.empty() && line.rfind("note:", 0) != 0) text += line + "\n";
+  CHECK(gen("--temperature 1.5 --seed " + seed) == text);
+  // Bad values: a clean usage error.
+  CHECK(lora_run("generate " + rec + prompts + " --top-p 1.5").code == 2);
+  check_usage(lora_run("generate " + rec + prompts + " --temperature 1 --set eval.beam_size=4"), "beam_size is 4");
 }
 
 // Runs a shell command from a scratch directory, stdout and stderr together.

@@ -80,6 +80,10 @@ GenerateRunResult generate_run(const Recipe& recipe, const GenerateRunOptions& o
   go.no_repeat_ngram_size = r.eval.no_repeat_ngram_size;
   go.eos_id = s.tok->eos_id();
   go.batch_size = r.eval.batch_size;
+  go.temperature = o.temperature;
+  go.top_k = o.top_k;
+  go.top_p = o.top_p;
+  go.seed = o.seed;
   out.ids = generate(model, prompts, go);
   for (const auto& ids : out.ids) out.texts.push_back(trim(s.tok->decode(ids)));
   return out;
