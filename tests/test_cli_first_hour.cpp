@@ -1,7 +1,8 @@
 // The first hour of a new user (issue 13): command-line mistakes answered with a "did you mean", `--resume
 // RUN` without a recipe, no CUDA notice on a machine without a driver, `lora validate` reporting every
 // problem of every part in one run, `--print-config` refusing invalid values, E2E text checked as UTF-8,
-// `cmake --install` putting lora on PATH, `lora eval` of the base model and `lora generate`'s sampling.
+// `cmake --install` putting lora on PATH, `lora eval` of the base model, `lora generate`'s sampling,
+// and the base's absolute path in an adapter.
 // Runs the built binary on the quickstart base model and small files the test writes itself (absolute paths).
 #include <doctest/doctest.h>
 
@@ -226,6 +227,32 @@ TEST_CASE("first hour: cmake --install puts lora in PREFIX/bin; setup.sh names i
   CliResult help = shell_run("bash " LORA_SOURCE_DIR "/scripts/setup.sh --help");
   CHECK(help.code == 0);
   CHECK(contains(help.out, "--prefix DIR"));
+}
+
+TEST_CASE("first hour: an adapter records its base's absolute path, so export --to merged finds it from elsewhere") {
+  const fs::path cwd = lora_run_dir();
+  const fs::path d = temp_dir();
+  if (!fs::exists(cwd / "hour-base")) fs::copy(kBase, cwd / "hour-base", fs::copy_options::recursive);
+  const std::string rec = recipe(d);
+  // A --set path is relative to the working directory: the run sees the base as "hour-base".
+  CliResult t = lora_run("train " + rec + " --set model.path=hour-base");
+  INFO(t.out);
+  REQUIRE(t.code == 0);
+  const nlohmann::json cfg = lora::json_read_file((d / "run" / "adapter_config.json").string());
+  const std::string recorded = cfg["base_model_name_or_path"].get<std::string>();
+  CHECK(fs::path(recorded).is_absolute());
+  CHECK(fs::equivalent(recorded, cwd / "hour-base"));
+  // From another directory, without --base.
+  CliResult e = shell_run("cd " + d.string() + " && " LORA_BIN " export --adapter run --to merged --out merged");
+  INFO(e.out);
+  CHECK(e.code == 0);
+  CHECK(fs::exists(d / "merged" / "config.json"));
+  // The same base named relatively is the same base: no note about another one.
+  CliResult ev = lora_run("eval " + rec + " --set model.path=hour-base --adapter " + (d / "run").string() +
+                          " --split train --no-generate");
+  INFO(ev.out);
+  CHECK(ev.code == 0);
+  CHECK(!contains(ev.out, "records base model"));
 }
 
 }  // namespace

@@ -154,7 +154,7 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
   } else {
     adapter_load(model, o.adapter);
     const std::string recorded = adapter_base_name(o.adapter);
-    if (!recorded.empty() && fs::path(recorded).lexically_normal() != fs::path(r.model.path).lexically_normal())
+    if (!recorded.empty() && !same_path(recorded, r.model.path))
       rep.notes.push_back("note: the adapter records base model '" + recorded + "'; evaluating on '" + r.model.path + "'");
   }
   dir_ensure_writable(rep.out_dir, "evaluation output directory");
@@ -236,6 +236,12 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
   }
   file_write_atomic((fs::path(rep.out_dir) / "eval.json").string(), eval_report_json(rep, r) + "\n");
   return rep;
+}
+
+bool same_path(const std::string& recorded, const std::string& used) {
+  std::error_code ec;
+  if (fs::equivalent(recorded, used, ec)) return true;
+  return fs::absolute(recorded, ec).lexically_normal() == fs::absolute(used, ec).lexically_normal();
 }
 
 std::string eval_report_json(const EvalReport& rep, const Recipe& r) {

@@ -72,4 +72,8 @@ EvalReport eval_run(const Recipe& recipe, const EvalRunOptions& options);
 std::string eval_report_json(const EvalReport& report, const Recipe& recipe);
 std::string eval_report_table(const EvalReport& report);
 
+// True when the base model an adapter records (base_model_name_or_path: an absolute path since adapters
+// record one, a path relative to where training ran before) and the one in use are the same directory.
+bool same_path(const std::string& recorded, const std::string& used);
+
 }  // namespace lora

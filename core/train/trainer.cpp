@@ -381,7 +381,8 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     tokenizer_files_copy(s.tokenizer_dir, model_dir);
     say("model written to " + model_dir);
   } else {
-    adapter_save(model, out_dir, r.model.path);
+    // The base as an absolute path, so that export --to merged, eval and generate find it from any directory.
+    adapter_save(model, out_dir, fs::absolute(r.model.path).lexically_normal().string());
     say("adapter written to " + out_dir + " (adapter_config.json, adapter_model.safetensors)");
   }
   say("checkpoint: " + where);
