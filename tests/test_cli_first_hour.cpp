@@ -1,8 +1,8 @@
 // The first hour of a new user (issue 13): command-line mistakes answered with a "did you mean", `--resume
 // RUN` without a recipe, no CUDA notice on a machine without a driver, `lora validate` reporting every
 // problem of every part in one run, `--print-config` refusing invalid values, E2E text checked as UTF-8,
-// `cmake --install` putting lora on PATH, `lora eval` of the base model, `lora generate`'s sampling,
-// and the base's absolute path in an adapter.
+// `cmake --install` putting lora on PATH, `lora eval` of the base model, `lora generate`'s sampling, the
+// base's absolute path in an adapter, and scripts/e2e_csv_to_txt.py on a file in the official E2E CSV layout.
 // Runs the built binary on the quickstart base model and small files the test writes itself (absolute paths).
 #include <doctest/doctest.h>
 
@@ -253,6 +253,46 @@ TEST_CASE("first hour: an adapter records its base's absolute path, so export --
   INFO(ev.out);
   CHECK(ev.code == 0);
   CHECK(!contains(ev.out, "records base model"));
+}
+
+TEST_CASE("first hour: scripts/e2e_csv_to_txt.py turns the official E2E CSV into lines lora trains on") {
+  if (std::system("command -v python3 >/dev/null 2>&1") != 0) {
+    MESSAGE("skipped: no python3");
+    return;
+  }
+  const fs::path d = temp_dir();
+  const std::string rec = recipe(d);
+  // The official layout: a header mr,ref; quoted fields with commas; one row a reference.
+  write_text(d / "e2e" / "devset.csv",
+             "mr,ref\n"
+             "\"name[The Vaults], eatType[pub], priceRange[more than £30], near[Café Adriatic]\","
+             "\"The Vaults pub near Café Adriatic costs £30.  It's family-friendly.\"\n"
+             "\"name[The Vaults], eatType[pub], priceRange[more than £30], near[Café Adriatic]\","
+             "\"Prices at The Vaults, a pub, start at £30.50.\"\n");
+  const std::string script = "python3 " LORA_SOURCE_DIR "/scripts/e2e_csv_to_txt.py ";
+  CliResult conv = shell_run(script + (d / "e2e" / "devset.csv").string() + " " + (d / "valid.txt").string());
+  INFO(conv.out);
+  REQUIRE(conv.code == 0);
+  CHECK(contains(conv.out, "2 examples, 1 meaning representations"));
+  const std::vector<std::string> lines = lora::text_lines(lora::file_read((d / "valid.txt").string()));
+  REQUIRE(lines.size() >= 2);
+  const std::string mr = "name : The Vaults | Type : pub | price : more than £ 30 | near : Café Adriatic";
+  CHECK(lines[0] == mr + "||The Vaults pub near Café Adriatic costs £ 30 . It 's family - friendly .");
+  CHECK(lines[1] == mr + "||Prices at The Vaults , a pub , start at £ 30.50 .");
+  // lora reads it as E2E data: two references of one meaning representation.
+  CliResult val = lora_run("validate " + rec + " --set data.train=" + (d / "valid.txt").string());
+  INFO(val.out);
+  CHECK(val.code == 0);
+  // A file that is not the E2E CSV: exit 2, the file named, what was expected.
+  write_text(d / "e2e" / "testset.csv", "MR\n\"name[A]\"\n");
+  CliResult bad = shell_run(script + (d / "e2e" / "testset.csv").string() + " " + (d / "test.txt").string());
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.out, (d / "e2e" / "testset.csv").string() + ":1: expected the columns mr and ref"));
+  CHECK(contains(bad.out, "testset_w_refs.csv"));
+  write_text(d / "e2e" / "odd.csv", "mr,ref\n\"name[A], colour[red]\",A is red.\n");
+  bad = shell_run(script + (d / "e2e" / "odd.csv").string() + " " + (d / "odd.txt").string());
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.out, "odd.csv:2: unknown slot 'colour'"));
 }
 
 }  // namespace
