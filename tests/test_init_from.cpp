@@ -178,7 +178,7 @@ TEST_CASE("init_from: the target trains on from the source's adapter and learns 
   REQUIRE(run.code == 0);
   CHECK(contains(run.out, "the head is initialised as without lora.init_from"));
   const std::vector<json> evals = eval_records(x.dir / "mrpc");
-  REQUIRE(evals.size() == 2);
+  REQUIRE(evals.size() >= 2);  // before training, every tenth of the run, the final one last
   const double before = evals.front()["eval_accuracy"].get<double>(), after = evals.back()["eval_accuracy"].get<double>();
   MESSAGE("target from the source's adapter: held-out accuracy " << before << " -> " << after);
   CHECK(before < 0.75);  // a fresh head: the encoder knows "pub", the head does not yet
