@@ -163,6 +163,12 @@ TEST_CASE("train.eval_every: -1 (the default) is a tenth of the run, 0 only the 
   r.train.eval_every = 50;
   CHECK(lora::train_eval_every(r, 282) == 50);
   const fs::path d = temp_dir();
+  // --dry-run says when the run will evaluate.
+  CliResult dry = lora_run("train " + recipe(d, "") + " --dry-run --set train.max_steps=40");
+  INFO(dry.out);
+  CHECK(contains(dry.out, "evaluation: 8 examples, before the first step, every 4 steps and at the end"));
+  dry = lora_run("train " + recipe(d, "") + " --dry-run --set train.eval_every=0");
+  CHECK(contains(dry.out, "evaluation: 8 examples, before the first step, not in between and at the end"));
   check_clean_error(lora_run("validate " + recipe(d, "") + " --set train.eval_every=-2"), 2,
                     "train.eval_every: must be a number of steps >= 1, 0 (only at the end) or -1");
 }

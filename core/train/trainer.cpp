@@ -195,6 +195,11 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                 "grad_accum %d), warm-up %lld\n",
                 s.train->size(), (long long)batches_per_epoch, r.train.batch_size, (long long)total_steps,
                 r.train.epochs, r.train.grad_accum, (long long)warmup);
+    if (s.eval)
+      std::printf("evaluation: %zu examples, before the first step, %s and at the end\n", s.eval->size(),
+                  eval_every == 1  ? "after every step"
+                  : eval_every > 0 ? ("every " + std::to_string(eval_every) + " steps").c_str()
+                                   : "not in between");
     std::printf("memory plan (batch %d x %d tokens at most):\n", r.train.batch_size,
                 std::min(r.data.max_length, model.config().max_positions));
     std::printf("  weights      %s\n  trainable    %s (masters and gradients)\n  optimizer    %s\n"
