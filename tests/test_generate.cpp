@@ -339,7 +339,7 @@ TEST_CASE("sampling draws tokens with the probabilities of softmax(logits / T), 
     tv += 0.5 * std::fabs(h[size_t(v)] - p[size_t(v)]);
     expected += 0.5 * std::sqrt(2 * p[size_t(v)] * (1 - p[size_t(v)]) / (M_PI * N));
   }
-  INFO("total variation " << tv << ", expected about " << expected);
+  MESSAGE("total variation " << tv << ", expected about " << expected);
   CHECK(tv < 1.5 * expected);
 
   o.top_k = 3;
