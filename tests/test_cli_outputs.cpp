@@ -132,6 +132,18 @@ TEST_CASE("outputs: with the progress bar, train.log has step lines every log.ev
   CHECK(contains(log2.substr(log.size()), "resuming from"));
 }
 
+TEST_CASE("outputs: held-out {\"text\": ...} records have no prompt to sample from; the run trains all the same") {
+  const fs::path d = temp_dir();
+  write_text(d / "t.jsonl", "{\"text\": \"The Eagle is a pub .\"}\n{\"text\": \"Aromi serves Italian food .\"}\n");
+  const std::string t = (d / "t.jsonl").string();
+  CliResult r = lora_run("train " + recipe(d, "log:\n  progress: none\n") + " --set data.train=" + t + " --set data.eval=" + t +
+                         " --set train.max_steps=2 --set train.batch_size=2");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(rows(d / "run" / "metrics.jsonl", "eval_loss").size() == 3);
+  CHECK(rows(d / "run" / "samples.jsonl", "generated").empty());
+}
+
 TEST_CASE("loss_svg draws what metrics.jsonl holds, skipping torn and foreign rows") {
   const std::string metrics =
       "{\"step\":0,\"eval_loss\":3.0,\"eval_token_accuracy\":0.4}\n"

@@ -98,6 +98,7 @@ std::vector<RunSample> run_samples(Model& model, const Dataset& data, const Toke
   std::vector<RunSample> out;
   for (size_t i = 0; i < data.size() && int(out.size()) < n; ++i) {
     if (i > 0 && data.prompt_text(i) == data.prompt_text(i - 1)) continue;
+    if (data.prompt_length(i) == 0) continue;  // a {"text": ...} record: nothing to continue from
     TokenSpan t = data.tokens(i);
     std::vector<int32_t> prompt(t.begin(), t.begin() + data.prompt_length(i));
     const std::vector<int32_t> gen = generate_greedy(model, prompt, max_new, tok.eos_id());

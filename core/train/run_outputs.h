@@ -42,7 +42,8 @@ class RunOutputs {
 };
 
 // Greedy continuations (at most max_new tokens; outer whitespace trimmed) of the first n distinct prompts of data, an E2E or JSONL
-// set (consecutive examples with the same prompt, E2E's references of one meaning representation, count once).
+// set (consecutive examples with the same prompt, E2E's references of one meaning representation, count once;
+// examples without a prompt, JSONL's {"text": ...}, are left out).
 std::vector<RunSample> run_samples(Model& model, const Dataset& data, const Tokenizer& tok, int n, int max_new);
 
 // The loss.svg picture of metrics.jsonl's text: train rows ({"step", "loss", "lr"}) and eval rows
