@@ -42,6 +42,10 @@ struct GenerateCliOptions {
   std::string recipe, adapter, prompts_file, device;
   std::vector<std::string> prompts, overrides;
   bool json = false;  // one JSON object a line instead of the text
+  // Sampling; a negative temperature means not given (1 when --top-k or --top-p is, else 0: greedy).
+  float temperature = -1.0f, top_p = 1.0f;
+  int top_k = 0;
+  int64_t seed = -1;  // -1: a fresh seed, printed so that the run can be repeated
 };
 std::shared_ptr<GenerateCliOptions> setup_generate(CLI::App& app);
 int run_generate(const GenerateCliOptions& o);

@@ -1,4 +1,4 @@
-// `lora eval RECIPE.yaml --adapter DIR [--split eval|train] [--out DIR] [--limit N] [--no-generate]
+// `lora eval RECIPE.yaml [--adapter DIR] [--split eval|train] [--out DIR] [--limit N] [--no-generate]
 // [--set key=value ...] [--device cpu|cuda|auto]`: loss, perplexity, token accuracy and, for E2E data,
 // generation with BLEU / NIST / ROUGE-L / CIDEr, and METEOR when eval.meteor_jar or LORA_METEOR_JAR names
 // METEOR 1.5's jar (core/eval/evaluate.h). Prints a table on stdout, notices and the progress bars of
@@ -17,10 +17,12 @@ namespace lora {
 std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app) {
   auto o = std::make_shared<EvalCliOptions>();
   app.add_option("recipe", o->recipe, "Recipe file (YAML)")->required();  // recipe_load reports a missing file
-  app.add_option("--adapter", o->adapter, "Adapter directory (the output of lora train)")->required();
+  app.add_option("--adapter", o->adapter, "Adapter directory (the output of lora train); leave out to score the base model");
   app.add_option("--split", o->split, "Data split to evaluate: eval (data.eval, the default) or train (data.train)")
       ->check(CLI::IsMember({"eval", "train"}));
-  app.add_option("--out", o->out, "Directory for eval.json, predictions.txt, references.txt (default ADAPTER/eval-SPLIT)");
+  app.add_option("--out", o->out,
+                 "Directory for eval.json, predictions.txt, references.txt (default ADAPTER/eval-SPLIT, or "
+                 "OUTPUT_DIR/base-eval-SPLIT without --adapter)");
   app.add_option("--limit", o->limit, "Generate for the first N meaning representations only (0 = all)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-generate", o->no_generate, "Loss, perplexity and token accuracy only; no generation");

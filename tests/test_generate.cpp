@@ -8,10 +8,13 @@
 //   tests/fixtures/generate/generate.json, made by scripts/make_generate_fixtures.py with
 //   transformers' generate on one prompt at a time: greedy, beam search with length penalties,
 //   no-repeat n-grams and EOS. All prompts are generated together, and also in other batchings.
+// - Sampling: temperature 0, top_k 1 and a tiny top_p are greedy; a seed repeats the text in any batching;
+//   the draws follow softmax(logits / T) restricted by top_k and top_p (histograms of 8000 draws).
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <memory>
+#include <numeric>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -269,6 +272,109 @@ TEST_CASE("generate refuses bad prompts and options with lora::Error") {
   o.batch_size = 2;
   o.max_new_tokens = 0;
   CHECK(generate(t.model, {{1, 2}}, o)[0].empty());
+}
+
+TEST_CASE("sampling: temperature 0, top_k 1 and a tiny top_p are greedy; a seed repeats the text in any batching") {
+  Tiny t(true);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 42}, {3, 9}, {11, 2, 60, 7}, {1}, {8, 8, 8}};
+  GenerateOptions greedy;
+  greedy.max_new_tokens = 10;
+  const auto g = generate(t.model, prompts, greedy);
+  GenerateOptions o = greedy;
+  o.temperature = 0.0f;
+  o.top_k = 5;
+  o.seed = 7;
+  CHECK(generate(t.model, prompts, o) == g);
+  o.temperature = 1.5f;
+  o.top_k = 1;
+  CHECK(generate(t.model, prompts, o) == g);
+  o.top_k = 0;
+  o.top_p = 1e-6f;
+  CHECK(generate(t.model, prompts, o) == g);
+
+  o.top_p = 1.0f;
+  o.temperature = 2.0f;  // flat enough that sampling leaves the greedy path
+  const auto a = generate(t.model, prompts, o);
+  CHECK(a != g);
+  o.batch_size = 2;
+  CHECK(generate(t.model, prompts, o) == a);
+  o.batch_size = 8;
+  o.seed = 8;
+  CHECK(generate(t.model, prompts, o) != a);
+}
+
+TEST_CASE("sampling draws tokens with the probabilities of softmax(logits / T), within top_k and top_p") {
+  Tiny t(false);
+  const std::vector<int32_t> prompt = {5, 17, 42};
+  Tensor lg = full_logits(t.model, prompt);
+  const int64_t V = t.model.config().vocab_size;  // the logits are (1, T, V)
+  const float* last = lg.f32() + (int64_t(prompt.size()) - 1) * V;
+  const float T = 0.7f;
+  std::vector<double> p(static_cast<size_t>(V));
+  double sum = 0;
+  for (int64_t v = 0; v < V; ++v) sum += p[size_t(v)] = std::exp(double(last[v]) / T);
+  for (double& x : p) x /= sum;
+  std::vector<int32_t> by_prob(static_cast<size_t>(V));
+  std::iota(by_prob.begin(), by_prob.end(), 0);
+  std::sort(by_prob.begin(), by_prob.end(), [&](int32_t a, int32_t b) { return p[size_t(a)] > p[size_t(b)]; });
+
+  // One new token for each of N copies of the prompt: copy i draws with its own random numbers.
+  const int N = 8000;
+  const std::vector<std::vector<int32_t>> prompts(N, prompt);
+  GenerateOptions o;
+  o.max_new_tokens = 1;
+  o.temperature = T;
+  o.seed = 123;
+  o.batch_size = 64;
+  auto histogram = [&](const GenerateOptions& opt) {
+    std::vector<double> h(static_cast<size_t>(V));
+    for (const auto& out : generate(t.model, prompts, opt)) h[size_t(out.at(0))] += 1.0 / N;
+    return h;
+  };
+  std::vector<double> h = histogram(o);
+  // Total variation against its expected size for N exact draws, 0.5 sum_v E|count/N - p_v|, which is
+  // about 0.5 sum_v sqrt(2 p_v (1 - p_v) / (pi N)).
+  double tv = 0, expected = 0;
+  for (int64_t v = 0; v < V; ++v) {
+    tv += 0.5 * std::fabs(h[size_t(v)] - p[size_t(v)]);
+    expected += 0.5 * std::sqrt(2 * p[size_t(v)] * (1 - p[size_t(v)]) / (M_PI * N));
+  }
+  MESSAGE("total variation " << tv << ", expected about " << expected);
+  CHECK(tv < 1.5 * expected);
+
+  o.top_k = 3;
+  h = histogram(o);
+  double top3 = p[size_t(by_prob[0])] + p[size_t(by_prob[1])] + p[size_t(by_prob[2])];
+  for (int k = 0; k < 3; ++k) CHECK(h[size_t(by_prob[size_t(k)])] == doctest::Approx(p[size_t(by_prob[size_t(k)])] / top3).epsilon(0.15));
+  double outside = 1.0;
+  for (int k = 0; k < 3; ++k) outside -= h[size_t(by_prob[size_t(k)])];
+  CHECK(outside == doctest::Approx(0.0).epsilon(1e-9));
+
+  // top_p just above the most likely token's probability: the first two tokens only.
+  o.top_k = 0;
+  o.top_p = float(p[size_t(by_prob[0])] + 1e-3);
+  h = histogram(o);
+  const double two = p[size_t(by_prob[0])] + p[size_t(by_prob[1])];
+  CHECK(h[size_t(by_prob[0])] + h[size_t(by_prob[1])] == doctest::Approx(1.0));
+  CHECK(h[size_t(by_prob[0])] == doctest::Approx(p[size_t(by_prob[0])] / two).epsilon(0.1));
+}
+
+TEST_CASE("sampling options out of range are refused with lora::Error") {
+  Tiny t(false);
+  GenerateOptions o;
+  o.temperature = -0.5f;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.temperature = 1.0f;
+  o.top_p = 0.0f;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.top_p = 1.5f;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.top_p = 1.0f;
+  o.top_k = -1;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
+  o.top_k = 0;
+  o.beam_size = 2;
+  CHECK_THROWS_AS(generate(t.model, {{1, 2}}, o), Error);
 }
 
 }  // namespace

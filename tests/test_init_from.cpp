@@ -162,8 +162,8 @@ TEST_CASE("init_from: a head of the same shape is the source's too; the step-0 e
   REQUIRE(run.code == 0);
   CHECK(contains(run.out, "lora.init_from: LoRA A and B of 4 layers from " + (x.dir / "mnli").string()));
   const std::vector<json> source = eval_records(x.source), target = eval_records(out);
-  REQUIRE(source.size() == 2);
-  REQUIRE(target.size() == 2);
+  REQUIRE(source.size() >= 2);  // before training, every tenth of the run, the final one last
+  REQUIRE(target.size() == 2);  // one step: before it and at the end
   CHECK(target.front()["step"] == 0);
   CHECK(target.front()["eval_loss"].get<double>() == source.back()["eval_loss"].get<double>());
   CHECK(target.front()["eval_accuracy"].get<double>() == source.back()["eval_accuracy"].get<double>());
@@ -178,7 +178,7 @@ TEST_CASE("init_from: the target trains on from the source's adapter and learns 
   REQUIRE(run.code == 0);
   CHECK(contains(run.out, "the head is initialised as without lora.init_from"));
   const std::vector<json> evals = eval_records(x.dir / "mrpc");
-  REQUIRE(evals.size() == 2);
+  REQUIRE(evals.size() >= 2);  // before training, every tenth of the run, the final one last
   const double before = evals.front()["eval_accuracy"].get<double>(), after = evals.back()["eval_accuracy"].get<double>();
   MESSAGE("target from the source's adapter: held-out accuracy " << before << " -> " << after);
   CHECK(before < 0.75);  // a fresh head: the encoder knows "pub", the head does not yet

@@ -35,7 +35,8 @@ std::string read_source(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec))
     fail_runtime("dataset source '" + path + "' does not exist",
-                 "check data.train / data.eval in the recipe (relative paths are from the working directory)");
+                 "check data.train / data.eval: a path in the recipe is relative to the recipe file, a path given "
+                 "with --set to the working directory");
   if (fs::is_directory(path, ec))
     fail_runtime("dataset source '" + path + "' is a directory, expected a .txt (E2E) or .jsonl file",
                  "point data.train / data.eval at the file itself");

@@ -120,17 +120,21 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
   if (rep.data_path.empty())
     fail_usage("the recipe has no data for split '" + o.split + "': data." + o.split + " is not set",
                "name the file in the recipe or with --set data." + o.split + "=PATH");
-  if (o.adapter.empty()) fail_usage("no adapter directory given", "pass --adapter DIR (the output directory of `lora train`)");
-  if (!fs::is_directory(o.adapter))
-    fail_runtime("adapter directory '" + o.adapter + "' does not exist", "pass the output directory of `lora train`");
-  if (!fs::exists(fs::path(o.adapter) / "adapter_config.json")) {
-    const bool full = fs::exists(fs::path(o.adapter) / "model" / "config.json");
-    fail_usage("'" + o.adapter + "' holds no adapter_config.json",
-               full ? "this is a full fine-tune: evaluate its model with --set model.path=" +
-                          (fs::path(o.adapter) / "model").string() + " (and --set lora.mode=full)"
-                    : "pass the output directory of `lora train` (adapter_config.json + adapter_model.safetensors)");
+  const bool base_only = o.adapter.empty();
+  if (base_only) {
+    rep.out_dir = o.out_dir.empty() ? (fs::path(r.output.dir) / ("base-eval-" + o.split)).string() : o.out_dir;
+  } else {
+    if (!fs::is_directory(o.adapter))
+      fail_runtime("adapter directory '" + o.adapter + "' does not exist", "pass the output directory of `lora train`");
+    if (!fs::exists(fs::path(o.adapter) / "adapter_config.json")) {
+      const bool full = fs::exists(fs::path(o.adapter) / "model" / "config.json");
+      fail_usage("'" + o.adapter + "' holds no adapter_config.json",
+                 full ? "this is a full fine-tune: evaluate its model with --set model.path=" +
+                            (fs::path(o.adapter) / "model").string() + " (and --set lora.mode=full)"
+                      : "pass the output directory of `lora train` (adapter_config.json + adapter_model.safetensors)");
+    }
+    rep.out_dir = o.out_dir.empty() ? (fs::path(o.adapter) / ("eval-" + o.split)).string() : o.out_dir;
   }
-  rep.out_dir = o.out_dir.empty() ? (fs::path(o.adapter) / ("eval-" + o.split)).string() : o.out_dir;
 
   Session s = session_open(r, o.split == "train", o.quiet);
   std::shared_ptr<const Dataset> data = o.split == "eval" ? s.eval : s.train;
@@ -140,10 +144,19 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
   rep.notes = s.notes;
   rep.backend = s.be->name();
   Model& model = *s.model;
-  adapter_load(model, o.adapter);
-  const std::string recorded = adapter_base_name(o.adapter);
-  if (!recorded.empty() && fs::path(recorded).lexically_normal() != fs::path(r.model.path).lexically_normal())
-    rep.notes.push_back("note: the adapter records base model '" + recorded + "'; evaluating on '" + r.model.path + "'");
+  if (base_only) {
+    // A classifier's head comes with its adapter; a base checkpoint without one would score zeros.
+    if (model.config().head == HeadKind::classifier && !model.classifier().loaded)
+      fail_usage("model " + r.model.path + " has no trained classification head (classifier.* weights), and no "
+                 "--adapter was given",
+                 "pass --adapter RUN (a classifier's head is saved with its adapter), or evaluate a merged model "
+                 "(lora merge) that holds its head");
+  } else {
+    adapter_load(model, o.adapter);
+    const std::string recorded = adapter_base_name(o.adapter);
+    if (!recorded.empty() && !same_path(recorded, r.model.path))
+      rep.notes.push_back("note: the adapter records base model '" + recorded + "'; evaluating on '" + r.model.path + "'");
+  }
   dir_ensure_writable(rep.out_dir, "evaluation output directory");
 
   rep.examples = int64_t(data->size());
@@ -225,11 +238,17 @@ EvalReport eval_run(const Recipe& r, const EvalRunOptions& o) {
   return rep;
 }
 
+bool same_path(const std::string& recorded, const std::string& used) {
+  std::error_code ec;
+  if (fs::equivalent(recorded, used, ec)) return true;
+  return fs::absolute(recorded, ec).lexically_normal() == fs::absolute(used, ec).lexically_normal();
+}
+
 std::string eval_report_json(const EvalReport& rep, const Recipe& r) {
   json j;
   j["split"] = rep.split;
   j["data"] = rep.data_path;
-  j["adapter"] = rep.adapter;
+  j["adapter"] = rep.adapter.empty() ? json(nullptr) : json(rep.adapter);  // null: the base model alone
   j["base_model"] = r.model.path;
   j["recipe"] = r.source;
   j["backend"] = rep.backend;
@@ -279,7 +298,8 @@ std::string eval_report_json(const EvalReport& rep, const Recipe& r) {
 }
 
 std::string eval_report_table(const EvalReport& rep) {
-  std::string t = "evaluation of " + rep.adapter + " on split '" + rep.split + "' (" + rep.data_path + ")\n";
+  const std::string what = rep.adapter.empty() ? "the base model alone (no --adapter)" : rep.adapter;
+  std::string t = "evaluation of " + what + " on split '" + rep.split + "' (" + rep.data_path + ")\n";
   auto row = [&](const std::string& name, const std::string& value) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "  %-16s %s\n", name.c_str(), value.c_str());

@@ -12,6 +12,8 @@
 //      $LORA_METEOR_JAR): one Java process for all segments, after the files are written; the jar is
 //      checked (file, paraphrase table, `java` on PATH) before generation starts. Without a jar METEOR is
 //      null in eval.json and metrics_note says how to enable it.
+// Without an adapter the base model alone is measured (a classifier only if its checkpoint holds a head),
+// into <output.dir>/base-eval-<split> unless out_dir says otherwise.
 // Outputs in out_dir (default <adapter>/eval-<split>): eval.json (every number, the settings, the files),
 // predictions.txt and references.txt (the official scorer's formats) and sources.txt (the meaning
 // representations, one a line, in the predictions' order).
@@ -28,7 +30,7 @@
 namespace lora {
 
 struct EvalRunOptions {
-  std::string adapter;          // adapter directory: adapter_config.json + adapter_model.safetensors
+  std::string adapter;          // adapter directory: adapter_config.json + adapter_model.safetensors; "" = the base
   std::string split = "eval";   // "eval" (data.eval) or "train" (data.train)
   std::string out_dir;          // where results go; empty = <adapter>/eval-<split>
   int64_t limit = 0;            // generate for the first this many meaning representations only; 0 = all
@@ -69,5 +71,9 @@ EvalReport eval_run(const Recipe& recipe, const EvalRunOptions& options);
 // eval.json's text and the table printed on stdout.
 std::string eval_report_json(const EvalReport& report, const Recipe& recipe);
 std::string eval_report_table(const EvalReport& report);
+
+// True when the base model an adapter records (base_model_name_or_path: an absolute path since adapters
+// record one, a path relative to where training ran before) and the one in use are the same directory.
+bool same_path(const std::string& recorded, const std::string& used);
 
 }  // namespace lora

@@ -6,6 +6,7 @@
 #include "core/base/error.h"
 #include "core/base/strings.h"
 #include "core/data/dataset.h"
+#include "core/eval/evaluate.h"
 #include "core/model/adapter.h"
 #include "core/model/generate.h"
 #include "core/session/session.h"
@@ -60,7 +61,7 @@ GenerateRunResult generate_run(const Recipe& recipe, const GenerateRunOptions& o
   if (!o.adapter.empty()) {
     adapter_load(model, o.adapter);
     const std::string recorded = adapter_base_name(o.adapter);
-    if (!recorded.empty() && fs::path(recorded).lexically_normal() != fs::path(r.model.path).lexically_normal())
+    if (!recorded.empty() && !same_path(recorded, r.model.path))
       out.notes.push_back("note: the adapter records base model '" + recorded + "'; generating with '" +
                           r.model.path + "'");
   }
@@ -80,6 +81,10 @@ GenerateRunResult generate_run(const Recipe& recipe, const GenerateRunOptions& o
   go.no_repeat_ngram_size = r.eval.no_repeat_ngram_size;
   go.eos_id = s.tok->eos_id();
   go.batch_size = r.eval.batch_size;
+  go.temperature = o.temperature;
+  go.top_k = o.top_k;
+  go.top_p = o.top_p;
+  go.seed = o.seed;
   out.ids = generate(model, prompts, go);
   for (const auto& ids : out.ids) out.texts.push_back(trim(s.tok->decode(ids)));
   return out;

@@ -13,6 +13,11 @@ struct GenerateRunOptions {
   std::string adapter;               // adapter directory; "" = the base model alone
   std::vector<std::string> prompts;  // E2E meaning representations or JSONL prompts, as in the data
   bool quiet = false;                // no notices on stderr while loading
+  // Sampling (GenerateOptions): temperature 0 keeps the recipe's greedy or beam search.
+  float temperature = 0.0f;
+  int top_k = 0;                     // 0: every token
+  float top_p = 1.0f;                // 1: every token
+  uint64_t seed = 0;
 };
 
 struct GenerateRunResult {
@@ -23,7 +28,7 @@ struct GenerateRunResult {
 };
 
 // Generates with the recipe's eval settings (max_new_tokens, beam_size, length_penalty,
-// no_repeat_ngram_size, batch_size). The prompt layout follows the data format of data.train (else
+// no_repeat_ngram_size, batch_size), sampling when options.temperature > 0. The prompt layout follows the data format of data.train (else
 // data.eval): e2e or jsonl (dataset_prompt_ids). Errors: no prompts, a classification model or glue
 // data (nothing to generate: use lora eval), an adapter directory without adapter_config.json, a prompt
 // longer than the model's positions.

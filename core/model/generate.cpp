@@ -19,6 +19,12 @@
 // - No-repeat n-grams (NoRepeatNGramLogitsProcessor): over the whole sequence, prompt included, a token
 //   that would complete an n-gram already present is banned (score -inf).
 //
+// - Sampling (temperature > 0, beam_size 1), as HF's do_sample=True applies its logits processors:
+//   no-repeat n-gram blocking, logits / temperature, top-k (ties at the k-th value kept, as torch.topk's
+//   threshold does), top-p (tokens sorted by probability, the smallest prefix whose cumulative
+//   probability reaches top_p, at least one token), then one draw from the renormalised distribution
+//   with the prompt's own Rng. The draws are ours, so the text is reproducible here, not equal to torch's.
+//
 // A prompt's max_new_tokens is capped at the model's positions (max_positions - prompt length).
 #include "core/model/generate.h"
 
@@ -28,6 +34,7 @@
 #include <string>
 
 #include "core/base/error.h"
+#include "core/base/rng.h"
 
 namespace lora {
 
@@ -54,6 +61,7 @@ struct Search {
   bool improvable = true;          // HF's is_early_stop_heuristic_unsatisfied
   bool done = false;
   std::vector<int32_t> result;
+  Rng rng{0};                      // sampling's draws for this prompt
 };
 
 // Sets scores[v] = -inf for every token v that would complete an n-gram already in prompt + gen.
@@ -79,11 +87,48 @@ void log_softmax(float* x, int64_t V) {
   for (int64_t v = 0; v < V; ++v) x[v] = x[v] - lse;
 }
 
-// One greedy step of a prompt: `row` holds its logits (V), modified in place.
+// The sampled token of one row of logits (already n-gram blocked): temperature, top-k, top-p, one draw.
+int32_t sample_token(const float* row, int64_t V, const GenerateOptions& o, Rng& rng) {
+  std::vector<int32_t> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  // Most likely first, lower id first on ties, so that top_k 1 picks what greedy picks.
+  auto better = [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); };
+  int64_t keep = V;
+  if (o.top_k > 0 && o.top_k < V) {
+    // torch.topk's threshold keeps every token tied with the k-th; with top_k 1 only the first counts.
+    std::nth_element(order.begin(), order.begin() + (o.top_k - 1), order.end(), better);
+    const float kth = row[order[size_t(o.top_k) - 1]];
+    keep = o.top_k == 1 ? 1 : std::count_if(row, row + V, [&](float x) { return x >= kth; });
+  }
+  std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
+  if (keep == 1 || !std::isfinite(row[order[0]])) return order[0];
+  // Probabilities of the kept tokens at this temperature (double: a sharp temperature must not overflow).
+  std::vector<double> p(static_cast<size_t>(keep));
+  const double top = double(row[order[0]]) / o.temperature;
+  double sum = 0;
+  for (int64_t i = 0; i < keep; ++i) sum += p[size_t(i)] = std::exp(double(row[order[size_t(i)]]) / o.temperature - top);
+  if (o.top_p < 1.0f) {
+    double cum = 0;
+    int64_t n = 0;
+    while (n < keep && cum < double(o.top_p) * sum) cum += p[size_t(n++)];
+    keep = std::max<int64_t>(1, n);
+    sum = cum > 0 ? cum : p[0];
+  }
+  const double u = double(rng.next() >> 11) * (1.0 / 9007199254740992.0) * sum;
+  double cum = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += p[size_t(i)];
+    if (u < cum) return order[size_t(i)];
+  }
+  return order[size_t(keep) - 1];  // u rounded up to the sum
+}
+
+// One greedy (or sampling) step of a prompt: `row` holds its logits (V), modified in place.
 void greedy_step(Search& s, float* row, int64_t V, const GenerateOptions& o) {
   Beam& b = s.running[0];
   ban_repeated_ngrams(row, *s.prompt, b.tokens, o.no_repeat_ngram_size);
-  const int32_t next = int32_t(std::max_element(row, row + V) - row);
+  const int32_t next = o.temperature > 0 ? sample_token(row, V, o, s.rng)
+                                         : int32_t(std::max_element(row, row + V) - row);
   b.tokens.push_back(next);
   if (next == o.eos_id || int(b.tokens.size()) >= s.max_new) {
     s.done = true;
@@ -169,6 +214,15 @@ void check_options(const GenerateOptions& o) {
     fail_usage("no_repeat_ngram_size must be >= 0 (0 turns it off), found " + std::to_string(o.no_repeat_ngram_size));
   if (o.batch_size < 1) fail_usage("the generation batch size must be at least 1, found " + std::to_string(o.batch_size));
   if (!std::isfinite(o.length_penalty)) fail_usage("length_penalty must be a finite number");
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature))
+    fail_usage("the temperature must be a finite number >= 0, found " + std::to_string(o.temperature),
+               "0 decodes greedily; 0.7 to 1 are usual for sampling");
+  if (o.top_k < 0) fail_usage("top_k must be >= 0 (0 keeps every token), found " + std::to_string(o.top_k));
+  if (!(o.top_p > 0 && o.top_p <= 1))
+    fail_usage("top_p must be in (0, 1], found " + std::to_string(o.top_p), "1 keeps every token; 0.9 is usual");
+  if (o.temperature > 0 && o.beam_size > 1)
+    fail_usage("sampling (temperature > 0) draws one sequence, but beam_size is " + std::to_string(o.beam_size),
+               "sample with beam_size 1 (--set eval.beam_size=1), or leave the temperature at 0 for beam search");
 }
 
 void check_prompt(const std::vector<int32_t>& p, size_t i, const ModelConfig& cfg) {
@@ -200,6 +254,7 @@ void generate_batch(Model& model, const std::vector<std::vector<int32_t>>& promp
     s.done = s.max_new <= 0;
     s.running.resize(K);
     for (int k = 1; k < K; ++k) s.running[k].score = kMasked;
+    s.rng = Rng(rng_mix(o.seed ^ rng_mix(uint64_t(first + b))));
     tmax = std::max(tmax, len);
     new_max = std::max(new_max, s.max_new);
   }

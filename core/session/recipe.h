@@ -88,7 +88,8 @@ struct TrainSection {
   int seed = 42;                // seed of data shuffling, dropout and (unless lora.init_seed) adapter init
   std::string precision = "auto";  // GPU compute: "auto", "bf16", "fp16" (with loss scaling), "fp32"
   bool recompute = false;       // recompute block activations in backward: less memory, more compute
-  int eval_every = 0;           // evaluate every this many optimizer steps; 0 = only at the end
+  int eval_every = -1;          // evaluate every this many optimizer steps; 0 = only at the end (and before the
+                                // first step); -1 = about ten points a run: max(1, total steps / 10)
   int eval_batches = 0;         // batches per evaluation; 0 = the whole eval set
 };
 

@@ -378,7 +378,9 @@ void recipe_validate(const Recipe& recipe) {
     c.at_least("train.epochs", r.train.epochs, 0);
   c.range("train.clip_grad_norm", r.train.clip_grad_norm, 0, false, INFINITY, false);
   c.range("train.label_smoothing", r.train.label_smoothing, 0, false, 1, true);
-  c.at_least("train.eval_every", r.train.eval_every, 0);
+  if (r.train.eval_every < -1)
+    c.fail("train.eval_every", "must be a number of steps >= 1, 0 (only at the end) or -1 (every tenth of the run, the "
+                               "default), found " + std::to_string(r.train.eval_every));
   c.at_least("train.eval_batches", r.train.eval_batches, 0);
   if (r.train.eval_every > 0 && r.data.eval.empty())
     c.fail("train.eval_every", "is " + std::to_string(r.train.eval_every) +

@@ -92,6 +92,14 @@ void TrainLog::step(int64_t step, double loss, double lr, double grad_norm, doub
   write_json({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
               {"tokens_per_s", tokens_per_s}, {"elapsed_s", elapsed}});
   if (quiet_) return;
+  if (print && (echo_ || !bar_)) {
+    char line[256];
+    std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  elapsed %s  eta %s",
+                  (long long)step, (long long)total_, loss, lr, grad_norm, tokens_per_s, format_duration(elapsed).c_str(),
+                  format_duration(eta).c_str());
+    if (echo_) echo_(line);
+    if (!bar_) std::fprintf(stderr, "%s\n", line);
+  }
   if (bar_) {
     const int width = 24;
     int filled = total_ > 0 ? int(width * double(step) / double(total_)) : 0;
@@ -101,10 +109,6 @@ void TrainLog::step(int64_t step, double loss, double lr, double grad_norm, doub
                  (long long)total_, bar.c_str(), loss, tokens_per_s, format_duration(eta).c_str());
     std::fflush(stderr);
     bar_shown_ = true;
-  } else if (print) {
-    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  elapsed %s  eta %s\n",
-                 (long long)step, (long long)total_, loss, lr, grad_norm, tokens_per_s,
-                 format_duration(elapsed).c_str(), format_duration(eta).c_str());
   }
 }
 
@@ -117,6 +121,7 @@ void TrainLog::message(const std::string& line) {
   if (line.empty()) return;  // log.progress: none silences the step lines only, not events
   clear_bar();
   std::fprintf(stderr, "%s\n", line.c_str());
+  if (echo_) echo_(line);
 }
 
 void TrainLog::finish() { clear_bar(); }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -25,6 +26,9 @@ class TrainLog {
   // A message for the terminal that must not be torn by the progress bar.
   void message(const std::string& line);
   void finish();
+  // Also hands every line the console shows to echo (train.log): messages, records, and plain step lines,
+  // which with the progress bar are made (not shown) every log.every steps in place of the redraws.
+  void echo_to(std::function<void(const std::string&)> echo) { echo_ = std::move(echo); }
 
  private:
   void write_json(const nlohmann::json& j);
@@ -35,6 +39,7 @@ class TrainLog {
   int64_t total_ = 0;
   std::chrono::steady_clock::time_point start_;
   int64_t start_step_ = -1;
+  std::function<void(const std::string&)> echo_;
 };
 
 // Cuts a metrics.jsonl back for a run resumed at `step`: records are kept up to the first one of a later

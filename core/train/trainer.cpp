@@ -19,6 +19,7 @@
 #include "core/train/adapter_init.h"
 #include "core/train/optimizer.h"
 #include "core/train/run_dir.h"
+#include "core/train/run_outputs.h"
 #include "core/train/train_log.h"
 #include "core/train/train_state.h"
 
@@ -144,6 +145,10 @@ int64_t train_total_steps(const Recipe& r, int64_t n_examples) {
   return r.train.max_steps > 0 ? r.train.max_steps : steps_per_epoch * r.train.epochs;
 }
 
+int64_t train_eval_every(const Recipe& r, int64_t total_steps) {
+  return r.train.eval_every >= 0 ? r.train.eval_every : std::max<int64_t>(1, total_steps / 10);
+}
+
 std::vector<std::string> train_weights_init(Model& model, const Recipe& r, bool resume) {
   model.lora_init(lora_spec_from_recipe(r));
   if (r.lora.init_from.empty()) return {};
@@ -196,6 +201,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
 
   const int64_t batches_per_epoch = (int64_t(s.train->size()) + r.train.batch_size - 1) / r.train.batch_size;
   const int64_t total_steps = train_total_steps(r, int64_t(s.train->size()));
+  const int64_t eval_every = train_eval_every(r, total_steps);
   const int64_t warmup = r.train.warmup_steps > 0 ? r.train.warmup_steps
                                                   : int64_t(std::ceil(r.train.warmup_ratio * double(total_steps)));
   MemoryPlan plan = memory_plan(model, r);
@@ -225,6 +231,11 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                 "grad_accum %d), warm-up %lld\n",
                 s.train->size(), (long long)batches_per_epoch, r.train.batch_size, (long long)total_steps,
                 r.train.epochs, r.train.grad_accum, (long long)warmup);
+    if (s.eval)
+      std::printf("evaluation: %zu examples, before the first step, %s and at the end\n", s.eval->size(),
+                  eval_every == 1  ? "after every step"
+                  : eval_every > 0 ? ("every " + std::to_string(eval_every) + " steps").c_str()
+                                   : "not in between");
     std::printf("memory plan (batch %d x %d tokens at most):\n", r.train.batch_size,
                 std::min(r.data.max_length, model.config().max_positions));
     std::printf("  weights      %s\n  trainable    %s (masters and gradients)\n  optimizer    %s\n"
@@ -282,7 +293,9 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                              std::to_string(prog.step) + ", which this run repeats");
   }
   prog.train_data_hash = s.train->info().source_hash;
+  RunOutputs outputs(out_dir, resume);  // train.log, samples.jsonl, loss.svg (run_outputs.h)
   TrainLog log(r.log.progress, metrics_path, total_steps, resume);
+  log.echo_to([&outputs](const std::string& line) { outputs.line(line); });
   for (const auto& line : dir_notes) log.message(line);
   if (resume) log.message("resuming from " + resume_from + " at step " + std::to_string(prog.step));
   for (const auto& line : resume_notes) log.message(line);
@@ -292,6 +305,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
   for (const auto& line : s.notes) log.message(line);
   for (const auto& line : init_notes) log.message(line);
 
+  std::vector<RunSample> last_samples;  // the latest evaluation's
   auto run_eval = [&](int64_t step) {
     if (!s.eval) return EvalResult{};
     EvalResult e = evaluate(model, s.eval, r, r.train.eval_batches);
@@ -303,11 +317,15 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
         line += ", " + name + " " + fmt("%.4f", value);
       }
       log.record(rec, line);
+      outputs.plot();
       return e;
     }
     log.record({{"step", step}, {"eval_loss", e.loss}, {"eval_token_accuracy", e.accuracy}, {"eval_tokens", e.tokens}},
                "eval at step " + std::to_string(step) + ": loss " + fmt("%.4f", e.loss) + ", token accuracy " +
                    fmt("%.3f", e.accuracy));
+    last_samples = run_samples(model, *s.eval, *s.tok, r.eval.num_samples, r.eval.max_new_tokens);
+    outputs.samples(step, last_samples);
+    outputs.plot();
     return e;
   };
   if (!resume && s.eval) prog.first_eval_loss = run_eval(0).loss;
@@ -333,11 +351,14 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     log.finish();
     // The run's own resolved recipe holds every --set it was given, so this resumes it exactly.
     const std::string run_recipe = (fs::path(out_dir) / "recipe.yaml").string();
-    std::fprintf(stderr, "stopped by signal %d at step %lld; checkpoint saved to %s\n"
-                 "  resume with: lora train %s --resume %s\n"
-                 "  (or with the first run's recipe and the same --set options: lora train %s ... --resume %s)\n",
-                 int(g_stop_signal), (long long)prog.step, where.c_str(), run_recipe.c_str(), out_dir.c_str(),
-                 r.source.c_str(), out_dir.c_str());
+    const std::string text = "stopped by signal " + std::to_string(int(g_stop_signal)) + " at step " +
+                             std::to_string(prog.step) + "; checkpoint saved to " + where + "\n  resume with: lora train " +
+                             run_recipe + " --resume " + out_dir +
+                             "\n  (or with the first run's recipe and the same --set options: lora train " + r.source +
+                             " ... --resume " + out_dir + ")";
+    std::fprintf(stderr, "%s\n", text.c_str());
+    outputs.line(text);
+    outputs.plot();
     return EXIT_CODE_INTERRUPTED;
   };
 
@@ -413,7 +434,7 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     tokens_since = 0;
     loss_since = 0;
     loss_tokens_since = 0;
-    if (r.train.eval_every > 0 && prog.step % r.train.eval_every == 0 && prog.step < total_steps) run_eval(prog.step);
+    if (eval_every > 0 && prog.step % eval_every == 0 && prog.step < total_steps) run_eval(prog.step);
     if (r.output.save_every > 0 && prog.step % r.output.save_every == 0 && prog.step < total_steps) save();
     if (g_stop_signal) return stopped(save());
   }
@@ -430,37 +451,36 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
                "peak device memory: " + mib(peak) + " (tensors and workspace, as the allocator counts them; memory plan " +
                    mib(plan.total()) + ")");
   log.finish();
+  outputs.plot();
+  // The summary, on stdout and in train.log.
+  auto say = [&outputs](const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    outputs.line(line);
+  };
   if (spec.full) {
     const std::string model_dir = (fs::path(out_dir) / "model").string();
     checkpoint_write(model_dir, model.config(), model.export_base(), DType::f32, 0);
     tokenizer_files_copy(s.tokenizer_dir, model_dir);
-    std::printf("model written to %s\n", model_dir.c_str());
+    say("model written to " + model_dir);
   } else {
-    adapter_save(model, out_dir, r.model.path);
-    std::printf("adapter written to %s (adapter_config.json, adapter_model.safetensors)\n", out_dir.c_str());
+    // The base as an absolute path, so that export --to merged, eval and generate find it from any directory.
+    adapter_save(model, out_dir, fs::absolute(r.model.path).lexically_normal().string());
+    say("adapter written to " + out_dir + " (adapter_config.json, adapter_model.safetensors)");
   }
-  std::printf("checkpoint: %s\n", where.c_str());
+  say("checkpoint: " + where);
   if (s.eval && prog.first_eval_loss >= 0)
-    std::printf("held-out loss: %.4f before training, %.4f after (%.1f%% of the start)\n", prog.first_eval_loss,
-                final_eval.loss, 100.0 * final_eval.loss / prog.first_eval_loss);
+    say("held-out loss: " + fmt("%.4f", prog.first_eval_loss) + " before training, " + fmt("%.4f", final_eval.loss) +
+        " after (" + fmt("%.1f", 100.0 * final_eval.loss / prog.first_eval_loss) + "% of the start)");
   if (s.eval && classifier && !final_eval.metrics.empty()) {
-    std::printf("held-out %s:", r.eval.glue_task == "auto" ? "metrics" : r.eval.glue_task.c_str());
-    for (const auto& [name, value] : final_eval.metrics) std::printf(" %s %.4f", name.c_str(), value);
-    std::printf(" (%lld examples)\n", (long long)final_eval.tokens);
+    std::string line = "held-out " + std::string(r.eval.glue_task == "auto" ? "metrics" : r.eval.glue_task) + ":";
+    for (const auto& [name, value] : final_eval.metrics) line += " " + name + " " + fmt("%.4f", value);
+    say(line + " (" + std::to_string(final_eval.tokens) + " examples)");
   }
   if (s.eval && !classifier && r.eval.num_samples > 0) {
-    std::printf("samples (greedy, held-out prompts):\n");
-    // One sample per distinct prompt: E2E files list each meaning representation once per reference.
-    int shown = 0;
-    for (size_t i = 0; i < s.eval->size() && shown < r.eval.num_samples; ++i) {
-      if (i > 0 && s.eval->prompt_text(i) == s.eval->prompt_text(i - 1)) continue;
-      TokenSpan t = s.eval->tokens(i);
-      std::vector<int32_t> prompt(t.begin(), t.begin() + s.eval->prompt_length(i));
-      std::vector<int32_t> gen = generate_greedy(model, prompt, r.eval.max_new_tokens, s.tok->eos_id());
-      std::printf("  prompt    : %s\n  generated : %s\n  reference : %s\n", s.eval->prompt_text(i).c_str(),
-                  s.tok->decode(gen).c_str(), s.eval->completion_text(i).c_str());
-      ++shown;
-    }
+    // The final evaluation's samples (samples.jsonl holds them too).
+    say("samples (greedy, held-out prompts):");
+    for (const RunSample& x : last_samples)
+      say("  prompt    : " + x.prompt + "\n  generated : " + x.generated + "\n  reference : " + x.reference);
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);

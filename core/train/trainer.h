@@ -32,6 +32,10 @@ std::vector<std::string> train_weights_init(Model& model, const Recipe& recipe, 
 // max(1, ceil(n_examples / batch_size) / grad_accum).
 int64_t train_total_steps(const Recipe& recipe, int64_t n_examples);
 
+// The steps between evaluations: train.eval_every, or when it is -1 (the default) max(1, total_steps / 10),
+// so that a run's eval curve has about ten points; 0 = only before the first step and at the end.
+int64_t train_eval_every(const Recipe& recipe, int64_t total_steps);
+
 // Memory the run needs, in bytes, by kind (printed by --dry-run).
 struct MemoryPlan {
   int64_t weights = 0, trainable = 0, optimizer = 0, activations = 0, workspace = 0;
