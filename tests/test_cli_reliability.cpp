@@ -12,6 +12,7 @@
 
 #include <limits>
 
+#include "core/base/fsutil.h"
 #include "core/train/train_state.h"
 #include "tests/test_util.h"
 
@@ -118,6 +119,10 @@ TEST_CASE("output.overwrite clears the previous run: its checkpoints are neither
   std::sort(left.begin(), left.end());
   CHECK(left == std::vector<std::string>{"step-00000002", "step-00000003"});
   CHECK(metrics_steps(d / "run" / "metrics.jsonl") == std::vector<int64_t>{1, 2, 3});
+  // The console log starts again too: one run's "training on" line, not two.
+  const std::string log = lora::file_read((d / "run" / "train.log").string());
+  CHECK(log.find("training on") != std::string::npos);
+  CHECK(log.find("training on") == log.rfind("training on"));
   fs::remove_all(d);
 }
 

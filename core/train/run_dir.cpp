@@ -95,7 +95,8 @@ bool run_dir_has_run(const std::string& dir) {
 std::vector<std::string> run_dir_clear(const std::string& dir) {
   const fs::path d(dir);
   std::vector<std::string> moved;
-  for (const char* name : {"checkpoints", "metrics.jsonl", "adapter_model.safetensors", "adapter_config.json", "model"}) {
+  for (const char* name : {"checkpoints", "metrics.jsonl", "train.log", "samples.jsonl", "loss.svg",
+                           "adapter_model.safetensors", "adapter_config.json", "model"}) {
     std::error_code ec;
     if (!fs::exists(d / name, ec)) continue;
     const fs::path aside = d / (std::string(".prune-") + name);

@@ -291,6 +291,9 @@ int train_run(const Recipe& recipe, const TrainOptions& options) {
     if (const int64_t cut = metrics_truncate(metrics_path, prog.step); cut > 0)
       resume_notes.push_back("metrics.jsonl: dropped " + std::to_string(cut) + " record(s) written after step " +
                              std::to_string(prog.step) + ", which this run repeats");
+    if (const int64_t cut = metrics_truncate((fs::path(out_dir) / "samples.jsonl").string(), prog.step); cut > 0)
+      resume_notes.push_back("samples.jsonl: dropped " + std::to_string(cut) + " sample(s) written after step " +
+                             std::to_string(prog.step) + ", which this run repeats");
   }
   prog.train_data_hash = s.train->info().source_hash;
   RunOutputs outputs(out_dir, resume);  // train.log, samples.jsonl, loss.svg (run_outputs.h)
