@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -44,6 +45,67 @@ struct Fiber {
   Wait wait = Wait::none;
 };
 
+// The order the scheduler runs things in (LORA_EMU_SCHEDULE, cuda_emu.h): threads between barriers,
+// lanes between warp operations and the blocks of a launch.
+enum class Order { forward, reverse, seed };
+struct Schedule {
+  Order order = Order::forward;
+  uint64_t seed = 0;     // Order::seed, and the third run of compare
+  bool compare = false;  // every launch three times, forward, reverse and seeded, results required equal
+  bool parsed = false;
+};
+Schedule g_schedule;
+uint64_t g_launches = 0;  // launches so far: with the seed, the seeded order of each launch
+
+uint64_t splitmix(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+bool parse_schedule(const char* spec, Schedule* out, std::string* why) {
+  Schedule s;
+  s.parsed = true;
+  std::string text = spec ? spec : "";
+  std::string kind = text.substr(0, text.find(':'));
+  const bool has_seed = text.find(':') != std::string::npos;
+  if (text.empty() || text == "forward") return *out = s, true;
+  if (text == "reverse") return s.order = Order::reverse, *out = s, true;
+  if (kind == "seed" || kind == "compare") {
+    s.order = kind == "seed" ? Order::seed : Order::forward;
+    s.compare = kind == "compare";
+    if (has_seed) {
+      const std::string digits = text.substr(text.find(':') + 1);
+      char* end = nullptr;
+      s.seed = std::strtoull(digits.c_str(), &end, 10);
+      if (digits.empty() || *end != '\0' || digits[0] == '-') {
+        *why = "the seed in '" + text + "' is not a non-negative integer";
+        return false;
+      }
+    } else {
+      std::random_device rd;
+      s.seed = uint64_t(rd()) << 32 | rd();
+      std::fprintf(stderr, "lora_emu: LORA_EMU_SCHEDULE=%s:%llu (set that to run the same orders again)\n",
+                   kind.c_str(), (unsigned long long)s.seed);
+    }
+    return *out = s, true;
+  }
+  *why = "'" + text + "' is not a schedule: expected forward, reverse, seed, seed:N, compare or compare:N";
+  return false;
+}
+
+const Schedule& schedule() {
+  if (!g_schedule.parsed) {
+    std::string why;
+    if (!parse_schedule(std::getenv("LORA_EMU_SCHEDULE"), &g_schedule, &why)) {
+      std::fprintf(stderr, "lora_emu: LORA_EMU_SCHEDULE: %s\n", why.c_str());
+      std::exit(2);
+    }
+  }
+  return g_schedule;
+}
+
 struct BlockRun {
   std::vector<std::unique_ptr<Fiber>>* fibers = nullptr;
   int live = 0;
@@ -52,6 +114,7 @@ struct BlockRun {
   jmp_buf scheduler;  // where the scheduler continues when a fiber parks
   Fiber* current = nullptr;
   std::vector<uint64_t> lanes;  // one slot per thread: the value offered to a shuffle
+  std::vector<int> order;       // the threads in the order the scheduler switches to them
 };
 
 BlockRun g_run;
@@ -147,6 +210,143 @@ bool check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, s
   return false;
 }
 
+// Runs one block to its end: every live thread in g_run.order until it parks, then the barriers whose
+// threads all arrived are released, again and again. Order::seed draws a new order for every round.
+void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, Order order, uint64_t& rng, const char* name) {
+  const int nthreads = int(block.x * block.y * block.z);
+  for (int i = 0; i < nthreads; ++i) {
+    Fiber& f = *g_fibers[i];
+    f.linear = i;
+    f.coords.thread = make_uint3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
+    f.coords.block = bidx;
+    f.coords.block_dim = block;
+    f.coords.grid_dim = grid;
+    f.wait = Wait::none;
+  }
+  std::memset(g_dynamic.data(), 0xFF, smem);  // NaN bytes at every block start: nothing survives a block
+  g_run.live = nthreads;
+  while (g_run.live > 0) {
+    if (order == Order::seed)
+      for (int i = nthreads - 1; i > 0; --i) std::swap(g_run.order[i], g_run.order[splitmix(rng) % uint64_t(i + 1)]);
+    bool ran = false;
+    for (int i : g_run.order) {
+      if (g_fibers[i]->wait != Wait::none) continue;
+      switch_to(g_fibers[i].get());
+      ran = true;
+    }
+    g_run.current = nullptr;
+    if (g_run.live == 0) break;
+    if (!release_barriers(g_fibers, nthreads) && !ran) {
+      std::fprintf(stderr,
+                   "lora_emu: %s, block (%u, %u, %u): a barrier that can never complete (__syncthreads or a "
+                   "shuffle reached by only some threads)\n",
+                   name, bidx.x, bidx.y, bidx.z);
+      std::abort();
+    }
+  }
+}
+
+// Runs every block of the grid in the order given: index order, reversed, or a permutation drawn from rng.
+void run_blocks(dim3 grid, dim3 block, size_t smem, Order order, uint64_t seed, const char* name) {
+  uint64_t rng = seed;
+  const int nthreads = int(block.x * block.y * block.z);
+  g_run.order.resize(nthreads);
+  for (int i = 0; i < nthreads; ++i) g_run.order[i] = order == Order::reverse ? nthreads - 1 - i : i;
+  const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
+  // A permutation of the block indices: Fisher-Yates up to 2^24 blocks, beyond that i -> (a i + b) mod n
+  // with a odd and coprime to n (a permutation too, cheaper to hold).
+  std::vector<uint32_t> perm;
+  uint64_t a = 1, b = 0;
+  if (order == Order::seed) {
+    if (nblocks <= (uint64_t(1) << 24)) {
+      perm.resize(nblocks);
+      for (uint64_t i = 0; i < nblocks; ++i) perm[i] = uint32_t(i);
+      for (uint64_t i = nblocks - 1; i > 0; --i) std::swap(perm[i], perm[splitmix(rng) % (i + 1)]);
+    } else {
+      auto gcd = [](uint64_t x, uint64_t y) { while (y) { uint64_t t = x % y; x = y; y = t; } return x; };
+      do a = splitmix(rng) % nblocks | 1; while (gcd(a, nblocks) != 1);
+      b = splitmix(rng) % nblocks;
+    }
+  }
+  for (uint64_t k = 0; k < nblocks; ++k) {
+    uint64_t l = k;
+    if (order == Order::reverse) l = nblocks - 1 - k;
+    else if (order == Order::seed) l = perm.empty() ? (a * k + b) % nblocks : perm[k];
+    const uint3 bidx = make_uint3(unsigned(l % grid.x), unsigned(l / grid.x % grid.y), unsigned(l / grid.x / grid.y));
+    run_block(bidx, grid, block, smem, order, rng, name);
+  }
+}
+
+struct Region {
+  unsigned char* p;
+  size_t bytes;
+};
+
+// The allocation holding p, if any.
+bool find_alloc(uintptr_t p, Region* out) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  auto it = g_allocs.upper_bound(p);
+  if (it == g_allocs.begin()) return false;
+  --it;
+  if (p < it->first || p >= it->first + it->second) return false;
+  *out = Region{reinterpret_cast<unsigned char*>(it->first), it->second};
+  return true;
+}
+
+// The device allocations a launch can reach: those its argument bytes point into (a pointer argument, or
+// one inside a struct argument), and those that small ones of them point into (a table of pointers).
+std::vector<Region> named_regions(const void* args, size_t bytes) {
+  std::vector<Region> found;
+  auto scan = [&](const unsigned char* at, size_t n) {
+    for (size_t off = 0; off + sizeof(uintptr_t) <= n; off += sizeof(uintptr_t)) {
+      uintptr_t v;
+      std::memcpy(&v, at + off, sizeof(v));
+      Region r;
+      if (!find_alloc(v, &r)) continue;
+      bool known = false;
+      for (const Region& k : found) known |= k.p == r.p;
+      if (!known) found.push_back(r);
+    }
+  };
+  scan(static_cast<const unsigned char*>(args), bytes);
+  for (size_t i = 0, direct = found.size(); i < direct; ++i)
+    if (found[i].bytes <= 64 * 1024) scan(found[i].p, found[i].bytes);
+  return found;
+}
+
+using Snapshot = std::vector<std::vector<unsigned char>>;
+
+Snapshot take(const std::vector<Region>& regions) {
+  Snapshot s;
+  for (const Region& r : regions) s.emplace_back(r.p, r.p + r.bytes);
+  return s;
+}
+
+void restore(const std::vector<Region>& regions, const Snapshot& s) {
+  for (size_t i = 0; i < regions.size(); ++i) std::memcpy(regions[i].p, s[i].data(), regions[i].bytes);
+}
+
+// The first difference between the regions now and `want` (the forward run's result), described; empty
+// when they are the same bit for bit.
+std::string first_difference(const std::vector<Region>& regions, const Snapshot& want) {
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const Region& r = regions[i];
+    if (std::memcmp(r.p, want[i].data(), r.bytes) == 0) continue;
+    size_t off = 0;
+    while (r.p[off] == want[i][off]) ++off;
+    off &= ~size_t(3);
+    std::string what = "byte " + std::to_string(off) + " of a " + std::to_string(r.bytes) + "-byte buffer";
+    if (off + 4 <= r.bytes) {
+      float got, was;
+      std::memcpy(&got, r.p + off, 4);
+      std::memcpy(&was, want[i].data() + off, 4);
+      what += " (as f32: " + std::to_string(was) + " forward, " + std::to_string(got) + " here)";
+    }
+    return what;
+  }
+  return "";
+}
+
 }  // namespace
 
 const Coords& coords() { return g_run.current ? g_run.current->coords : g_host_coords; }
@@ -172,9 +372,15 @@ uint64_t warp_exchange(uint64_t bits, int src_lane) {
   return out;
 }
 
+bool set_schedule(const char* spec, std::string* why) {
+  std::string ignored;
+  return parse_schedule(spec, &g_schedule, why ? why : &ignored);
+}
+
 void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem, void (*body)(void*),
-              void* arg) {
+              void* arg, const void* args, size_t args_bytes) {
   if (!check_launch(kernel, name, grid, block, smem)) return;
+  const Schedule& sched = schedule();
   const int nthreads = int(block.x * block.y * block.z);
   while (int(g_fibers.size()) < nthreads) {
     auto f = std::make_unique<Fiber>();
@@ -186,42 +392,39 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
     makecontext(&f->start, fiber_main, 0);
     g_fibers.push_back(std::move(f));
   }
-  g_dynamic.assign(smem + 16, 0xFF);
+  if (g_dynamic.size() < smem + 16) g_dynamic.resize(smem + 16);
   g_run.fibers = &g_fibers;
   g_run.body = body;
   g_run.arg = arg;
   g_run.lanes.assign(nthreads, 0);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        for (int i = 0; i < nthreads; ++i) {
-          Fiber& f = *g_fibers[i];
-          f.linear = i;
-          f.coords.thread = make_uint3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
-          f.coords.block = make_uint3(bx, by, bz);
-          f.coords.block_dim = block;
-          f.coords.grid_dim = grid;
-          f.wait = Wait::none;
-        }
-        g_run.live = nthreads;
-        while (g_run.live > 0) {
-          bool ran = false;
-          for (int i = 0; i < nthreads; ++i) {
-            if (g_fibers[i]->wait != Wait::none) continue;
-            switch_to(g_fibers[i].get());
-            ran = true;
-          }
-          g_run.current = nullptr;
-          if (g_run.live == 0) break;
-          if (!release_barriers(g_fibers, nthreads) && !ran) {
-            std::fprintf(stderr,
-                         "lora_emu: %s, block (%u, %u, %u): a barrier that can never complete (__syncthreads or a "
-                         "shuffle reached by only some threads)\n",
-                         name, bx, by, bz);
-            std::abort();
-          }
-        }
-      }
+  uint64_t mix = sched.seed ^ (g_launches++ * 0xD1B54A32D192ED03ull);
+  const uint64_t launch_seed = splitmix(mix);
+  if (!sched.compare) {
+    run_blocks(grid, block, smem, sched.order, launch_seed, name);
+    return;
+  }
+  // The test mode: the same launch from the same memory under three schedules; any difference is a race
+  // (the kernels of cuda/ use no atomics, so each is deterministic). The forward run's result is kept.
+  const std::vector<Region> regions = named_regions(args, args_bytes);
+  const Snapshot before = take(regions);
+  run_blocks(grid, block, smem, Order::forward, launch_seed, name);
+  const Snapshot forward = take(regions);
+  for (Order other : {Order::reverse, Order::seed}) {
+    restore(regions, before);
+    run_blocks(grid, block, smem, other, launch_seed, name);
+    const std::string diff = first_difference(regions, forward);
+    if (!diff.empty()) {
+      g_fault = std::string(name) + " gives different results in forward and " +
+                (other == Order::reverse ? "reverse" : "seeded") + " order of its threads and blocks: " + diff +
+                "; a race (a missing __syncthreads or __syncwarp, or blocks that depend on each other); rerun with "
+                "LORA_EMU_SCHEDULE=" +
+                (other == Order::reverse ? std::string("reverse") : "seed:" + std::to_string(sched.seed)) +
+                " to see it";
+      g_last_error = cudaErrorLaunchFailure;
+      break;
+    }
+  }
+  restore(regions, forward);
 }
 
 // Device allocations, for the checks of copies and frees.

@@ -4,17 +4,35 @@
 //
 // How it runs a launch: the blocks of the grid one after another; inside a block, every thread as a
 // fiber (its own stack) on the calling OS thread, switched only where a thread must wait for others:
-// __syncthreads (all live threads of the block) and the warp shuffles (all live lanes of the warp).
-// Hence a function-static variable is exactly a block's shared memory, and `__shared__` is `static`.
-// Threads that have returned no longer count at a barrier, as on the hardware since Volta. A barrier
-// that can never complete (a __syncthreads reached by only part of a block) is reported as an error.
+// __syncthreads (all live threads of the block) and the warp shuffles and __syncwarp (all live lanes of
+// the warp). Between two such points a thread runs alone, start to end. Threads that have returned no
+// longer count at a barrier, as on the hardware since Volta. A barrier that can never complete (a
+// __syncthreads reached by only part of a block) is reported as an error.
+//
+// The order (LORA_EMU_SCHEDULE, read at the first launch; lora_emu::set_schedule for tests):
+//   forward      threads, lanes and blocks in index order (the default, and once the only order: a
+//                reader always ran after a writer of lower index, so a missing barrier passed whenever
+//                the writer had the lower index);
+//   reverse      all three in reverse index order;
+//   seed[:N]     the blocks of each launch in a random permutation, and the threads a new random order
+//                every time the block's threads are resumed (after each barrier or warp operation),
+//                drawn from N and the launch's number; without N a random seed, printed to stderr;
+//   compare[:N]  the test mode: every launch runs forward, reversed and seeded from the same device
+//                memory, and a launch whose results differ in any bit fails (cudaErrorLaunchFailure,
+//                naming the kernel, the order, the first differing byte and the schedule that shows it).
+//                It compares the buffers the launch's arguments point into (also through a table of
+//                pointers in a buffer of at most 64 KiB that an argument points to) and keeps the forward
+//                run's result. The kernels of cuda/ use no atomics, so every one must be deterministic.
+// tests/CMakeLists.txt runs the emu tier seeded, the bf16/f16 repeats reversed and compare in `slow`.
 //
 // What it checks beyond running the code: launch limits (threads per block, grid dimensions, dynamic
 // shared memory above 48 KiB without cudaFuncSetAttribute, 227 KiB at most), copies whose direction does
 // not match where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc
-// and dynamic shared memory start as NaN bytes (0xFF), so reading what was never written shows up.
-// What it does not model: the memory model (one block runs at a time, its threads in a fixed order),
-// timing, tensor cores, and out-of-bounds accesses (build with -fsanitize=address for those).
+// and dynamic shared memory (at every block's start) begin as NaN bytes (0xFF), so reading what was
+// never written shows up.
+// What it does not model: the memory model (one block runs at a time, a thread runs alone between its
+// barriers and warp operations, so a race inside such a stretch of code does not show), timing, tensor cores, and out-of-bounds
+// accesses (build with -fsanitize=address for those).
 //
 // cuda/common.cuh includes this file when LORA_CUDA_EMU is defined; tests/emu/cuda_emu.cpp implements
 // the runtime functions and tests/emu/cublaslt_emu.cpp the cuBLASLt ones that cuda/ calls.
@@ -26,6 +44,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -43,9 +62,12 @@ struct Coords {
 const Coords& coords();
 
 // Runs `body` once per thread of every block of the grid. `kernel` identifies the function for the
-// shared-memory attribute set by cudaFuncSetAttribute; `name` is for messages.
+// shared-memory attribute set by cudaFuncSetAttribute; `name` is for messages; `args` are the launch's
+// argument values, whose pointers name the device buffers it uses.
 void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*),
-              void* arg);
+              void* arg, const void* args, size_t args_bytes);
+// Sets the schedule as LORA_EMU_SCHEDULE would (for tests); false, with *why, for a spec it does not take.
+bool set_schedule(const char* spec, std::string* why);
 void* dynamic_shared();
 void syncthreads();
 uint64_t warp_exchange(uint64_t bits, int src_lane);
@@ -69,7 +91,7 @@ struct Launch {
                auto* b = static_cast<Bound*>(p);
                std::apply(b->fn, b->args);  // copies the arguments for each thread, as a launch does
              },
-             &bound);
+             &bound, &bound.args, sizeof(bound.args));
   }
 };
 
