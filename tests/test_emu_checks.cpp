@@ -44,6 +44,43 @@ __global__ void chain(float* v, int n) {
   }
 }
 
+// Every thread scales by a factor thread 0 loads into a static __shared__ variable; correct only with the
+// barrier. Without it, the emulation before per-block poisoning let the readers see the value an earlier
+// block (or launch) left there, which is the same factor: it passed even when the readers ran first.
+template <bool kBarrier>
+__global__ void scale_by_shared(const float* factor, const float* in, float* out) {
+  __shared__ float scale;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (threadIdx.x == 0) scale = *factor;
+  if (kBarrier) __syncthreads();
+  out[i] = in[i] * scale;
+}
+
+// Sums a block's inputs in a static __shared__ accumulator that it never zeroes: correct only if shared
+// memory started as zeros, as the emulation's function statics once did for a kernel's first launch.
+template <bool kZero>
+__global__ void block_sum(const float* in, float* out) {
+  __shared__ float acc[1];
+  if (kZero && threadIdx.x == 0) acc[0] = 0.0f;
+  __syncthreads();
+  for (int t = 0; t < int(blockDim.x); ++t) {
+    if (int(threadIdx.x) == t) acc[0] += in[blockIdx.x * blockDim.x + t];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = acc[0];
+}
+
+// 32 KiB of static __shared__: with 20 KiB of dynamic shared memory over the 48 KiB a block gets unless
+// cudaFuncSetAttribute raises the limit (the emulation once counted only the dynamic part).
+__global__ void big_static(float* out) {
+  __shared__ float big[8192];
+  LORA_DYNAMIC_SHARED(float, dyn);
+  big[threadIdx.x] = 1.0f;
+  dyn[threadIdx.x] = 2.0f;
+  __syncthreads();
+  out[threadIdx.x] = big[threadIdx.x] + dyn[threadIdx.x];
+}
+
 struct DeviceBuffer {
   float* p = nullptr;
   explicit DeviceBuffer(size_t n) { REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)) == cudaSuccess); }
@@ -184,4 +221,65 @@ TEST_CASE("emu schedule: a spec it does not take is refused, naming it") {
   CHECK(why.find("not a non-negative integer") != std::string::npos);
   CHECK(lora_emu::set_schedule("seed:0", &why));
   use_schedule("forward");
+}
+
+TEST_CASE("emu shared memory: static __shared__ starts as NaN in every block") {
+  const int threads = 32, blocks = 2, n = threads * blocks;
+  std::vector<float> host(n, 1.5f);
+  const float two = 2.0f;
+  DeviceBuffer in(n), out(n), factor(1);
+  REQUIRE(cudaMemcpy(in.p, host.data(), n * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(factor.p, &two, sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
+  auto run = [&](bool barrier) {
+    if (barrier) LORA_LAUNCH(scale_by_shared<true>, blocks, threads, 0, nullptr)(factor.p, in.p, out.p);
+    else LORA_LAUNCH(scale_by_shared<false>, blocks, threads, 0, nullptr)(factor.p, in.p, out.p);
+    REQUIRE(launch_error().empty());
+    std::vector<float> got(n);
+    REQUIRE(cudaMemcpy(got.data(), out.p, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return got;
+  };
+  use_schedule("forward");
+  for (float v : run(false)) CHECK(v == 3.0f);  // forward: thread 0 writes first, the race cannot show
+  use_schedule("reverse");  // the readers first: they read the block's fresh NaN, not the last block's 2
+  std::vector<float> got = run(false);
+  for (int i = 1; i < n; ++i)
+    if (i % threads) CHECK(std::isnan(got[i]));
+  for (const char* spec : {"forward", "reverse", "seed:4", "compare:4"}) {
+    CAPTURE(spec);
+    use_schedule(spec);
+    for (float v : run(true)) CHECK(v == 3.0f);
+  }
+  use_schedule("forward");
+
+  // An accumulator never zeroed: NaN even in the first block of the kernel's first launch.
+  auto sums = [&](bool zero) {
+    if (zero) LORA_LAUNCH(block_sum<true>, blocks, threads, 0, nullptr)(in.p, out.p);
+    else LORA_LAUNCH(block_sum<false>, blocks, threads, 0, nullptr)(in.p, out.p);
+    REQUIRE(launch_error().empty());
+    std::vector<float> got(blocks);
+    REQUIRE(cudaMemcpy(got.data(), out.p, blocks * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return got;
+  };
+  for (float v : sums(false)) CHECK(std::isnan(v));
+  for (float v : sums(true)) CHECK(v == 1.5f * threads);
+}
+
+TEST_CASE("emu shared memory: static __shared__ counts with the dynamic part against the block's limit") {
+  DeviceBuffer out(64);
+  LORA_LAUNCH(big_static, 1, 64, 16 * 1024, nullptr)(out.p);  // 32 + 16 KiB: exactly 48, allowed
+  CHECK(launch_error().empty());
+  LORA_LAUNCH(big_static, 1, 64, 20 * 1024, nullptr)(out.p);  // 32 + 20 KiB
+  const std::string error = launch_error();
+  CHECK(error.find("big_static launched with 20480 bytes of dynamic shared memory and 32768 of static "
+                   "__shared__, over the 49152 bytes a block gets without cudaFuncSetAttribute") != std::string::npos);
+  // Raised: 20 KiB dynamic allowed; 196 KiB dynamic with 32 KiB static is over the 227 KiB of a block.
+  REQUIRE(cudaFuncSetAttribute(big_static, cudaFuncAttributeMaxDynamicSharedMemorySize, 20 * 1024) == cudaSuccess);
+  LORA_LAUNCH(big_static, 1, 64, 20 * 1024, nullptr)(out.p);
+  CHECK(launch_error().empty());
+  std::vector<float> got(64);
+  REQUIRE(cudaMemcpy(got.data(), out.p, 64 * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (float v : got) CHECK(v == 3.0f);
+  CHECK(cudaFuncSetAttribute(big_static, cudaFuncAttributeMaxDynamicSharedMemorySize, 196 * 1024) ==
+        cudaErrorInvalidValue);
+  CHECK(launch_error().find("with 32768 bytes of static __shared__ over the 232448-byte limit") != std::string::npos);
 }

@@ -6,8 +6,14 @@
 #undef _FORTIFY_SOURCE
 #include "tests/emu/cuda_emu.h"
 
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
 #include <setjmp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace lora_emu {
@@ -191,18 +198,111 @@ std::string dims(dim3 d) {
   return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
 }
 
+// A kernel's static __shared__ variables. `__shared__` is `static` here, so they are the kernel's
+// function-local statics, found once per kernel in the executable's symbol table by their mangled names
+// (a local static of the function _Z<encoding> is _ZZ<encoding>E<name>), so that every block can start
+// them as NaN bytes and a launch can count them against the block's shared memory. A static __shared__
+// in a device function the kernel calls is neither poisoned nor counted (cuda/ declares none).
+struct Region {
+  unsigned char* p;
+  size_t bytes;
+};
+struct StaticShared {
+  std::vector<Region> vars;
+  size_t bytes = 0;
+};
+
+struct Symbols {
+  bool loaded = false;
+  std::string why;  // why the table could not be read, for the one warning
+  std::unordered_map<uintptr_t, std::string> functions;  // run-time address -> mangled name
+  std::vector<std::pair<std::string, Region>> locals;    // writable _ZZ objects: mangled name, storage
+};
+
+// Reads the symbol table (.symtab) of the file that holds `code` (the test executable, or lora_emu).
+Symbols read_symbols(const void* code) {
+  Symbols t;
+  t.loaded = true;
+  Dl_info info{};
+  if (!dladdr(code, &info) || !info.dli_fname) return t.why = "dladdr found no file for the kernel", t;
+  const int fd = open(info.dli_fname[0] ? info.dli_fname : "/proc/self/exe", O_RDONLY);
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) return t.why = std::string("cannot open ") + info.dli_fname, t;
+  void* map = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) return t.why = std::string("cannot map ") + info.dli_fname, t;
+  const auto* base = static_cast<const unsigned char*>(map);
+  const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
+  const auto* sh = reinterpret_cast<const Elf64_Shdr*>(base + eh->e_shoff);
+  const uintptr_t bias = eh->e_type == ET_DYN ? uintptr_t(info.dli_fbase) : 0;
+  for (int i = 0; i < eh->e_shnum; ++i) {
+    if (sh[i].sh_type != SHT_SYMTAB) continue;
+    const auto* syms = reinterpret_cast<const Elf64_Sym*>(base + sh[i].sh_offset);
+    const char* names = reinterpret_cast<const char*>(base + sh[sh[i].sh_link].sh_offset);
+    for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Sym); ++k) {
+      const Elf64_Sym& sym = syms[k];
+      const char* name = names + sym.st_name;
+      if (ELF64_ST_TYPE(sym.st_info) == STT_FUNC && sym.st_value) {
+        t.functions.emplace(bias + sym.st_value, name);
+      } else if (ELF64_ST_TYPE(sym.st_info) == STT_OBJECT && std::strncmp(name, "_ZZ", 3) == 0 &&
+                 sym.st_shndx < eh->e_shnum && (sh[sym.st_shndx].sh_flags & SHF_WRITE)) {
+        // writable only: __func__ and string literals of a kernel are read-only statics too
+        t.locals.push_back({name, Region{reinterpret_cast<unsigned char*>(bias + sym.st_value), size_t(sym.st_size)}});
+      }
+    }
+  }
+  munmap(map, size_t(st.st_size));
+  if (t.functions.empty()) t.why = std::string("no symbol table in ") + info.dli_fname + " (stripped?)";
+  return t;
+}
+
+std::map<const void*, StaticShared> g_static_shared;  // kernel -> its static __shared__ variables
+
+const StaticShared& static_shared(const void* kernel, const char* name) {
+  auto it = g_static_shared.find(kernel);
+  if (it != g_static_shared.end()) return it->second;
+  static Symbols symbols;
+  if (!symbols.loaded) symbols = read_symbols(kernel);
+  StaticShared found;
+  auto fn = symbols.functions.find(uintptr_t(kernel));
+  if (fn == symbols.functions.end() || fn->second.compare(0, 2, "_Z") != 0) {
+    if (fn == symbols.functions.end())
+      std::fprintf(stderr, "lora_emu: %s: no symbol for the kernel (%s); its static __shared__ memory is neither "
+                   "poisoned nor counted\n", name, symbols.why.empty() ? "not in the symbol table" : symbols.why.c_str());
+  } else {
+    const std::string prefix = "_ZZ" + fn->second.substr(2) + "E";
+    for (const auto& local : symbols.locals)
+      if (local.first.compare(0, prefix.size(), prefix) == 0) {
+        found.vars.push_back(local.second);
+        found.bytes += local.second.bytes;
+      }
+  }
+  return g_static_shared.emplace(kernel, std::move(found)).first->second;
+}
+
 bool check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  const size_t fixed = static_shared(kernel, name).bytes;
   std::string why;
   if (threads == 0 || uint64_t(grid.x) * grid.y * grid.z == 0) why = "an empty grid or block";
   else if (threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) why = "more than 1024 threads a block";
   else if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) why = "a grid dimension over its limit";
+  else if (fixed > kDefaultSmem)
+    why = std::to_string(fixed) + " bytes of static __shared__ memory, over the " + std::to_string(kDefaultSmem) +
+          " a kernel may declare (ptxas refuses it; use dynamic shared memory)";
   else {
+    // As on the device: static and dynamic together within 48 KiB, unless cudaFuncSetAttribute raised
+    // the dynamic part's limit; within 227 KiB in any case.
     auto it = g_smem_attr.find(kernel);
-    size_t allowed = it == g_smem_attr.end() ? kDefaultSmem : size_t(it->second);
-    if (smem > allowed)
-      why = std::to_string(smem) + " bytes of dynamic shared memory, over the " + std::to_string(allowed) +
-            " allowed (raise it with cudaFuncSetAttribute)";
+    const bool raised = it != g_smem_attr.end();
+    const size_t allowed = raised ? size_t(it->second) : kDefaultSmem - fixed;
+    if (smem > allowed || fixed + smem > kMaxSmem)
+      why = std::to_string(smem) + " bytes of dynamic shared memory and " + std::to_string(fixed) +
+            " of static __shared__, over the " + (raised ? std::to_string(allowed) : std::to_string(kDefaultSmem)) +
+            (raised ? " dynamic bytes cudaFuncSetAttribute allowed" : " bytes a block gets without cudaFuncSetAttribute") +
+            (fixed + smem > kMaxSmem ? " and the " + std::to_string(kMaxSmem) + " a block can have" : "") +
+            " (raise the dynamic limit with cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, "
+            "bytes))";
   }
   if (why.empty()) return true;
   g_fault = std::string(name) + " launched with " + why + ": grid " + dims(grid) + ", block " + dims(block);
@@ -212,7 +312,8 @@ bool check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, s
 
 // Runs one block to its end: every live thread in g_run.order until it parks, then the barriers whose
 // threads all arrived are released, again and again. Order::seed draws a new order for every round.
-void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, Order order, uint64_t& rng, const char* name) {
+void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, const StaticShared& fixed, Order order, uint64_t& rng,
+               const char* name) {
   const int nthreads = int(block.x * block.y * block.z);
   for (int i = 0; i < nthreads; ++i) {
     Fiber& f = *g_fibers[i];
@@ -223,7 +324,9 @@ void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, Order order, uint
     f.coords.grid_dim = grid;
     f.wait = Wait::none;
   }
-  std::memset(g_dynamic.data(), 0xFF, smem);  // NaN bytes at every block start: nothing survives a block
+  // NaN bytes at every block start, static and dynamic: nothing survives from an earlier block
+  std::memset(g_dynamic.data(), 0xFF, smem);
+  for (const Region& v : fixed.vars) std::memset(v.p, 0xFF, v.bytes);
   g_run.live = nthreads;
   while (g_run.live > 0) {
     if (order == Order::seed)
@@ -247,7 +350,8 @@ void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, Order order, uint
 }
 
 // Runs every block of the grid in the order given: index order, reversed, or a permutation drawn from rng.
-void run_blocks(dim3 grid, dim3 block, size_t smem, Order order, uint64_t seed, const char* name) {
+void run_blocks(dim3 grid, dim3 block, size_t smem, const StaticShared& fixed, Order order, uint64_t seed,
+                const char* name) {
   uint64_t rng = seed;
   const int nthreads = int(block.x * block.y * block.z);
   g_run.order.resize(nthreads);
@@ -273,14 +377,9 @@ void run_blocks(dim3 grid, dim3 block, size_t smem, Order order, uint64_t seed, 
     if (order == Order::reverse) l = nblocks - 1 - k;
     else if (order == Order::seed) l = perm.empty() ? (a * k + b) % nblocks : perm[k];
     const uint3 bidx = make_uint3(unsigned(l % grid.x), unsigned(l / grid.x % grid.y), unsigned(l / grid.x / grid.y));
-    run_block(bidx, grid, block, smem, order, rng, name);
+    run_block(bidx, grid, block, smem, fixed, order, rng, name);
   }
 }
-
-struct Region {
-  unsigned char* p;
-  size_t bytes;
-};
 
 // The allocation holding p, if any.
 bool find_alloc(uintptr_t p, Region* out) {
@@ -381,6 +480,7 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
               void* arg, const void* args, size_t args_bytes) {
   if (!check_launch(kernel, name, grid, block, smem)) return;
   const Schedule& sched = schedule();
+  const StaticShared& fixed = static_shared(kernel, name);
   const int nthreads = int(block.x * block.y * block.z);
   while (int(g_fibers.size()) < nthreads) {
     auto f = std::make_unique<Fiber>();
@@ -400,18 +500,18 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
   uint64_t mix = sched.seed ^ (g_launches++ * 0xD1B54A32D192ED03ull);
   const uint64_t launch_seed = splitmix(mix);
   if (!sched.compare) {
-    run_blocks(grid, block, smem, sched.order, launch_seed, name);
+    run_blocks(grid, block, smem, fixed, sched.order, launch_seed, name);
     return;
   }
   // The test mode: the same launch from the same memory under three schedules; any difference is a race
   // (the kernels of cuda/ use no atomics, so each is deterministic). The forward run's result is kept.
   const std::vector<Region> regions = named_regions(args, args_bytes);
   const Snapshot before = take(regions);
-  run_blocks(grid, block, smem, Order::forward, launch_seed, name);
+  run_blocks(grid, block, smem, fixed, Order::forward, launch_seed, name);
   const Snapshot forward = take(regions);
   for (Order other : {Order::reverse, Order::seed}) {
     restore(regions, before);
-    run_blocks(grid, block, smem, other, launch_seed, name);
+    run_blocks(grid, block, smem, fixed, other, launch_seed, name);
     const std::string diff = first_difference(regions, forward);
     if (!diff.empty()) {
       g_fault = std::string(name) + " gives different results in forward and " +
@@ -652,9 +752,11 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void*) {
 }
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || size_t(value) > kMaxSmem)
-      return fail(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(value) + " over the " +
-                                             std::to_string(kMaxSmem) + "-byte limit");
+    const size_t fixed = static_shared(func, "cudaFuncSetAttribute's kernel").bytes;
+    if (value < 0 || size_t(value) + fixed > kMaxSmem)
+      return fail(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(value) + " with " +
+                                             std::to_string(fixed) + " bytes of static __shared__ over the " +
+                                             std::to_string(kMaxSmem) + "-byte limit of a block");
     g_smem_attr[func] = value;
   }
   return cudaSuccess;

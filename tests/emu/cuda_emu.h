@@ -25,11 +25,12 @@
 //                run's result. The kernels of cuda/ use no atomics, so every one must be deterministic.
 // tests/CMakeLists.txt runs the emu tier seeded, the bf16/f16 repeats reversed and compare in `slow`.
 //
-// What it checks beyond running the code: launch limits (threads per block, grid dimensions, dynamic
-// shared memory above 48 KiB without cudaFuncSetAttribute, 227 KiB at most), copies whose direction does
-// not match where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc
-// and dynamic shared memory (at every block's start) begin as NaN bytes (0xFF), so reading what was
-// never written shows up.
+// What it checks beyond running the code: launch limits (threads per block, grid dimensions, shared
+// memory: static __shared__ and dynamic together over 48 KiB unless cudaFuncSetAttribute raised the
+// dynamic part's limit, 227 KiB at most, static over 48 KiB never), copies whose direction does not match
+// where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc, and shared
+// memory, static and dynamic, at the start of every block, begin as NaN bytes (0xFF), so reading what was
+// never written shows up, as does a value left by an earlier block.
 // What it does not model: the memory model (one block runs at a time, a thread runs alone between its
 // barriers and warp operations, so a race inside such a stretch of code does not show), timing, tensor cores, and out-of-bounds
 // accesses (build with -fsanitize=address for those).
@@ -49,6 +50,8 @@
 #include <type_traits>
 #include <utility>
 
+// A static __shared__ variable is a function-local static of the kernel: one block runs at a time, and
+// every block starts it as NaN bytes (tests/emu/cuda_emu.cpp finds it in the symbol table).
 #undef __shared__
 #define __shared__ static
 
