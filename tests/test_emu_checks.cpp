@@ -81,6 +81,11 @@ __global__ void big_static(float* out) {
   out[threadIdx.x] = big[threadIdx.x] + dyn[threadIdx.x];
 }
 
+__global__ void fill(float* v, float x, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) v[i] = x;
+}
+
 struct DeviceBuffer {
   float* p = nullptr;
   explicit DeviceBuffer(size_t n) { REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)) == cudaSuccess); }
@@ -282,4 +287,75 @@ TEST_CASE("emu shared memory: static __shared__ counts with the dynamic part aga
   CHECK(cudaFuncSetAttribute(big_static, cudaFuncAttributeMaxDynamicSharedMemorySize, 196 * 1024) ==
         cudaErrorInvalidValue);
   CHECK(launch_error().find("with 32768 bytes of static __shared__ over the 232448-byte limit") != std::string::npos);
+}
+
+TEST_CASE("emu asynchrony: a host read of a device-to-host copy before a synchronisation sees NaN") {
+  const int n = 256;
+  DeviceBuffer d(n);
+  std::vector<float> host(n, 0.0f);
+  LORA_LAUNCH(fill, 2, 128, 0, nullptr)(d.p, 7.0f, n);
+  REQUIRE(launch_error().empty());
+  REQUIRE(cudaMemcpyAsync(host.data(), d.p, n * sizeof(float), cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+  CHECK(std::isnan(host[0]));  // not landed: the emulation before this model copied at once
+  CHECK(std::isnan(host[n - 1]));
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+  CHECK(host[0] == 7.0f);
+  CHECK(host[n - 1] == 7.0f);
+
+  // An event covers what its stream did before it; the synchronous cudaMemcpy waits by itself.
+  cudaStream_t s;
+  cudaEvent_t e;
+  REQUIRE(cudaStreamCreate(&s) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&e) == cudaSuccess);
+  LORA_LAUNCH(fill, 2, 128, 0, s)(d.p, 8.0f, n);
+  REQUIRE(cudaMemcpyAsync(host.data(), d.p, n * sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+  REQUIRE(cudaEventRecord(e, s) == cudaSuccess);
+  CHECK(std::isnan(host[5]));
+  REQUIRE(cudaEventSynchronize(e) == cudaSuccess);
+  CHECK(host[5] == 8.0f);
+  LORA_LAUNCH(fill, 2, 128, 0, s)(d.p, 9.0f, n);
+  REQUIRE(cudaMemcpy(host.data(), d.p, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(host[5] == 9.0f);
+  cudaEventDestroy(e);
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("emu asynchrony: a free ordered before work on another stream that uses the buffer is an error") {
+  const int n = 256;
+  cudaStream_t a, b;
+  cudaEvent_t e;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&e) == cudaSuccess);
+  auto buffer = [&] {
+    void* p = nullptr;
+    REQUIRE(cudaMallocAsync(&p, n * sizeof(float), a) == cudaSuccess);
+    LORA_LAUNCH(fill, 2, 128, 0, a)(static_cast<float*>(p), 1.0f, n);
+    REQUIRE(launch_error().empty());
+    return p;
+  };
+  // Broken: freed on stream b while the kernel on stream a may still write it (the emulation before this
+  // model freed at once, after the kernel had run, and passed).
+  void* p = buffer();
+  CHECK(cudaFreeAsync(p, b) == cudaErrorIllegalState);
+  const std::string error = launch_error();
+  CHECK(error.find("cudaFreeAsync on stream") != std::string::npos);
+  CHECK(error.find("fill on stream") != std::string::npos);
+  CHECK(error.find("cudaStreamWaitEvent") != std::string::npos);
+  CHECK(cudaFreeAsync(p, a) == cudaSuccess);  // on the kernel's own stream: ordered after it
+
+  // Correct: ordered by an event, or waited for by the host, or freed with cudaFree (which waits).
+  p = buffer();
+  REQUIRE(cudaEventRecord(e, a) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(b, e, 0) == cudaSuccess);
+  CHECK(cudaFreeAsync(p, b) == cudaSuccess);
+  p = buffer();
+  REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
+  CHECK(cudaFreeAsync(p, b) == cudaSuccess);
+  p = buffer();
+  CHECK(cudaFree(p) == cudaSuccess);
+  CHECK(launch_error().empty());
+  cudaEventDestroy(e);
+  cudaStreamDestroy(a);
+  cudaStreamDestroy(b);
 }

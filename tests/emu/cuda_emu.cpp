@@ -446,6 +446,117 @@ std::string first_difference(const std::vector<Region>& regions, const Snapshot&
   return "";
 }
 
+// The asynchrony model (cuda_emu.h). Each stream numbers its work; a stream's clock holds, for every
+// stream, the last piece of work its next one is ordered after (vector clocks: cudaStreamWaitEvent joins
+// an event's clock, the legacy default stream joins every blocking stream's and they its); g_host_done
+// holds what the host has waited for. Work runs at once, but a launch stays pending, naming the
+// allocations its arguments point into, until the host waits for it; a copy to the host lands only then.
+struct StreamState {
+  int id = 0;
+  bool blocking = true;  // ordered with the legacy default stream
+  uint64_t seq = 0;
+  std::vector<uint64_t> clock;
+};
+struct PendingWork {
+  int stream;
+  uint64_t seq;
+  std::string what;
+  std::vector<uintptr_t> allocs;  // start of each allocation it names
+};
+struct HostCopy {  // a device-to-host cudaMemcpyAsync not yet waited for
+  int stream;
+  uint64_t seq;
+  void* dst;
+  std::vector<unsigned char> data;
+};
+
+std::vector<std::unique_ptr<StreamState>> g_streams;  // id -> stream; 0 is the legacy default stream
+std::vector<uint64_t> g_host_done;
+std::vector<PendingWork> g_pending;
+std::vector<HostCopy> g_host_copies;
+
+StreamState& stream_state(cudaStream_t h) {
+  if (g_streams.empty()) g_streams.push_back(std::make_unique<StreamState>());
+  // nullptr, cudaStreamLegacy (1) and cudaStreamPerThread (2): the legacy default stream
+  if (uintptr_t(h) <= 2) return *g_streams[0];
+  return *reinterpret_cast<StreamState*>(h);
+}
+
+void join(std::vector<uint64_t>& into, const std::vector<uint64_t>& from) {
+  if (into.size() < from.size()) into.resize(from.size(), 0);
+  for (size_t i = 0; i < from.size(); ++i) into[i] = std::max(into[i], from[i]);
+}
+
+uint64_t at(const std::vector<uint64_t>& clock, int id) { return size_t(id) < clock.size() ? clock[id] : 0; }
+
+// Orders the next work of s as CUDA does and returns s: the legacy stream after every blocking stream's
+// work so far, a blocking stream after the legacy stream's.
+StreamState& ordered(cudaStream_t h) {
+  StreamState& s = stream_state(h);
+  if (s.id == 0) {
+    for (auto& other : g_streams)
+      if (other && other->blocking && other->id != 0) join(s.clock, other->clock);
+  } else if (s.blocking) {
+    join(s.clock, g_streams[0]->clock);
+  }
+  return s;
+}
+
+// Enqueues one piece of work on the stream; `named` are the pointers it uses (those into device
+// allocations stay pending until the host waits for it). Returns its number.
+uint64_t enqueue(cudaStream_t h, const std::string& what, const std::vector<const void*>& named) {
+  StreamState& s = ordered(h);
+  ++s.seq;
+  if (s.clock.size() <= size_t(s.id)) s.clock.resize(s.id + 1, 0);
+  s.clock[s.id] = s.seq;
+  PendingWork w{s.id, s.seq, what, {}};
+  for (const void* p : named) {
+    Region r;
+    if (find_alloc(uintptr_t(p), &r) && std::find(w.allocs.begin(), w.allocs.end(), uintptr_t(r.p)) == w.allocs.end())
+      w.allocs.push_back(uintptr_t(r.p));
+  }
+  if (!w.allocs.empty()) g_pending.push_back(std::move(w));
+  return s.seq;
+}
+
+// The host has waited for everything `clock` covers: copies to the host land, launches stop pending.
+void host_waits(const std::vector<uint64_t>& clock) {
+  join(g_host_done, clock);
+  for (auto it = g_host_copies.begin(); it != g_host_copies.end();) {
+    if (it->seq > at(g_host_done, it->stream)) {
+      ++it;
+      continue;
+    }
+    std::memcpy(it->dst, it->data.data(), it->data.size());
+    it = g_host_copies.erase(it);
+  }
+  g_pending.erase(std::remove_if(g_pending.begin(), g_pending.end(),
+                                 [](const PendingWork& w) { return w.seq <= at(g_host_done, w.stream); }),
+                  g_pending.end());
+}
+
+void device_waits() {
+  std::vector<uint64_t> all;
+  for (auto& s : g_streams)
+    if (s) join(all, s->clock);
+  host_waits(all);
+}
+
+// A freed allocation is no longer named by pending work (its address may come back from a later malloc).
+void forget_uses(const void* p) {
+  for (PendingWork& w : g_pending) w.allocs.erase(std::remove(w.allocs.begin(), w.allocs.end(), uintptr_t(p)), w.allocs.end());
+}
+
+// Work on another stream, not waited for by the host nor ordered before `s`'s next work, that names the
+// allocation starting at `start`; null if none.
+const PendingWork* unordered_use(const StreamState& s, uintptr_t start) {
+  for (const PendingWork& w : g_pending)
+    if (w.stream != s.id && w.seq > at(g_host_done, w.stream) && w.seq > at(s.clock, w.stream) &&
+        std::find(w.allocs.begin(), w.allocs.end(), start) != w.allocs.end())
+      return &w;
+  return nullptr;
+}
+
 }  // namespace
 
 const Coords& coords() { return g_run.current ? g_run.current->coords : g_host_coords; }
@@ -471,14 +582,27 @@ uint64_t warp_exchange(uint64_t bits, int src_lane) {
   return out;
 }
 
+void record_work(cudaStream_t stream, const char* what, const std::vector<const void*>& named) {
+  enqueue(stream, what, named);
+}
+
 bool set_schedule(const char* spec, std::string* why) {
   std::string ignored;
   return parse_schedule(spec, &g_schedule, why ? why : &ignored);
 }
 
-void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem, void (*body)(void*),
-              void* arg, const void* args, size_t args_bytes) {
+void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+              void (*body)(void*), void* arg, const void* args, size_t args_bytes) {
   if (!check_launch(kernel, name, grid, block, smem)) return;
+  {
+    std::vector<const void*> named;  // the buffers the arguments point into, pending until a sync
+    for (size_t off = 0; off + sizeof(void*) <= args_bytes; off += sizeof(void*)) {
+      const void* v;
+      std::memcpy(&v, static_cast<const unsigned char*>(args) + off, sizeof(v));
+      named.push_back(v);
+    }
+    enqueue(stream, name, named);
+  }
   const Schedule& sched = schedule();
   const StaticShared& fixed = static_shared(kernel, name);
   const int nthreads = int(block.x * block.y * block.z);
@@ -619,12 +743,32 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     default: return fail(cudaErrorInvalidValue, "device attribute " + std::to_string(int(attr)) + " is not emulated");
   }
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  device_waits();
+  return cudaSuccess;
+}
 
-// Events: everything has run when a call returns, so an event records the host's clock.
+// Streams: every one is a StreamState (the asynchrony model's clocks); a created stream is blocking
+// (ordered with the legacy default stream) unless made with cudaStreamNonBlocking.
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  stream_state(nullptr);
+  auto s = std::make_unique<StreamState>();
+  s->id = int(g_streams.size());
+  s->blocking = !(flags & cudaStreamNonBlocking);
+  *stream = reinterpret_cast<cudaStream_t>(s.get());
+  g_streams.push_back(std::move(s));
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+// A destroyed stream's work still completes; its state is kept for the clocks that name it.
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+
+// Events: everything has run when a call returns, so an event records the host's clock, and the
+// recording stream's clock for the asynchrony model.
 struct EmuEvent {
   std::chrono::steady_clock::time_point at;
   bool recorded = false;
+  std::vector<uint64_t> clock;
 };
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = reinterpret_cast<cudaEvent_t>(new EmuEvent);
@@ -634,15 +778,22 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete reinterpret_cast<EmuEvent*>(event);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   auto* e = reinterpret_cast<EmuEvent*>(event);
   e->at = std::chrono::steady_clock::now();
   e->recorded = true;
+  e->clock = ordered(stream).clock;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  join(stream_state(stream).clock, reinterpret_cast<EmuEvent*>(event)->clock);
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return reinterpret_cast<EmuEvent*>(event)->recorded ? cudaSuccess
-                                                       : fail(cudaErrorInvalidResourceHandle, "event never recorded");
+  auto* e = reinterpret_cast<EmuEvent*>(event);
+  if (!e->recorded) return fail(cudaErrorInvalidResourceHandle, "event never recorded");
+  host_waits(e->clock);
+  return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   auto* a = reinterpret_cast<EmuEvent*>(start);
@@ -651,7 +802,10 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  host_waits(ordered(stream).clock);
+  return cudaSuccess;
+}
 cudaError_t cudaGetLastError(void) {
   cudaError_t e = g_last_error;
   g_last_error = cudaSuccess;
@@ -666,6 +820,8 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorInvalidValue: text = "invalid argument"; break;
     case cudaErrorInvalidConfiguration: text = "invalid configuration argument"; break;
     case cudaErrorInvalidDevice: text = "invalid device ordinal"; break;
+    case cudaErrorLaunchFailure: text = "unspecified launch failure"; break;
+    case cudaErrorIllegalState: text = "operation not permitted in the current state"; break;
     default: text = "emulated CUDA error " + std::to_string(int(err)); break;
   }
   if (!g_fault.empty()) text += " (" + g_fault + ")";
@@ -685,11 +841,25 @@ cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
   g_pool_high = std::max(g_pool_high, g_pool_used);
   return cudaSuccess;
 }
+// cudaFree waits for the whole device first, as on the hardware, so it cannot free under running work;
+// cudaFreeAsync is ordered on its stream only, so work on another stream that the free is not ordered
+// after (cudaEventRecord there, cudaStreamWaitEvent here) and the host did not wait for may still use it.
 cudaError_t cudaFree(void* p) {
+  device_waits();
+  forget_uses(p);
   pool_release(p);
   return device_free(p);
 }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
+  StreamState& s = ordered(stream);
+  if (const PendingWork* w = p ? unordered_use(s, uintptr_t(p)) : nullptr)
+    return fail(cudaErrorIllegalState,
+                "cudaFreeAsync on stream " + std::to_string(s.id) + " of a buffer that " + w->what + " on stream " +
+                    std::to_string(w->stream) + " may still use: nothing orders the free after it (synchronise, or "
+                    "cudaEventRecord on stream " + std::to_string(w->stream) + " and cudaStreamWaitEvent on stream " +
+                    std::to_string(s.id) + " before the free)");
+  enqueue(stream, "cudaFreeAsync", {});
+  forget_uses(p);
   pool_release(p);
   return device_free(p);
 }
@@ -717,7 +887,7 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* v
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   const bool dst_dev = is_device(dst, bytes), src_dev = is_device(src, bytes);
   bool ok = true;
@@ -732,15 +902,27 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
                                            std::to_string(int(kind)) + ") does not match its pointers (dst " +
                                            (dst_dev ? "device" : "host") + ", src " + (src_dev ? "device" : "host") +
                                            ", or a range past an allocation's end)");
-  std::memmove(dst, src, bytes);
+  const uint64_t seq = enqueue(stream, "cudaMemcpyAsync", {dst, src});
+  if (kind == cudaMemcpyDeviceToHost) {
+    // Lands when the host waits for it; until then the host sees NaN bytes. Stricter than the device
+    // for pageable host memory, where the call returns once the copy is done: code must not rely on it.
+    const auto* from = static_cast<const unsigned char*>(src);
+    g_host_copies.push_back(HostCopy{stream_state(stream).id, seq, dst, std::vector<unsigned char>(from, from + bytes)});
+    std::memset(dst, 0xFF, bytes);
+  } else {
+    std::memmove(dst, src, bytes);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  cudaError_t err = cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  if (err == cudaSuccess) cudaStreamSynchronize(nullptr);
+  return err;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   if (bytes && !is_device(p, bytes)) return fail(cudaErrorInvalidValue, "cudaMemset outside device allocations");
   std::memset(p, value, bytes);
+  enqueue(stream, "cudaMemsetAsync", {p});
   return cudaSuccess;
 }
 

@@ -31,6 +31,17 @@
 // where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc, and shared
 // memory, static and dynamic, at the start of every block, begin as NaN bytes (0xFF), so reading what was
 // never written shows up, as does a value left by an earlier block.
+// Asynchrony, in a simple model: every launch, copy and cuBLASLt call runs when it is called, but stays
+// pending, naming the allocations its arguments point into, until the host waits for it
+// (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, a synchronous cudaMemcpy, cudaFree).
+// Streams are ordered as on the device: in issue order, by cudaEventRecord/cudaStreamWaitEvent, and the
+// legacy default stream with every blocking stream. A device-to-host cudaMemcpyAsync fills its destination
+// with NaN bytes and lands only when the host waits for it, so a host read without that wait shows
+// (stricter than the device for pageable memory, where the call returns after the copy). A cudaFreeAsync
+// of a buffer that pending work on another stream uses, not ordered before the free, fails with
+// cudaErrorIllegalState naming that work. Not modelled: a host buffer changed or freed while a copy
+// from it is pending (the copy reads it at the call), and buffers reached only through device memory.
+//
 // What it does not model: the memory model (one block runs at a time, a thread runs alone between its
 // barriers and warp operations, so a race inside such a stretch of code does not show), timing, tensor cores, and out-of-bounds
 // accesses (build with -fsanitize=address for those).
@@ -49,6 +60,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 // A static __shared__ variable is a function-local static of the kernel: one block runs at a time, and
 // every block starts it as NaN bytes (tests/emu/cuda_emu.cpp finds it in the symbol table).
@@ -67,8 +79,11 @@ const Coords& coords();
 // Runs `body` once per thread of every block of the grid. `kernel` identifies the function for the
 // shared-memory attribute set by cudaFuncSetAttribute; `name` is for messages; `args` are the launch's
 // argument values, whose pointers name the device buffers it uses.
-void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*),
-              void* arg, const void* args, size_t args_bytes);
+void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream,
+              void (*body)(void*), void* arg, const void* args, size_t args_bytes);
+// Records work done at once on `stream` (a cuBLASLt matmul) as pending for the asynchrony checks, naming
+// the pointers it uses.
+void record_work(cudaStream_t stream, const char* what, const std::vector<const void*>& named);
 // Sets the schedule as LORA_EMU_SCHEDULE would (for tests); false, with *why, for a spec it does not take.
 bool set_schedule(const char* spec, std::string* why);
 void* dynamic_shared();
@@ -81,6 +96,7 @@ struct Launch {
   void (*fn)(P...);
   dim3 grid, block;
   size_t smem;
+  cudaStream_t stream;
   const char* name;
 
   template <typename... A>
@@ -89,7 +105,7 @@ struct Launch {
       void (*fn)(P...);
       std::tuple<std::decay_t<P>...> args;
     } bound{fn, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
-    run_grid(reinterpret_cast<const void*>(fn), name, grid, block, smem,
+    run_grid(reinterpret_cast<const void*>(fn), name, grid, block, smem, stream,
              [](void* p) {
                auto* b = static_cast<Bound*>(p);
                std::apply(b->fn, b->args);  // copies the arguments for each thread, as a launch does
@@ -99,8 +115,9 @@ struct Launch {
 };
 
 template <typename... P>
-Launch<P...> make_launch(void (*fn)(P...), dim3 grid, dim3 block, size_t smem, const char* name) {
-  return Launch<P...>{fn, grid, block, smem, name};
+Launch<P...> make_launch(void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                         const char* name) {
+  return Launch<P...>{fn, grid, block, smem, stream, name};
 }
 
 template <typename T>
@@ -117,7 +134,7 @@ T shuffle(T v, int src_lane) {
 }  // namespace lora_emu
 
 #define LORA_LAUNCH(kernel, grid, block, smem, stream) \
-  ::lora_emu::make_launch(kernel, dim3(grid), dim3(block), size_t(smem), #kernel)
+  ::lora_emu::make_launch(kernel, dim3(grid), dim3(block), size_t(smem), (stream), #kernel)
 #define LORA_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::lora_emu::dynamic_shared())
 
 #define threadIdx (::lora_emu::coords().thread)
