@@ -1,7 +1,10 @@
 // The CPU emulation of CUDA's own checks (tests/emu/cuda_emu.h), each proved on a deliberately broken
-// kernel that the emulation before it passed: a missing barrier whose writer has the lower thread index
-// (run forward, the writer always went first), blocks that depend on each other. Every test also runs the
-// correct kernel, so a check that fires on everything would fail here too. Only in lora_tests_emu (ctest
+// kernel or call sequence that the emulation before it passed: a missing __syncthreads or __syncwarp
+// whose writer has the lower index (run forward, the writer always went first), blocks that depend on each
+// other, a static __shared__ read before this block wrote it, static and dynamic shared memory over the
+// block's limit together, a host read of a copy before the host waited for it, a free on a stream not
+// ordered after the kernel using the buffer, a launch over the block's registers. Every test also runs the
+// correct version, so a check that fired on everything would fail here too. Only in lora_tests_emu (ctest
 // test_emu_checks, label emu): the kernels below are compiled against the emulation, never by nvcc.
 #include <doctest/doctest.h>
 
@@ -85,6 +88,8 @@ __global__ void fill(float* v, float x, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) v[i] = x;
 }
+
+__global__ void ones(float* out) { out[blockIdx.x * blockDim.x + threadIdx.x] = 1.0f; }
 
 struct DeviceBuffer {
   float* p = nullptr;
@@ -358,4 +363,31 @@ TEST_CASE("emu asynchrony: a free ordered before work on another stream that use
   cudaEventDestroy(e);
   cudaStreamDestroy(a);
   cudaStreamDestroy(b);
+}
+
+TEST_CASE("emu resources: a launch over 64K registers a block is refused, as on the device") {
+  CHECK_MESSAGE(lora_emu::recorded_kernels() > 0,
+                "no sm_90 register report of cuda/'s kernels beside lora_cuda's objects (LORA_EMU_PTXAS_DIR): "
+                "build lora_cuda with 90 among CMAKE_CUDA_ARCHITECTURES");
+  DeviceBuffer out(1024);
+  const void* kernel = reinterpret_cast<const void*>(&ones);
+  lora_emu::set_registers(kernel, "ones", 128);
+  LORA_LAUNCH(ones, 1, 1024, 0, nullptr)(out.p);  // 1024 x 128 = 131072
+  cudaError_t err = cudaGetLastError();
+  CHECK(err == cudaErrorLaunchOutOfResources);
+  CHECK(std::string(cudaGetErrorString(err)).find("ones launched with 1024 threads a block at 128 registers each "
+                                                  "(ptxas, sm_90): 131072 registers, over the 65536") != std::string::npos);
+  LORA_LAUNCH(ones, 2, 512, 0, nullptr)(out.p);  // 512 x 128 = 65536: fits
+  CHECK(launch_error().empty());
+  lora_emu::set_registers(kernel, "ones", 63);  // allocated 8 a thread at a time: 64, 65536 for 1024
+  LORA_LAUNCH(ones, 1, 1024, 0, nullptr)(out.p);
+  CHECK(launch_error().empty());
+  lora_emu::set_registers(kernel, "ones", 65);  // 72 a thread: 73728
+  LORA_LAUNCH(ones, 1, 1024, 0, nullptr)(out.p);
+  CHECK(cudaGetLastError() == cudaErrorLaunchOutOfResources);
+  cudaFuncAttributes attr;
+  REQUIRE(cudaFuncGetAttributes(&attr, ones) == cudaSuccess);
+  CHECK(attr.numRegs == 65);
+  CHECK(attr.maxThreadsPerBlock == 896);  // 65536 / (72 x 32) = 28 warps
+  lora_emu::set_registers(kernel, "ones", -1);
 }

@@ -16,7 +16,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 
 #include <cstdio>
 #include <cstdlib>
@@ -207,9 +210,11 @@ struct Region {
   unsigned char* p;
   size_t bytes;
 };
-struct StaticShared {
-  std::vector<Region> vars;
-  size_t bytes = 0;
+// What the launch checks know of a kernel: its static __shared__ variables and its registers.
+struct KernelInfo {
+  std::vector<Region> vars;  // static __shared__
+  size_t bytes = 0;          // their total
+  int registers = -1;        // per thread on sm_90 as ptxas reported them; -1: no report
 };
 
 struct Symbols {
@@ -256,20 +261,70 @@ Symbols read_symbols(const void* code) {
   return t;
 }
 
-std::map<const void*, StaticShared> g_static_shared;  // kernel -> its static __shared__ variables
+std::map<const void*, KernelInfo> g_kernels;  // kernel -> its static __shared__ variables and registers
 
-const StaticShared& static_shared(const void* kernel, const char* name) {
-  auto it = g_static_shared.find(kernel);
-  if (it != g_static_shared.end()) return it->second;
+// Registers per thread on sm_90, by the kernel's name as nvcc mangles it, from the ptxas reports the
+// build keeps beside lora_cuda's objects (tests/emu/ptxas_log.sh, LORA_EMU_PTXAS_DIR).
+std::unordered_map<std::string, int> g_registers;
+bool g_registers_loaded = false;
+
+void load_registers() {
+  g_registers_loaded = true;
+#ifdef LORA_EMU_PTXAS_DIR
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(LORA_EMU_PTXAS_DIR, ec)) {
+    if (entry.path().extension() != ".ptxas") continue;
+    std::ifstream in(entry.path());
+    std::string line, kernel;
+    while (std::getline(in, line)) {
+      // "Compiling entry function 'NAME' for 'sm_90'", then "Used N registers, ..."
+      const size_t q = line.find("Compiling entry function '");
+      if (q != std::string::npos) {
+        const size_t start = q + 26, end = line.find('\'', start);
+        kernel = line.find("for 'sm_90'") != std::string::npos ? line.substr(start, end - start) : "";
+      } else if (!kernel.empty() && line.find("Used ") != std::string::npos) {
+        g_registers[kernel] = std::atoi(line.c_str() + line.find("Used ") + 5);
+        kernel.clear();
+      }
+    }
+  }
+#endif
+}
+
+// GCC marks a function of internal linkage with an L before its name (_ZN4lora8cuda_opsL6kernelE...);
+// nvcc names the device function without it.
+std::string nvcc_name(const std::string& gcc) {
+  std::string out = gcc;
+  size_t i = out.compare(0, 3, "_ZN") == 0 ? 3 : out.compare(0, 2, "_Z") == 0 ? 2 : std::string::npos;
+  while (i < out.size()) {
+    if (out[i] == 'L' && i + 1 < out.size() && std::isdigit(static_cast<unsigned char>(out[i + 1]))) {
+      out.erase(i, 1);
+    } else if (std::isdigit(static_cast<unsigned char>(out[i]))) {
+      size_t len = 0;
+      while (i < out.size() && std::isdigit(static_cast<unsigned char>(out[i]))) len = len * 10 + size_t(out[i++] - '0');
+      i += len;
+    } else {
+      break;  // past the nested name: template arguments or the parameter types
+    }
+  }
+  return out;
+}
+
+KernelInfo& kernel_info(const void* kernel, const char* name) {
+  auto it = g_kernels.find(kernel);
+  if (it != g_kernels.end()) return it->second;
   static Symbols symbols;
   if (!symbols.loaded) symbols = read_symbols(kernel);
-  StaticShared found;
+  KernelInfo found;
   auto fn = symbols.functions.find(uintptr_t(kernel));
   if (fn == symbols.functions.end() || fn->second.compare(0, 2, "_Z") != 0) {
     if (fn == symbols.functions.end())
       std::fprintf(stderr, "lora_emu: %s: no symbol for the kernel (%s); its static __shared__ memory is neither "
                    "poisoned nor counted\n", name, symbols.why.empty() ? "not in the symbol table" : symbols.why.c_str());
   } else {
+    if (!g_registers_loaded) load_registers();
+    auto regs = g_registers.find(nvcc_name(fn->second));
+    if (regs != g_registers.end()) found.registers = regs->second;
     const std::string prefix = "_ZZ" + fn->second.substr(2) + "E";
     for (const auto& local : symbols.locals)
       if (local.first.compare(0, prefix.size(), prefix) == 0) {
@@ -277,17 +332,27 @@ const StaticShared& static_shared(const void* kernel, const char* name) {
         found.bytes += local.second.bytes;
       }
   }
-  return g_static_shared.emplace(kernel, std::move(found)).first->second;
+  return g_kernels.emplace(kernel, std::move(found)).first->second;
 }
 
 bool check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
-  const size_t fixed = static_shared(kernel, name).bytes;
+  const KernelInfo& info = kernel_info(kernel, name);
+  const size_t fixed = info.bytes;
+  // Registers are given to a warp in units of 256 (8 a thread); a block's warps share 64K.
+  const uint64_t regs = info.registers < 0 ? 0 : (threads + 31) / 32 * ((uint64_t(info.registers) * 32 + 255) / 256 * 256);
   std::string why;
   if (threads == 0 || uint64_t(grid.x) * grid.y * grid.z == 0) why = "an empty grid or block";
   else if (threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) why = "more than 1024 threads a block";
   else if (grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) why = "a grid dimension over its limit";
-  else if (fixed > kDefaultSmem)
+  else if (regs > 65536) {
+    g_fault = std::string(name) + " launched with " + std::to_string(threads) + " threads a block at " +
+              std::to_string(info.registers) + " registers each (ptxas, sm_90): " + std::to_string(regs) +
+              " registers, over the 65536 of a block (fewer threads a block, or __launch_bounds__ to make ptxas "
+              "use fewer registers)";
+    g_last_error = cudaErrorLaunchOutOfResources;
+    return false;
+  } else if (fixed > kDefaultSmem)
     why = std::to_string(fixed) + " bytes of static __shared__ memory, over the " + std::to_string(kDefaultSmem) +
           " a kernel may declare (ptxas refuses it; use dynamic shared memory)";
   else {
@@ -312,7 +377,7 @@ bool check_launch(const void* kernel, const char* name, dim3 grid, dim3 block, s
 
 // Runs one block to its end: every live thread in g_run.order until it parks, then the barriers whose
 // threads all arrived are released, again and again. Order::seed draws a new order for every round.
-void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, const StaticShared& fixed, Order order, uint64_t& rng,
+void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, const KernelInfo& fixed, Order order, uint64_t& rng,
                const char* name) {
   const int nthreads = int(block.x * block.y * block.z);
   for (int i = 0; i < nthreads; ++i) {
@@ -350,7 +415,7 @@ void run_block(uint3 bidx, dim3 grid, dim3 block, size_t smem, const StaticShare
 }
 
 // Runs every block of the grid in the order given: index order, reversed, or a permutation drawn from rng.
-void run_blocks(dim3 grid, dim3 block, size_t smem, const StaticShared& fixed, Order order, uint64_t seed,
+void run_blocks(dim3 grid, dim3 block, size_t smem, const KernelInfo& fixed, Order order, uint64_t seed,
                 const char* name) {
   uint64_t rng = seed;
   const int nthreads = int(block.x * block.y * block.z);
@@ -582,6 +647,16 @@ uint64_t warp_exchange(uint64_t bits, int src_lane) {
   return out;
 }
 
+void set_registers(const void* kernel, const char* name, int registers) {
+  g_kernels.erase(kernel);
+  kernel_info(kernel, name).registers = registers;
+}
+
+size_t recorded_kernels() {
+  if (!g_registers_loaded) load_registers();
+  return g_registers.size();
+}
+
 void record_work(cudaStream_t stream, const char* what, const std::vector<const void*>& named) {
   enqueue(stream, what, named);
 }
@@ -604,7 +679,7 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
     enqueue(stream, name, named);
   }
   const Schedule& sched = schedule();
-  const StaticShared& fixed = static_shared(kernel, name);
+  const KernelInfo& fixed = kernel_info(kernel, name);
   const int nthreads = int(block.x * block.y * block.z);
   while (int(g_fibers.size()) < nthreads) {
     auto f = std::make_unique<Fiber>();
@@ -822,6 +897,7 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorInvalidDevice: text = "invalid device ordinal"; break;
     case cudaErrorLaunchFailure: text = "unspecified launch failure"; break;
     case cudaErrorIllegalState: text = "operation not permitted in the current state"; break;
+    case cudaErrorLaunchOutOfResources: text = "too many resources requested for launch"; break;
     default: text = "emulated CUDA error " + std::to_string(int(err)); break;
   }
   if (!g_fault.empty()) text += " (" + g_fault + ")";
@@ -926,15 +1002,25 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
   return cudaSuccess;
 }
 
-cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void*) {
+// The kernel's static shared memory and, where ptxas reported them, its registers and the threads a block
+// they allow.
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+  const KernelInfo& info = kernel_info(func, "cudaFuncGetAttributes's kernel");
   std::memset(attr, 0, sizeof(*attr));
   attr->maxThreadsPerBlock = 1024;
+  if (info.registers > 0)
+    attr->maxThreadsPerBlock = int(std::min<uint64_t>(1024, 65536 / ((uint64_t(info.registers) * 32 + 255) / 256 * 256) * 32));
+  attr->numRegs = std::max(info.registers, 0);
+  attr->sharedSizeBytes = info.bytes;
+  attr->maxDynamicSharedSizeBytes = int(kDefaultSmem - std::min(kDefaultSmem, info.bytes));
+  auto raised = g_smem_attr.find(func);
+  if (raised != g_smem_attr.end()) attr->maxDynamicSharedSizeBytes = raised->second;
   attr->ptxVersion = attr->binaryVersion = 90;
   return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    const size_t fixed = static_shared(func, "cudaFuncSetAttribute's kernel").bytes;
+    const size_t fixed = kernel_info(func, "cudaFuncSetAttribute's kernel").bytes;
     if (value < 0 || size_t(value) + fixed > kMaxSmem)
       return fail(cudaErrorInvalidValue, "dynamic shared memory " + std::to_string(value) + " with " +
                                              std::to_string(fixed) + " bytes of static __shared__ over the " +

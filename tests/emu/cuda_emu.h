@@ -2,12 +2,12 @@
 // the CPU backend on machines without a GPU (CI). It is test infrastructure, not a product backend: it
 // is slow and checks what it can.
 //
-// How it runs a launch: the blocks of the grid one after another; inside a block, every thread as a
-// fiber (its own stack) on the calling OS thread, switched only where a thread must wait for others:
-// __syncthreads (all live threads of the block) and the warp shuffles and __syncwarp (all live lanes of
-// the warp). Between two such points a thread runs alone, start to end. Threads that have returned no
-// longer count at a barrier, as on the hardware since Volta. A barrier that can never complete (a
-// __syncthreads reached by only part of a block) is reported as an error.
+// How it runs a launch: the blocks of the grid one after another (in the order below); inside a block,
+// every thread as a fiber (its own stack) on the calling OS thread, switched only where a thread must
+// wait for others: __syncthreads (all live threads of the block) and the warp shuffles and __syncwarp
+// (all live lanes of the warp). Between two such points a thread runs alone, start to end. Threads that
+// have returned no longer count at a barrier, as on the hardware since Volta. A barrier that can never
+// complete (a __syncthreads reached by only part of a block) is reported as an error.
 //
 // The order (LORA_EMU_SCHEDULE, read at the first launch; lora_emu::set_schedule for tests):
 //   forward      threads, lanes and blocks in index order (the default, and once the only order: a
@@ -27,10 +27,17 @@
 //
 // What it checks beyond running the code: launch limits (threads per block, grid dimensions, shared
 // memory: static __shared__ and dynamic together over 48 KiB unless cudaFuncSetAttribute raised the
-// dynamic part's limit, 227 KiB at most, static over 48 KiB never), copies whose direction does not match
-// where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc, and shared
-// memory, static and dynamic, at the start of every block, begin as NaN bytes (0xFF), so reading what was
-// never written shows up, as does a value left by an earlier block.
+// dynamic part's limit, 227 KiB at most, static over 48 KiB never), registers (below), copies whose
+// direction does not match where the pointers were allocated, frees of unknown pointers. Device memory
+// from cudaMalloc, and shared memory, static and dynamic, at the start of every block, begin as NaN bytes
+// (0xFF), so reading what was never written shows up, as does a value left by an earlier block.
+//
+// Registers: the build keeps ptxas's report for sm_90 beside each object of lora_cuda
+// (tests/emu/ptxas_log.sh, -Xptxas=-v); a launch whose warps need more than the block's 65536 registers
+// (per thread as reported, given to a warp 256 at a time) fails with cudaErrorLaunchOutOfResources, as
+// on the device. A kernel without a report (one only the emulation compiles, or a build without sm_90)
+// is not checked; __launch_bounds__ acts only through the count ptxas reports.
+//
 // Asynchrony, in a simple model: every launch, copy and cuBLASLt call runs when it is called, but stays
 // pending, naming the allocations its arguments point into, until the host waits for it
 // (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, a synchronous cudaMemcpy, cudaFree).
@@ -43,8 +50,11 @@
 // from it is pending (the copy reads it at the call), and buffers reached only through device memory.
 //
 // What it does not model: the memory model (one block runs at a time, a thread runs alone between its
-// barriers and warp operations, so a race inside such a stretch of code does not show), timing, tensor cores, and out-of-bounds
-// accesses (build with -fsanitize=address for those).
+// barriers and warp operations, so a race inside such a stretch of code does not show), timing, tensor
+// cores (a fragment's products are exact f32 sums), the fast-math intrinsics (__expf, __logf, rsqrtf,
+// __fdividef are exact), atomics (cuda/ has none), out-of-bounds accesses (build with
+// -fsanitize=address for those), a static __shared__ declared in a device function rather than the
+// kernel (neither poisoned nor counted), more than one device.
 //
 // cuda/common.cuh includes this file when LORA_CUDA_EMU is defined; tests/emu/cuda_emu.cpp implements
 // the runtime functions and tests/emu/cublaslt_emu.cpp the cuBLASLt ones that cuda/ calls.
@@ -84,6 +94,10 @@ void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_
 // Records work done at once on `stream` (a cuBLASLt matmul) as pending for the asynchrony checks, naming
 // the pointers it uses.
 void record_work(cudaStream_t stream, const char* what, const std::vector<const void*>& named);
+// For tests: the kernel's registers per thread as if ptxas had reported them; the number of kernels whose
+// sm_90 registers the build recorded.
+void set_registers(const void* kernel, const char* name, int registers);
+size_t recorded_kernels();
 // Sets the schedule as LORA_EMU_SCHEDULE would (for tests); false, with *why, for a spec it does not take.
 bool set_schedule(const char* spec, std::string* why);
 void* dynamic_shared();
