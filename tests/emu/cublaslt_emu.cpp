@@ -172,7 +172,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t computeDesc
                               cublasLtMatrixLayout_t Adesc, const void* B, cublasLtMatrixLayout_t Bdesc,
                               const void* beta, const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
                               cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t* algo, void*, size_t,
-                              cudaStream_t) {
+                              cudaStream_t stream) {
   const Desc& d = *reinterpret_cast<const Desc*>(computeDesc);
   const Layout& la = *reinterpret_cast<const Layout*>(Adesc);
   const Layout& lb = *reinterpret_cast<const Layout*>(Bdesc);
@@ -207,6 +207,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t computeDesc
     if (!d.aux || !lora_emu::is_device(d.aux, span_bytes(Layout{ld.type, m, n, d.aux_ld})))
       return refuse("the aux pointer is unset or its matrix lies outside device allocations");
   }
+  lora_emu::record_work(stream, "cublasLtMatmul", {A, B, C, D, d.bias, d.aux});
   const float a_scale = *static_cast<const float*>(alpha), b_scale = *static_cast<const float*>(beta);
   std::vector<double> col(m);
   for (uint64_t j = 0; j < n; ++j) {

@@ -2,19 +2,59 @@
 // the CPU backend on machines without a GPU (CI). It is test infrastructure, not a product backend: it
 // is slow and checks what it can.
 //
-// How it runs a launch: the blocks of the grid one after another; inside a block, every thread as a
-// fiber (its own stack) on the calling OS thread, switched only where a thread must wait for others:
-// __syncthreads (all live threads of the block) and the warp shuffles (all live lanes of the warp).
-// Hence a function-static variable is exactly a block's shared memory, and `__shared__` is `static`.
-// Threads that have returned no longer count at a barrier, as on the hardware since Volta. A barrier
-// that can never complete (a __syncthreads reached by only part of a block) is reported as an error.
+// How it runs a launch: the blocks of the grid one after another (in the order below); inside a block,
+// every thread as a fiber (its own stack) on the calling OS thread, switched only where a thread must
+// wait for others: __syncthreads (all live threads of the block) and the warp shuffles and __syncwarp
+// (all live lanes of the warp). Between two such points a thread runs alone, start to end. Threads that
+// have returned no longer count at a barrier, as on the hardware since Volta. A barrier that can never
+// complete (a __syncthreads reached by only part of a block) is reported as an error.
 //
-// What it checks beyond running the code: launch limits (threads per block, grid dimensions, dynamic
-// shared memory above 48 KiB without cudaFuncSetAttribute, 227 KiB at most), copies whose direction does
-// not match where the pointers were allocated, frees of unknown pointers. Device memory from cudaMalloc
-// and dynamic shared memory start as NaN bytes (0xFF), so reading what was never written shows up.
-// What it does not model: the memory model (one block runs at a time, its threads in a fixed order),
-// timing, tensor cores, and out-of-bounds accesses (build with -fsanitize=address for those).
+// The order (LORA_EMU_SCHEDULE, read at the first launch; lora_emu::set_schedule for tests):
+//   forward      threads, lanes and blocks in index order (the default, and once the only order: a
+//                reader always ran after a writer of lower index, so a missing barrier passed whenever
+//                the writer had the lower index);
+//   reverse      all three in reverse index order;
+//   seed[:N]     the blocks of each launch in a random permutation, and the threads a new random order
+//                every time the block's threads are resumed (after each barrier or warp operation),
+//                drawn from N and the launch's number; without N a random seed, printed to stderr;
+//   compare[:N]  the test mode: every launch runs forward, reversed and seeded from the same device
+//                memory, and a launch whose results differ in any bit fails (cudaErrorLaunchFailure,
+//                naming the kernel, the order, the first differing byte and the schedule that shows it).
+//                It compares the buffers the launch's arguments point into (also through a table of
+//                pointers in a buffer of at most 64 KiB that an argument points to) and keeps the forward
+//                run's result. The kernels of cuda/ use no atomics, so every one must be deterministic.
+// tests/CMakeLists.txt runs the emu tier seeded, the bf16/f16 repeats reversed and compare in `slow`.
+//
+// What it checks beyond running the code: launch limits (threads per block, grid dimensions, shared
+// memory: static __shared__ and dynamic together over 48 KiB unless cudaFuncSetAttribute raised the
+// dynamic part's limit, 227 KiB at most, static over 48 KiB never), registers (below), copies whose
+// direction does not match where the pointers were allocated, frees of unknown pointers. Device memory
+// from cudaMalloc, and shared memory, static and dynamic, at the start of every block, begin as NaN bytes
+// (0xFF), so reading what was never written shows up, as does a value left by an earlier block.
+//
+// Registers: the build keeps ptxas's report for sm_90 beside each object of lora_cuda
+// (tests/emu/ptxas_log.sh, -Xptxas=-v); a launch whose warps need more than the block's 65536 registers
+// (per thread as reported, given to a warp 256 at a time) fails with cudaErrorLaunchOutOfResources, as
+// on the device. A kernel without a report (one only the emulation compiles, or a build without sm_90)
+// is not checked; __launch_bounds__ acts only through the count ptxas reports.
+//
+// Asynchrony, in a simple model: every launch, copy and cuBLASLt call runs when it is called, but stays
+// pending, naming the allocations its arguments point into, until the host waits for it
+// (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, a synchronous cudaMemcpy, cudaFree).
+// Streams are ordered as on the device: in issue order, by cudaEventRecord/cudaStreamWaitEvent, and the
+// legacy default stream with every blocking stream. A device-to-host cudaMemcpyAsync fills its destination
+// with NaN bytes and lands only when the host waits for it, so a host read without that wait shows
+// (stricter than the device for pageable memory, where the call returns after the copy). A cudaFreeAsync
+// of a buffer that pending work on another stream uses, not ordered before the free, fails with
+// cudaErrorIllegalState naming that work. Not modelled: a host buffer changed or freed while a copy
+// from it is pending (the copy reads it at the call), and buffers reached only through device memory.
+//
+// What it does not model: the memory model (one block runs at a time, a thread runs alone between its
+// barriers and warp operations, so a race inside such a stretch of code does not show), timing, tensor
+// cores (a fragment's products are exact f32 sums), the fast-math intrinsics (__expf, __logf, rsqrtf,
+// __fdividef are exact), atomics (cuda/ has none), out-of-bounds accesses (build with
+// -fsanitize=address for those), a static __shared__ declared in a device function rather than the
+// kernel (neither poisoned nor counted), more than one device.
 //
 // cuda/common.cuh includes this file when LORA_CUDA_EMU is defined; tests/emu/cuda_emu.cpp implements
 // the runtime functions and tests/emu/cublaslt_emu.cpp the cuBLASLt ones that cuda/ calls.
@@ -26,10 +66,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+// A static __shared__ variable is a function-local static of the kernel: one block runs at a time, and
+// every block starts it as NaN bytes (tests/emu/cuda_emu.cpp finds it in the symbol table).
 #undef __shared__
 #define __shared__ static
 
@@ -43,9 +87,19 @@ struct Coords {
 const Coords& coords();
 
 // Runs `body` once per thread of every block of the grid. `kernel` identifies the function for the
-// shared-memory attribute set by cudaFuncSetAttribute; `name` is for messages.
-void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*),
-              void* arg);
+// shared-memory attribute set by cudaFuncSetAttribute; `name` is for messages; `args` are the launch's
+// argument values, whose pointers name the device buffers it uses.
+void run_grid(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream,
+              void (*body)(void*), void* arg, const void* args, size_t args_bytes);
+// Records work done at once on `stream` (a cuBLASLt matmul) as pending for the asynchrony checks, naming
+// the pointers it uses.
+void record_work(cudaStream_t stream, const char* what, const std::vector<const void*>& named);
+// For tests: the kernel's registers per thread as if ptxas had reported them; the number of kernels whose
+// sm_90 registers the build recorded.
+void set_registers(const void* kernel, const char* name, int registers);
+size_t recorded_kernels();
+// Sets the schedule as LORA_EMU_SCHEDULE would (for tests); false, with *why, for a spec it does not take.
+bool set_schedule(const char* spec, std::string* why);
 void* dynamic_shared();
 void syncthreads();
 uint64_t warp_exchange(uint64_t bits, int src_lane);
@@ -56,6 +110,7 @@ struct Launch {
   void (*fn)(P...);
   dim3 grid, block;
   size_t smem;
+  cudaStream_t stream;
   const char* name;
 
   template <typename... A>
@@ -64,18 +119,19 @@ struct Launch {
       void (*fn)(P...);
       std::tuple<std::decay_t<P>...> args;
     } bound{fn, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
-    run_grid(reinterpret_cast<const void*>(fn), name, grid, block, smem,
+    run_grid(reinterpret_cast<const void*>(fn), name, grid, block, smem, stream,
              [](void* p) {
                auto* b = static_cast<Bound*>(p);
                std::apply(b->fn, b->args);  // copies the arguments for each thread, as a launch does
              },
-             &bound);
+             &bound, &bound.args, sizeof(bound.args));
   }
 };
 
 template <typename... P>
-Launch<P...> make_launch(void (*fn)(P...), dim3 grid, dim3 block, size_t smem, const char* name) {
-  return Launch<P...>{fn, grid, block, smem, name};
+Launch<P...> make_launch(void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                         const char* name) {
+  return Launch<P...>{fn, grid, block, smem, stream, name};
 }
 
 template <typename T>
@@ -92,7 +148,7 @@ T shuffle(T v, int src_lane) {
 }  // namespace lora_emu
 
 #define LORA_LAUNCH(kernel, grid, block, smem, stream) \
-  ::lora_emu::make_launch(kernel, dim3(grid), dim3(block), size_t(smem), #kernel)
+  ::lora_emu::make_launch(kernel, dim3(grid), dim3(block), size_t(smem), (stream), #kernel)
 #define LORA_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::lora_emu::dynamic_shared())
 
 #define threadIdx (::lora_emu::coords().thread)
