@@ -127,14 +127,18 @@ void fast_bias_add(float* out, int64_t ldo, const float* bias, int64_t N, int64_
 // u = k (x + c x^3); the derivative 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) u' is s + 2 x s (1 - s) u'.
 constexpr float kGeluK = 0.7978845608028654f, kGeluC = 0.044715f;
 
-LORA_INLINE v8f gelu8(v8f x) {
-  const v8f u = kGeluK * (x + kGeluC * x * x * x);
-  return x / (1.0f + exp8(-2.0f * u));
+// s = sigmoid(2u); 0 where e^-2u would pass exp8's clamp (x below about -9: GELU is -0 there in float,
+// as the reference's 1 + tanh u rounds to 0, not the -1e-38 a clamped exponent would leave).
+LORA_INLINE v8f gelu_sigmoid8(v8f x) {
+  const v8f t = -2.0f * kGeluK * (x + kGeluC * x * x * x);
+  const v8f s = 1.0f / (1.0f + exp8(t));
+  return t > 88.0f ? splat(0.0f) : s;
 }
 
+LORA_INLINE v8f gelu8(v8f x) { return x * gelu_sigmoid8(x); }
+
 LORA_INLINE v8f gelu_grad8(v8f x) {
-  const v8f u = kGeluK * (x + kGeluC * x * x * x);
-  const v8f s = 1.0f / (1.0f + exp8(-2.0f * u));
+  const v8f s = gelu_sigmoid8(x);
   return s + 2.0f * x * s * (1.0f - s) * (kGeluK * (1.0f + 3.0f * kGeluC * x * x));
 }
 
@@ -200,15 +204,18 @@ LORA_VECTOR_CLONES void layernorm_rows(float* out, float* mean, float* rstd, con
     for (; c < C; ++c) var += (x[c] - mu) * (x[c] - mu);
     const double rs = 1.0 / std::sqrt(var / double(C) + double(eps));
     const float rsf = float(rs);
+    // x - mu as (x - mu_hi) - mu_lo, mu = mu_hi + mu_lo: for x near mu the first difference is exact
+    // (Sterbenz), so a row far from zero mean keeps the digits float(mu) alone would cost (tested).
+    const float mulo = float(mu - double(muf));
     c = 0;
     for (; c + 8 <= C; c += 8) {
-      v8f v = (load8(x + c) - muf) * rsf;
+      v8f v = ((load8(x + c) - muf) - mulo) * rsf;
       if (weight) v *= load8(weight + c);
       if (bias) v += load8(bias + c);
       store8(y + c, v);
     }
     for (; c < C; ++c) {
-      float v = (x[c] - muf) * rsf;
+      float v = ((x[c] - muf) - mulo) * rsf;
       if (weight) v *= weight[c];
       if (bias) v += bias[c];
       y[c] = v;
