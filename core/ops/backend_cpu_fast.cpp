@@ -61,11 +61,6 @@ LORA_INLINE void store_part(float* p, v8f v, int64_t n) {
   store8(b, v);
   std::memcpy(p, b, size_t(n) * sizeof(float));
 }
-LORA_INLINE double hsum(v8f v) {  // in double, lane by lane
-  double s = 0;
-  for (int i = 0; i < 8; ++i) s += v[i];
-  return s;
-}
 // Both halves of v added into a double accumulator.
 LORA_INLINE v4d widen_add(v4d acc, v8f v) {
   const v4f lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};
