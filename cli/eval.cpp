@@ -28,8 +28,8 @@ std::shared_ptr<EvalCliOptions> setup_eval(CLI::App& app) {
   app.add_flag("--no-generate", o->no_generate, "Loss, perplexity and token accuracy only; no generation");
   app.add_option("--set", o->overrides, "Override a recipe key, e.g. --set eval.beam_size=10 (repeatable)")
       ->allow_extra_args(false);
-  app.add_option("--device", o->device, "cpu, cuda or auto (overrides model.device)")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--device", o->device, "cpu, ref (the CPU reference), cuda or auto (overrides model.device)")
+      ->check(CLI::IsMember({"cpu", "ref", "cuda", "auto"}));
   return o;
 }
 

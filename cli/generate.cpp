@@ -32,8 +32,8 @@ std::shared_ptr<GenerateCliOptions> setup_generate(CLI::App& app) {
   app.add_flag("--json", o->json, "One JSON object a line: prompt, generated text, token ids");
   app.add_option("--set", o->overrides, "Override a recipe key, e.g. --set eval.beam_size=10 (repeatable)")
       ->allow_extra_args(false);
-  app.add_option("--device", o->device, "cpu, cuda or auto (overrides model.device)")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--device", o->device, "cpu, ref (the CPU reference), cuda or auto (overrides model.device)")
+      ->check(CLI::IsMember({"cpu", "ref", "cuda", "auto"}));
   app.add_option("--temperature", o->temperature,
                  "Sample at this temperature (0: greedy or the recipe's beam search; default 1 with --top-k/--top-p)")
       ->check(CLI::NonNegativeNumber);

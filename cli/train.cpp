@@ -18,8 +18,8 @@ std::shared_ptr<TrainCliOptions> setup_train(CLI::App& app) {
       ->allow_extra_args(false);
   app.add_option("--resume", o->resume, "Resume from the newest committed checkpoint in this run directory");
   app.add_option("--output", o->output, "Run directory (overrides output.dir)");
-  app.add_option("--device", o->device, "cpu, cuda or auto (overrides model.device)")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--device", o->device, "cpu, ref (the CPU reference), cuda or auto (overrides model.device)")
+      ->check(CLI::IsMember({"cpu", "ref", "cuda", "auto"}));
   app.add_flag("--dry-run", o->dry_run,
                "Print the resolved recipe, trainable parameters, memory plan and first example; train nothing");
   app.add_flag("--print-config", o->print_config,

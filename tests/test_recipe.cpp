@@ -571,7 +571,7 @@ TEST_CASE("recipe_validate: value checks, all problems in one report") {
   CHECK(e.code() == EXIT_CODE_USAGE);
   CHECK(contains(msg, "problems in recipe r.yaml:"));
   CHECK(contains(
-      msg, "\n  r.yaml:3: model.device: expected one of auto, cpu, cuda, found 'gpu'; did you mean 'cuda'?"));
+      msg, "\n  r.yaml:3: model.device: expected one of auto, cpu, ref, cuda, found 'gpu'; did you mean 'cuda'?"));
   CHECK(contains(msg, "\n  r.yaml:5: lora.r: must be >= 1, found 0"));
   CHECK(contains(msg, "\n  r.yaml:6: lora.dropout: must be in [0.0, 1.0), found 1.0"));
   CHECK(contains(msg, "r.yaml:7: lora.targets[1]: unknown target 'qproj'; did you mean 'q_proj'?"));

@@ -383,7 +383,7 @@ ValidateReport validate_recipe(const std::string& recipe_path, const std::vector
     });
   }
   const std::string& prec = r.train.precision != "auto" ? r.train.precision : r.model.dtype;
-  if (r.lora.mode == "full" && r.model.device != "cpu" && prec != "fp32")
+  if (r.lora.mode == "full" && r.model.device != "cpu" && r.model.device != "ref" && prec != "fp32")
     v.add("lora", ValidateStatus::warning, "lora.mode full trains fp32 weights only; on a GPU this run would use " +
                                                (prec == "auto" ? std::string("bf16") : prec) + " and stop at the start",
           "set train.precision: fp32, or model.device: cpu");

@@ -1,4 +1,5 @@
-// Backend selection: --device cuda|cpu|auto (auto: CUDA when a device answers, else the CPU). A missing
+// Backend selection: --device cuda|cpu|ref|auto (auto: CUDA when a device answers, else the fast CPU
+// backend; ref: the CPU reference the tests hold every backend to). A missing
 // driver makes cudaGetDeviceCount fail rather than return 0: any error counts as "no device". With auto,
 // the CPU fall-back is silent on a machine without an NVIDIA driver or device (or a build without CUDA)
 // and a one-line notice says why where a driver is present but no device can be used.
@@ -8,6 +9,7 @@
 #include <stdexcept>
 
 #include "core/base/error.h"
+#include "core/ops/cpu_kernels.h"
 
 namespace lora {
 
@@ -50,9 +52,10 @@ void Backend::matmul_epilogue(Tensor& out, const Tensor& a, const Tensor& b, boo
 }
 
 std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet, DType activations) {
-  if (device == "cpu") return backend_cpu_create();
+  if (device == "cpu") return backend_cpu_fast_create();
+  if (device == "ref") return backend_cpu_create();
   if (device != "cuda" && device != "auto")
-    fail_usage("unknown device '" + device + "'", "use --device cpu, cuda or auto");
+    fail_usage("unknown device '" + device + "'", "use --device cpu, ref, cuda or auto");
   std::string why_not;
   auto cuda = backend_cuda_create(&why_not, activations);
   if (cuda) return cuda;
@@ -61,7 +64,7 @@ std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet, D
                  "check nvidia-smi and LD_LIBRARY_PATH, or run with --device cpu");
   if (!quiet && !cuda_driver_absent())
     std::fprintf(stderr, "notice: no CUDA device (%s); running on the CPU\n", why_not.c_str());
-  return backend_cpu_create();
+  return backend_cpu_fast_create();
 }
 
 bool cuda_device_available(std::string* why_not) {

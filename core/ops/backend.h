@@ -213,7 +213,7 @@ class Backend {
   virtual void adamw_update(const std::vector<AdamWSlot>& slots, const AdamWParams& p) = 0;
 };
 
-// The CPU reference backend (core/ops/backend_cpu.cpp).
+// The CPU reference, `--device ref` (backend_cpu.cpp); the fast default `cpu` is in cpu_kernels.h.
 std::unique_ptr<Backend> backend_cpu_create();
 
 // Counter-based uniform in [0,1): a pure function of (seed, counter), identical on CPU and CUDA.
@@ -241,7 +241,7 @@ inline bool attention_keep(const AttentionDropout& d, int NH, int T, int b, int 
 }  // namespace lora
 
 namespace lora {
-// "cpu", "cuda" or "auto". quiet suppresses the CPU fall-back notice. activations: the dtype of
+// "cpu" (fast), "ref", "cuda" or "auto". quiet suppresses the CPU fall-back notice. activations: the dtype of
 // activations and frozen weights on CUDA (the CPU backend always computes in f32).
 std::unique_ptr<Backend> backend_create(const std::string& device, bool quiet = false,
                                         DType activations = DType::bf16);

@@ -1,7 +1,9 @@
 // The CPU reference backend: every op of core/ops/backend.h in fp32 on host memory.
 //
 // Each op checks its tensors (device, dtype, shapes) and calls the plain kernel of core/ops/ops_ref.h with
-// Real = float; matmul goes to OpenBLAS cblas_sgemm. The backend stores f32 and i32 only (its
+// Real = float; matmul goes to OpenBLAS cblas_sgemm. The hot ops call their loop through a CpuKernels
+// table (core/ops/cpu_kernels.h): the reference's own (`--device ref`, backend_cpu_create: the tests'
+// oracle) or the fast backend's (core/ops/backend_cpu_fast.cpp, the default `cpu`), behind the same checks. The backend stores f32 and i32 only (its
 // activation dtype is f32); asking it for bf16 or f16 is a programming error (std::logic_error). Shape
 // and dtype mismatches are programming errors too: the model code, not the user, chose them. Values
 // only the data can get wrong (token ids, targets, lengths) throw std::out_of_range from the kernels.
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "core/ops/backend.h"
+#include "core/ops/cpu_kernels.h"
 #include "core/ops/ops_ref.h"
 
 namespace lora {
@@ -84,18 +87,25 @@ void check_attention_shape(const char* op, const AttentionShape& s) {
     bad(op, "bad sliding window " + std::to_string(s.window) + " (0 for none; a window needs causal attention)");
 }
 
+// OpenBLAS's pthreads build spins its idle threads: on cores busy with other work they stall each
+// other (docs/BENCHMARKS.md: 3.4x slower on 2 busy cores), so the count and its knob are shown.
+std::string ref_run_note() {
+  const int n = openblas_get_num_threads();
+  if (n == 1) return "ref: matrix products on 1 OpenBLAS thread (OPENBLAS_NUM_THREADS sets how many)";
+  return "ref: matrix products on " + std::to_string(n) +
+         " OpenBLAS threads (OPENBLAS_NUM_THREADS sets how many; on cores busy with other work, 1 is faster)";
+}
+
+void ref_add(float* y, const float* a, const float* b, int64_t n, float alpha) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + alpha * b[i];
+}
+
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(const CpuKernels& kernels) : k_(kernels) {}
   Device device() const override { return Device::cpu; }
-  std::string name() const override { return "cpu"; }
-  // OpenBLAS's pthreads build spins its idle threads: on cores busy with other work they stall each
-  // other (docs/BENCHMARKS.md: 3.4x slower on 2 busy cores), so the count and its knob are shown.
-  std::string run_note() const override {
-    const int n = openblas_get_num_threads();
-    if (n == 1) return "cpu: matrix products on 1 OpenBLAS thread (OPENBLAS_NUM_THREADS sets how many)";
-    return "cpu: matrix products on " + std::to_string(n) +
-           " OpenBLAS threads (OPENBLAS_NUM_THREADS sets how many; on cores busy with other work, 1 is faster)";
-  }
+  std::string name() const override { return k_.name; }
+  std::string run_note() const override { return k_.run_note(); }
   DType activation_dtype() const override { return DType::f32; }
 
   // ---- memory ----
@@ -175,7 +185,7 @@ class CpuBackend final : public Backend {
   void bias_add(const MatRef& out, const Tensor& bias) override {
     if (bias.empty()) return;
     need_mat("bias_add", "out", out, out.rows, out.cols);
-    ref::bias_add(out.f32(), out.ld, f32_of("bias_add", "bias", bias, out.cols), out.rows, out.cols);
+    k_.bias_add(out.f32(), out.ld, f32_of("bias_add", "bias", bias, out.cols), out.rows, out.cols);
   }
 
   void bias_backward(Tensor& dbias, const MatRef& dout) override {
@@ -189,7 +199,7 @@ class CpuBackend final : public Backend {
     const float* pa = f32_of("add", "a", a, n);
     const float* pb = f32_of("add", "b", b, n);
     float* py = f32_of("add", "y", y, n);
-    for (int64_t i = 0; i < n; ++i) py[i] = pa[i] + alpha * pb[i];
+    k_.add(py, pa, pb, n, alpha);
   }
 
   void scale(Tensor& y, float alpha) override {
@@ -204,7 +214,7 @@ class CpuBackend final : public Backend {
     const char* op = "layernorm_forward";
     int64_t N, C;
     rows_cols(inp, N, C);
-    ref::layernorm_forward(f32_of(op, "out", out, N * C), f32_of(op, "mean", mean, N), f32_of(op, "rstd", rstd, N),
+    k_.layernorm_forward(f32_of(op, "out", out, N * C), f32_of(op, "mean", mean, N), f32_of(op, "rstd", rstd, N),
                            f32_of(op, "inp", inp, N * C), f32_opt(op, "weight", weight, C),
                            f32_opt(op, "bias", bias, C), N, C, eps);
   }
@@ -214,7 +224,7 @@ class CpuBackend final : public Backend {
     const char* op = "layernorm_backward";
     int64_t N, C;
     rows_cols(inp, N, C);
-    ref::layernorm_backward(f32_of(op, "dinp", dinp, N * C), f32_opt(op, "dweight", dweight, C),
+    k_.layernorm_backward(f32_of(op, "dinp", dinp, N * C), f32_opt(op, "dweight", dweight, C),
                             f32_opt(op, "dbias", dbias, C), f32_of(op, "dout", dout, N * C),
                             f32_of(op, "inp", inp, N * C), f32_opt(op, "weight", weight, C),
                             f32_of(op, "mean", mean, N), f32_of(op, "rstd", rstd, N), N, C);
@@ -241,13 +251,13 @@ class CpuBackend final : public Backend {
   // ---- activations ----
   void gelu_forward(Tensor& out, const Tensor& inp, GeluKind kind) override {
     const int64_t n = inp.numel();
-    ref::gelu_forward(f32_of("gelu_forward", "out", out, n), f32_of("gelu_forward", "inp", inp, n), n, kind);
+    k_.gelu_forward(f32_of("gelu_forward", "out", out, n), f32_of("gelu_forward", "inp", inp, n), n, kind);
   }
 
   void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, GeluKind kind) override {
     const char* op = "gelu_backward";
     const int64_t n = inp.numel();
-    ref::gelu_backward(f32_of(op, "dinp", dinp, n), f32_of(op, "dout", dout, n), f32_of(op, "inp", inp, n), n, kind);
+    k_.gelu_backward(f32_of(op, "dinp", dinp, n), f32_of(op, "dout", dout, n), f32_of(op, "inp", inp, n), n, kind);
   }
 
   void tanh_forward(Tensor& out, const Tensor& inp) override {
@@ -306,7 +316,7 @@ class CpuBackend final : public Backend {
     check_attention_operands(op, s, q, k, v, out);
     check_attention_dropout(op, drop);
     Tensor probs = tensor_host({s.B, s.NH, s.T, s.T}, DType::f32);  // (B,NH,T,T)
-    ref::attention_forward(out.f32(), out.ld, q.f32(), q.ld, k.f32(), k.ld, v.f32(), v.ld, probs.f32(), s,
+    k_.attention_forward(out.f32(), out.ld, q.f32(), q.ld, k.f32(), k.ld, v.f32(), v.ld, probs.f32(), s,
                            lengths_of(op, lengths, s.B), drop);
     return probs;
   }
@@ -326,7 +336,7 @@ class CpuBackend final : public Backend {
     need_mat(op, "dv", dv, N, CKV);
     lengths_of(op, lengths, s.B);
     const float* probs = f32_of(op, "saved", saved, int64_t(s.B) * s.NH * s.T * s.T);
-    ref::attention_backward(dq.f32(), dq.ld, dk.f32(), dk.ld, dv.f32(), dv.ld, dout.f32(), dout.ld, q.f32(), q.ld,
+    k_.attention_backward(dq.f32(), dq.ld, dk.f32(), dk.ld, dv.f32(), dv.ld, dout.f32(), dout.ld, q.f32(), q.ld,
                             k.f32(), k.ld, v.f32(), v.ld, probs, s, drop);
   }
 
@@ -425,7 +435,7 @@ class CpuBackend final : public Backend {
       need_numel(op, "argmax", argmax, N);
       am = argmax.i32();
     }
-    ref::cross_entropy(logits.f32(), logits.ld, f32_of(op, "losses", losses, N), am, targets.i32(), N, V,
+    k_.cross_entropy(logits.f32(), logits.ld, f32_of(op, "losses", losses, N), am, targets.i32(), N, V,
                        double(label_smoothing), double(dscale));
   }
 
@@ -441,14 +451,14 @@ class CpuBackend final : public Backend {
   void dropout_forward(Tensor& out, const Tensor& inp, float p, uint64_t seed, uint64_t offset) override {
     if (!(p >= 0.0f && p <= 1.0f)) bad("dropout_forward", "p = " + std::to_string(p) + " is outside [0, 1]");
     const int64_t n = inp.numel();
-    ref::dropout_apply(f32_of("dropout_forward", "out", out, n), f32_of("dropout_forward", "inp", inp, n), n, p,
+    k_.dropout_apply(f32_of("dropout_forward", "out", out, n), f32_of("dropout_forward", "inp", inp, n), n, p,
                        seed, offset);
   }
 
   void dropout_backward(Tensor& dinp, const Tensor& dout, float p, uint64_t seed, uint64_t offset) override {
     if (!(p >= 0.0f && p <= 1.0f)) bad("dropout_backward", "p = " + std::to_string(p) + " is outside [0, 1]");
     const int64_t n = dout.numel();
-    ref::dropout_apply(f32_of("dropout_backward", "dinp", dinp, n), f32_of("dropout_backward", "dout", dout, n), n,
+    k_.dropout_apply(f32_of("dropout_backward", "dinp", dinp, n), f32_of("dropout_backward", "dout", dout, n), n,
                        p, seed, offset);
   }
 
@@ -473,10 +483,33 @@ class CpuBackend final : public Backend {
       if (s.shadow && !s.shadow->empty() && s.shadow->data != s.param->data) copy(*s.shadow, *s.param);
     }
   }
+
+ private:
+  const CpuKernels& k_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> backend_cpu_create() { return std::make_unique<CpuBackend>(); }
+const CpuKernels& cpu_ref_kernels() {
+  static const CpuKernels k = {
+      "ref",
+      ref_run_note,
+      ref::bias_add<float>,
+      ref_add,
+      ref::layernorm_forward<float>,
+      ref::layernorm_backward<float>,
+      ref::gelu_forward<float>,
+      ref::gelu_backward<float>,
+      ref::attention_forward<float>,
+      ref::attention_backward<float>,
+      ref::cross_entropy<float>,
+      ref::dropout_apply<float>,
+  };
+  return k;
+}
+
+std::unique_ptr<Backend> backend_cpu_with(const CpuKernels& kernels) { return std::make_unique<CpuBackend>(kernels); }
+
+std::unique_ptr<Backend> backend_cpu_create() { return backend_cpu_with(cpu_ref_kernels()); }
 
 }  // namespace lora

@@ -28,7 +28,7 @@ namespace lora {
 
 struct ModelSection {
   std::string path;             // HF checkpoint directory (config.json + *.safetensors); required to train
-  std::string device = "auto";  // "auto" (cuda when a GPU is present), "cpu" or "cuda"
+  std::string device = "auto";  // "auto" (cuda when a GPU is present), "cpu", "ref" (CPU reference) or "cuda"
   std::string dtype = "auto";   // GPU activations, frozen weights: "auto", "bf16", "fp16", "fp32"; CPU: fp32
   int num_labels = 0;           // classification head outputs (1 = regression); 0 = config.json's
   // The model's own dropout in training (never in eval or generation), in [0, 1). Default 0, not

@@ -28,7 +28,7 @@ std::vector<RecipeField> recipe_fields(Recipe& r) {
   const std::vector<std::string> precisions = {"auto", "bf16", "fp16", "fp32"};
   return {
       {"model", "path", K::path_in, &r.model.path, {}},
-      {"model", "device", K::choice, &r.model.device, {"auto", "cpu", "cuda"}},
+      {"model", "device", K::choice, &r.model.device, {"auto", "cpu", "ref", "cuda"}},
       {"model", "dtype", K::choice, &r.model.dtype, precisions},
       {"model", "num_labels", K::integer, &r.model.num_labels, {}},
       {"model", "hidden_dropout", K::number, &r.model.hidden_dropout, {}},
