@@ -278,12 +278,12 @@ void Model::lora_init(const LoraSpec& spec) {
   sync_values();
 }
 
-void Model::ensure_acts(int B, int T) {
+void Model::ensure_acts(int B, int T, bool decoding) {
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, F = cfg_.d_ff;
   Acts& a = *acts_;
   const int L = cfg_.n_layer;
-  const int slots = recompute_ ? 1 : L;  // per-layer activation sets kept for the backward pass
-  if (N > a.cap || slots != a.slots) {
+  const int slots = recompute_ || decoding ? 1 : L;  // per-layer activation sets kept for the backward pass
+  if (N > a.cap || (!decoding && slots != a.slots)) {
     DType dt = be_.activation_dtype();
     auto act = [&](int64_t cols) { return be_.alloc({N, cols}, dt); };
     auto stat = [&]() { return be_.alloc({N}, DType::f32); };
@@ -463,7 +463,8 @@ Tensor qkv_part(const Tensor& t, int64_t off, int64_t N, int64_t cols) {
 }  // namespace
 
 // Block l from the residual res[l] to res[l+1]; its activations go to set `slot` (one set with
-// activation recomputation, refilled for each block again during the backward pass).
+// activation recomputation, refilled for each block again during the backward pass, and when decoding).
+// Decoding (p.cache) changes only where attention finds its keys and the positions rotary embeddings use.
 //   pre-norm  (GPT-2, LLaMA): xm = res + o(attn(ln1(res))),  res' = xm + mlp(ln2(xm))
 //   post-norm (RoBERTa):      xm = res + o(attn(res)), x1 = ln1(xm) (kept in ln1),
 //                             s2 = x1 + mlp(x1) (kept in ln2), res' = ln2(s2)
@@ -475,31 +476,41 @@ void Model::block_forward(const Pass& p, int l) {
   auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
   const bool rotary = cfg_.pos == PosKind::rotary, swiglu = cfg_.act == ActKind::swiglu, post = cfg_.post_norm;
   Block& blk = blocks_[l];
-  const int k = recompute_ ? 0 : l;
+  const int k = recompute_ || p.cache ? 0 : l;
   const bool fused = !blk.qkv.hf_name.empty();
   const AttentionDropout drop{p.attention_p, dropout_seed(p.dropout_key, block_drop_key(l, DropSite::attn_probs)), 0};
   AttentionShape shape = p.shape;
   shape.window = cfg_.window_of(l);
   Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
+  // Attention over the pass's own keys or, decoding, over the cache, which first takes this chunk's keys
+  // and values (the decoding attention keeps no state for a backward pass).
+  auto attend = [&](const MatRef& q, const MatRef& kk, const MatRef& v) {
+    if (!p.cache) return be_.attention_forward(mat(att), q, kk, v, shape, a.lengths, drop);
+    KvCache& c = *p.cache;
+    be_.attention_decode(mat(att), q, kk, v, c.k[l], c.v[l], c.start_dev, c.slot_rows_dev, c.used, shape);
+    return Tensor();
+  };
   Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
   if (!post) norm_forward(ln1, m1, r1, res, blk.ln1);
   const Tensor& attn_in = post ? res : ln1;
   if (fused) {
     Tensor qkv = R(a.qkv[k], 3 * C);
     linear_forward(blk.qkv, attn_in, qkv, l, 0, p.dropout_key, p.train);
-    a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                           mat_cols(qkv, 2 * C, C), shape, a.lengths, drop);
+    a.att_saved[k] = attend(mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C));
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
            v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
     linear_forward(blk.q, attn_in, q, l, 4, p.dropout_key, p.train);
     linear_forward(blk.k, attn_in, kk, l, 5, p.dropout_key, p.train);
     linear_forward(blk.v, attn_in, v, l, 6, p.dropout_key, p.train);
-    if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
+    if (rotary && p.cache) {  // decoding: each row at its own absolute position
+      be_.rope_at(mat(q), p.positions, p.shape.NH, p.shape.HS, cfg_.rope_theta);
+      be_.rope_at(mat(kk), p.positions, p.shape.NKV, p.shape.HS, cfg_.rope_theta);
+    } else if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
       be_.rope(mat(q), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, false);
       be_.rope(mat(kk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, false);
     }
-    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), shape, a.lengths, drop);
+    a.att_saved[k] = attend(mat(q), mat(kk), mat(v));
   }
   Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
   linear_forward(blk.attn_out, att, proj, l, 1, p.dropout_key, p.train);
