@@ -238,6 +238,10 @@ class CudaBackend final : public Backend {
     OpProfiler::Scope scope(prof_, "rope");
     cuda_ops::rope(ctx_, x, B, T, nheads, HS, theta, inverse);
   }
+  void rope_at(const MatRef& x, const Tensor& positions, int nheads, int HS, float theta) override {
+    OpProfiler::Scope scope(prof_, "rope_at");
+    cuda_ops::rope_at(ctx_, x, positions, nheads, HS, theta);
+  }
 
   Tensor attention_forward(const MatRef& out, const MatRef& q, const MatRef& k, const MatRef& v,
                            const AttentionShape& s, const Tensor& lengths, const AttentionDropout& drop) override {

@@ -68,6 +68,7 @@ void swiglu_backward(CudaContext& ctx, Tensor& dgate, Tensor& dup, const Tensor&
 
 // rope.cu
 void rope(CudaContext& ctx, const MatRef& x, int B, int T, int nheads, int HS, float theta, bool inverse);
+void rope_at(CudaContext& ctx, const MatRef& x, const Tensor& positions, int nheads, int HS, float theta);
 
 // attention.cu: lse (B,NH,T) f32 is the `saved` tensor.
 void attention_forward(CudaContext& ctx, const MatRef& out, Tensor& lse, const MatRef& q, const MatRef& k,

@@ -292,6 +292,20 @@ TEST_CASE("cuda rope on a column block, forward and inverse") {
   }
 }
 
+TEST_CASE("cuda rope_at on a column block, each row at its own position") {
+  FOR_EACH_ACTIVATION(5) {
+    const int N = 37, NH = 3, HS = 32;
+    auto qkv = P.random({N, 3 * NH * HS});
+    Tensor pos = tensor_host({N}, DType::i32);
+    for (int n = 0; n < N; ++n) pos.i32()[n] = (n * 37) % 1000;  // up to 999: angles past fp32's exactness
+    Tensor pos_gpu = P.gpu->alloc({N}, DType::i32);
+    P.gpu->upload(pos_gpu, pos);
+    P.cpu->rope_at(mat_cols(qkv.cpu, NH * HS, NH * HS), pos, NH, HS, 10000.0f);
+    P.gpu->rope_at(mat_cols(qkv.gpu, NH * HS, NH * HS), pos_gpu, NH, HS, 10000.0f);
+    P.expect("rope_at", qkv);
+  }
+}
+
 // The tensor-core attention (cuda/attention_tc.cu: q, k, v of one 16-bit dtype, head size 64 or 128) rounds
 // the probabilities P and the score gradients dS to the operand dtype before multiplying them, as
 // FlashAttention does: its results differ from the fp32 oracle by more than the output's rounding. Its

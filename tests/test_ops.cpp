@@ -498,6 +498,31 @@ TEST_CASE("rope: rotate_half convention, inverse undoes it, backward matches fin
   expect_close("backend rope", from_backend(*be, tbuf), want, f32_rtol);
 }
 
+TEST_CASE("rope_at: row n rotates as position pos[n] of a sequence; bad positions are refused") {
+  auto be = backend_cpu_create();
+  Rng rng(10);
+  const int NH = 2, HS = 6, C = NH * HS, ld = 2 * C, T = 9;
+  const std::vector<int32_t> pos = {3, 0, 8, 3, 5};
+  const int64_t N = int64_t(pos.size());
+  vec buf = rng.normal(N * ld);
+  Tensor tbuf = to_backend(*be, buf, {N, ld});
+  Tensor tpos = tensor_host({N}, DType::i32);
+  std::copy(pos.begin(), pos.end(), tpos.i32());
+  be->rope_at(mat_cols(tbuf, C, C), tpos, NH, HS, 500.0f);
+  const vec got = from_backend(*be, tbuf);
+  for (int64_t n = 0; n < N; ++n) {  // row n placed at position pos[n] of a T-row sequence, rotated by rope
+    vec seq(size_t(T) * ld, 0.0);
+    std::copy(buf.begin() + n * ld, buf.begin() + (n + 1) * ld, seq.begin() + pos[size_t(n)] * ld);
+    ref::rope(seq.data() + C, ld, 1, T, NH, HS, 500.0, false);
+    expect_close("rope_at row", vec(got.begin() + n * ld, got.begin() + (n + 1) * ld),
+                 vec(seq.begin() + pos[size_t(n)] * ld, seq.begin() + (pos[size_t(n)] + 1) * ld), f32_rtol);
+  }
+  tpos.i32()[2] = -1;
+  CHECK_THROWS_AS(be->rope_at(mat_cols(tbuf, C, C), tpos, NH, HS, 500.0f), std::out_of_range);
+  Tensor short_pos = tensor_host({N - 1}, DType::i32);
+  CHECK_THROWS_AS(be->rope_at(mat_cols(tbuf, C, C), short_pos, NH, HS, 500.0f), std::logic_error);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // attention
 // ---------------------------------------------------------------------------------------------------

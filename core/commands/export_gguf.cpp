@@ -15,6 +15,7 @@
 #include "core/base/error.h"
 #include "core/base/fsutil.h"
 #include "core/commands/output_dir.h"
+#include "core/formats/family.h"
 #include "core/formats/safetensors.h"
 
 namespace lora {
@@ -40,37 +41,28 @@ std::string adapter_base_dir_resolve(const AdapterFile& ad) {
 
 // ---- GGUF ----
 
+namespace {
+// Every llama.cpp architecture some family exports to ("gpt2, llama and qwen2").
+std::string gguf_arch_names() {
+  std::vector<std::string> names;
+  for (const Family* f : families())
+    for (const GgufArch& a : f->gguf_archs) names.push_back(a.name);
+  return names_and(names);
+}
+}  // namespace
+
 std::string gguf_arch_for(const ModelConfig& cfg) {
-  if (cfg.family == "gpt2") return "gpt2";
-  if (cfg.family == "llama") {
-    // llama.cpp converts Mistral checkpoints to its llama arch (convert_hf_to_gguf.py), Qwen2 to qwen2.
-    if (cfg.model_type == "qwen2") return "qwen2";
-    if (cfg.model_type.empty() || cfg.model_type == "llama" || cfg.model_type == "mistral") return "llama";
-  }
+  const Family* family = family_find(cfg.family);
+  const std::string arch = family ? family->gguf_arch(cfg) : "";
+  if (!arch.empty()) return arch;
   fail_usage("cannot export a LoRA adapter for a " + cfg.family + " (model_type " + cfg.model_type +
-                 ") model to GGUF: lora maps the llama.cpp architectures gpt2, llama (also Mistral) and qwen2",
+                 ") model to GGUF: lora maps the llama.cpp architectures " + gguf_arch_names(),
              "use --to peft or --to merged for this model");
 }
 
 std::string gguf_tensor_name(const std::string& arch, const std::string& module) {
-  std::smatch m;
-  if (arch == "gpt2") {
-    static const std::regex re(R"(^(?:transformer\.)?h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$)");
-    if (!std::regex_match(module, m, re)) return "";
-    static const std::map<std::string, std::string> kind = {
-        {"attn.c_attn", "attn_qkv"}, {"attn.c_proj", "attn_output"}, {"mlp.c_fc", "ffn_up"}, {"mlp.c_proj", "ffn_down"}};
-    return "blk." + std::string(m[1]) + "." + kind.at(m[2]) + ".weight";
-  }
-  if (arch == "llama" || arch == "qwen2") {
-    static const std::regex re(R"(^(?:model\.)?layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)$)");
-    if (!std::regex_match(module, m, re)) return "";
-    static const std::map<std::string, std::string> kind = {
-        {"self_attn.q_proj", "attn_q"},   {"self_attn.k_proj", "attn_k"}, {"self_attn.v_proj", "attn_v"},
-        {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
-        {"mlp.down_proj", "ffn_down"}};
-    return "blk." + std::string(m[1]) + "." + kind.at(m[2]) + ".weight";
-  }
-  return "";
+  const Family* family = family_for_gguf_arch(arch);
+  return family ? family->gguf_tensor(module) : "";
 }
 
 Tensor gguf_rotary_permute_rows(const Tensor& w, int n_head) {
@@ -121,7 +113,9 @@ bool host_little_endian() {
 ExportReport gguf_export_lora(const AdapterFile& ad, const std::string& arch, const std::string& path, int n_head,
                               int n_kv_head) {
   if (!host_little_endian()) fail_runtime("GGUF export needs a little-endian host");
-  const bool rotary_rows = arch == "llama";  // see gguf_rotary_permute_rows
+  const GgufArch* arch_info = nullptr;
+  family_for_gguf_arch(arch, &arch_info);
+  const bool rotary_rows = arch_info && arch_info->rotary_permute;  // see gguf_rotary_permute_rows
   if (rotary_rows && (n_head <= 0 || n_kv_head <= 0))
     fail_runtime("GGUF export for the llama arch needs the base's head counts (internal error)");
   ExportReport rep;
@@ -236,7 +230,8 @@ int peft_export(const AdapterFile& ad, const std::string& family, const std::str
     if (!cfg.contains(key)) cfg[key] = v;
   };
   fill("base_model_name_or_path", ad.base_name);
-  fill("task_type", family == "roberta" ? "SEQ_CLS" : "CAUSAL_LM");
+  const Family* fam = family_find(family);
+  fill("task_type", fam ? fam->peft_task_type : "CAUSAL_LM");
   fill("lora_dropout", 0.0);
   fill("bias", "none");
   fill("rank_pattern", json::object());
@@ -250,7 +245,7 @@ int peft_export(const AdapterFile& ad, const std::string& family, const std::str
   fill("layers_pattern", nullptr);
   fill("init_lora_weights", true);
   fill("revision", nullptr);
-  if (family == "gpt2") cfg["fan_in_fan_out"] = true;  // Conv1D: PEFT sets it for GPT-2 whatever is written
+  if (fam && fam->peft_fan_in_fan_out) cfg["fan_in_fan_out"] = true;
   fill("fan_in_fan_out", false);
   cfg["inference_mode"] = true;
   std::error_code ec;
@@ -327,11 +322,12 @@ ExportReport export_run(const ExportOptions& o) {
                             "implement: there every layer attends over the whole context, so llama.cpp's outputs "
                             "match transformers' and lora's only for sequences of at most " +
                             std::to_string(cfg.sliding_window) + " tokens");
-    } else if (family == "gpt2") {
-      arch = "gpt2";
+    } else if (const Family* fam = family_find(family); fam && fam->gguf_archs.size() == 1) {
+      arch = fam->gguf_archs[0].name;  // the module names tell the architecture
     } else {
       fail_usage("cannot tell which llama.cpp architecture adapter '" + o.adapter_dir + "' is for" +
-                     (family == "llama" ? std::string(" (llama, mistral and qwen2 share tensor names)") : std::string()) +
+                     (fam && fam->gguf_archs.size() > 1 ? " (" + names_and(fam->model_types) + " share tensor names)"
+                                                        : std::string()) +
                      "; its base_model_name_or_path '" + ad.base_name + "' is not a model directory here",
                  "pass --base MODEL_DIR (only its config.json is read)");
     }

@@ -66,11 +66,11 @@ ExportReport export_run(const ExportOptions& o);
 // adapter directory) when it is a directory with a config.json; "" otherwise.
 std::string adapter_base_dir_resolve(const AdapterFile& ad);
 
-// llama.cpp's architecture name for a model config ("gpt2", "llama", "qwen2"); families llama.cpp's
-// LoRA loading does not cover are refused (exit 2).
+// llama.cpp's architecture name for a model config (Family::gguf_arch: gpt2, llama or qwen2); families
+// llama.cpp's LoRA loading does not cover are refused (exit 2).
 std::string gguf_arch_for(const ModelConfig& cfg);
 // llama.cpp's tensor name for an adapted module ("transformer.h.3.attn.c_attn" -> "blk.3.attn_qkv.weight"),
-// "" when the arch has no such tensor.
+// "" when the arch has no such tensor (Family::gguf_tensor of the family exporting to arch).
 std::string gguf_tensor_name(const std::string& arch, const std::string& module);
 
 // Writes the adapter as a llama.cpp LoRA GGUF file at path (crash-safe); arch from gguf_arch_for.

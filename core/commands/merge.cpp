@@ -14,6 +14,7 @@
 #include "core/base/fsutil.h"
 #include "core/base/strings.h"
 #include "core/commands/output_dir.h"
+#include "core/formats/family.h"
 #include "core/formats/safetensors.h"
 #include "core/model/adapter.h"
 #include "core/model/model.h"
@@ -34,15 +35,17 @@ const char* kHeadNames[] = {"lm_head.", "score.", "classifier.", "qa_outputs."};
 // ---- the adapter as data ----
 
 std::string adapter_family_guess(const AdapterFile& ad) {
-  const std::regex gpt2(R"(^(transformer\.)?h\.\d+\.(attn|mlp)\..+)");
-  const std::regex llama(R"(^(model\.)?layers\.\d+\.(self_attn|mlp)\..+)");
-  const std::regex roberta(R"(^(roberta\.)?encoder\.layer\.\d+\..+)");
+  std::vector<std::pair<std::string, std::regex>> patterns;  // (family, its block-module pattern)
+  for (const Family* f : families()) patterns.push_back({f->name, std::regex(f->module_pattern)});
   std::set<std::string> found;
   for (const auto& m : ad.modules) {
-    if (std::regex_match(m.module, gpt2)) found.insert("gpt2");
-    else if (std::regex_match(m.module, llama)) found.insert("llama");
-    else if (std::regex_match(m.module, roberta)) found.insert("roberta");
-    else found.insert("");
+    std::string family;
+    for (const auto& p : patterns)
+      if (std::regex_match(m.module, p.second)) {
+        family = p.first;
+        break;
+      }
+    found.insert(family);
   }
   return found.size() == 1 ? *found.begin() : "";
 }
@@ -120,6 +123,7 @@ std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base
     return !head.empty() && (starts_with(name, "classifier.") || starts_with(name, "lm_head.") || starts_with(name, pooler));
   };
 
+  const std::vector<std::string>& unsaved = family_of(cfg).unsaved_suffixes;
   std::vector<std::pair<std::string, Tensor>> out;
   int skipped = 0, dropped = 0;
   for (const auto& stored : base.names()) {
@@ -128,8 +132,8 @@ std::vector<std::pair<std::string, Tensor>> merge_weights(const Checkpoint& base
       dropped += !starts_with(name, "classifier.");
       continue;
     }
-    // Buffers save_pretrained does not write: GPT-2's causal masks and a tied head's copy.
-    if (family == "gpt2" && (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"))) {
+    // Buffers save_pretrained does not write: the family's (GPT-2's causal masks) and a tied head's copy.
+    if (std::any_of(unsaved.begin(), unsaved.end(), [&](const std::string& s) { return ends_with(name, s); })) {
       ++skipped;
       continue;
     }

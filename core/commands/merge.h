@@ -48,7 +48,8 @@ constexpr size_t kMergeShardBytes = 5000000000ull;
 
 // ---- adapter module names ----
 
-// The model family the adapter's module names belong to: "gpt2", "llama", "roberta", or "" if unknown.
+// The model family (Family::name) whose block-module pattern every adapted module matches, or "" if
+// none or several.
 std::string adapter_family_guess(const AdapterFile& ad);
 
 // A module name with the family's HF prefix ("h.0.attn.c_attn" -> "transformer.h.0.attn.c_attn" for

@@ -21,11 +21,11 @@ void model_init_write(const std::string& config_path, const std::string& out_dir
   auto be = backend_cpu_create();
   Model m(*be, cfg);
   m.init_random(seed);
-  // A RoBERTa config whose architectures name no sequence classifier (RobertaForMaskedLM, as roberta-base
+  // A classifier's config (RoBERTa's) whose architectures name no sequence classifier (RobertaForMaskedLM, as roberta-base
   // is published) gets an encoder without classifier.* weights, as that checkpoint has: training then
   // starts a head of model.num_labels outputs, as transformers does.
   bool headless = false;
-  if (cfg.family == "roberta" && source.contains("architectures") && source["architectures"].is_array()) {
+  if (cfg.head == HeadKind::classifier && source.contains("architectures") && source["architectures"].is_array()) {
     headless = true;
     for (const auto& a : source["architectures"])
       if (a.is_string() && a.get<std::string>().find("ForSequenceClassification") != std::string::npos) headless = false;

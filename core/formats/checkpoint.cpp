@@ -15,6 +15,7 @@
 #include "core/base/error.h"
 #include "core/base/fsutil.h"
 #include "core/base/strings.h"
+#include "core/formats/family.h"
 
 namespace lora {
 
@@ -55,7 +56,8 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 // Refuses a directory with pickled weights only, naming them and how to convert them once.
 [[noreturn]] void pickles_refuse(const std::string& dir, const ModelConfig& config,
                                  const std::vector<std::string>& pickles) {
-  std::string auto_class = config.family == "roberta" ? "AutoModelForMaskedLM" : "AutoModelForCausalLM";
+  const Family* family = family_find(config.family);
+  std::string auto_class = family ? family->auto_class : "AutoModelForCausalLM";
   fail_usage("model directory '" + dir + "' holds only pickled weights (" + pickles.front() +
                  (pickles.size() > 1 ? " and " + std::to_string(pickles.size() - 1) + " more" : "") +
                  "); lora never unpickles files, which can run arbitrary code",
@@ -67,10 +69,8 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }  // namespace
 
 std::string checkpoint_prefix(const std::string& family) {
-  if (family == "gpt2") return "transformer.";
-  if (family == "llama") return "model.";
-  if (family == "roberta") return "roberta.";
-  return "";
+  const Family* f = family_find(family);
+  return f ? f->prefix : "";
 }
 
 Checkpoint Checkpoint::open(const std::string& dir) {

@@ -5,7 +5,7 @@
 // Contract: open() parses the config and opens (mmaps and validates) every safetensors file before
 // returning, so a bad shard fails at once, not halfway through loading. Names given to has()/get() are
 // without the family prefix ("h.0.attn.c_attn.weight"); the lookup also tries the prefixed form
-// ("transformer." for gpt2, "model." for llama, "roberta." for roberta) and the name as stored, so
+// (the family's prefix, Family::prefix: "transformer." for GPT-2) and the name as stored, so
 // both spellings work. get() returns a host f32 copy and checks its shape; errors are lora::Error
 // naming the tensor, the files searched and the closest stored name.
 #pragma once
@@ -48,7 +48,7 @@ class Checkpoint {
   std::map<std::string, Location> tensors_;  // stored name -> where
 };
 
-// The family's tensor-name prefix in HF checkpoints ("transformer.", "model.", "roberta."), or "".
+// The family's tensor-name prefix in HF checkpoints (Family::prefix), or "" for an unknown family.
 std::string checkpoint_prefix(const std::string& family);
 
 // Writes a HF-layout directory: config.json (model_config_to_json, plus torch_dtype) and the tensors,

@@ -1,6 +1,7 @@
 // The architecture of a model as data: one struct filled from HF config.json by
-// one small mapper per family. The model code reads only this struct, never the family name.
-// Supported model_type values: gpt2; llama, mistral, qwen2 (family "llama": same tensor layout);
+// one small mapper per family (core/formats/family.h). The model code reads only this struct and asks
+// the family for names, never comparing family names.
+// Supported model_type values: gpt2; llama, mistral, qwen2 (one family: same tensor layout);
 // roberta. Settings we cannot honour (rope_scaling, other activations, ...) are refused, never ignored.
 // Sliding-window attention: Mistral's applies to every layer, Qwen2's to the layers its layer_types
 // (or max_window_layers) marks sliding; the model asks window_of(layer) either way.
@@ -20,7 +21,7 @@ enum class ActKind { gelu_tanh, gelu_erf, swiglu };
 enum class HeadKind { lm, classifier };
 
 struct ModelConfig {
-  std::string family;       // "gpt2", "llama", "roberta": for messages and file layouts only
+  std::string family;       // Family::name (family.h): for messages and the family's file layouts only
   std::string model_type;   // HF model_type as read ("mistral", "qwen2", ...); written back by to_json
   int n_layer = 0;          // transformer blocks
   int n_head = 0;           // query heads

@@ -14,6 +14,7 @@
 #include "core/base/fsutil.h"
 #include "core/base/strings.h"
 #include "core/formats/checkpoint.h"
+#include "core/formats/family.h"
 #include "core/formats/safetensors.h"
 
 namespace lora {
@@ -115,8 +116,7 @@ void adapter_save(Model& model, const std::string& dir, const std::string& base_
   };
   if (int(layers.size()) != model.config().n_layer) {
     cfg["layers_to_transform"] = std::vector<int>(layers.begin(), layers.end());
-    const std::string& family = model.config().family;
-    cfg["layers_pattern"] = family == "gpt2" ? "h" : family == "roberta" ? "layer" : "layers";
+    cfg["layers_pattern"] = family_of(model.config()).peft_layers_pattern;
   }
   fs::create_directories(dir);
   safetensors_write((fs::path(dir) / "adapter_model.safetensors").string(), tensors,

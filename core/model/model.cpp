@@ -12,6 +12,7 @@
 #include "core/base/error.h"
 #include "core/base/rng.h"
 #include "core/formats/checkpoint.h"
+#include "core/formats/family.h"
 #include "core/model/model_internal.h"
 
 namespace lora {
@@ -67,18 +68,16 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
     throw std::logic_error("ModelConfig: sliding_layers has " + std::to_string(cfg.sliding_layers.size()) +
                            " entries for " + std::to_string(cfg.n_layer) + " layers");
   const int64_t C = cfg.d_model, F = cfg.d_ff, CKV = int64_t(NKV) * (C / cfg.n_head);
-  // Tensor layout (names as in the checkpoint, without the family prefix): GPT-2's (Conv1D weights,
-  // fused c_attn, "h.N."), the LLaMA family's (nn.Linear, separate q/k/v projections, "layers.N.") or
-  // RoBERTa's ("encoder.layer.N.", BERT's module names). The arithmetic follows norm, pos and act.
-  const bool fused = cfg.conv1d_weights;
-  const bool bert = cfg.family == "roberta";
+  // The tensor names are the family's (core/formats/family_<name>.cpp); the shapes and the arithmetic
+  // follow the config's fields.
+  const Family& family = family_of(cfg);
   DType dt = be.activation_dtype();
-  wte_name_ = fused ? "wte.weight" : bert ? "embeddings.word_embeddings.weight" : "embed_tokens.weight";
-  wpe_name_ = bert ? "embeddings.position_embeddings.weight" : "wpe.weight";
+  wte_name_ = family.embed_tokens;
+  wpe_name_ = family.embed_positions;
   wte_ = be.alloc({cfg.vocab_size, C}, dt);
   if (cfg.pos == PosKind::learned) wpe_ = be.alloc({cfg.position_offset + cfg.max_positions, C}, dt);
   if (cfg.type_vocab_size > 0) {
-    tte_name_ = "embeddings.token_type_embeddings.weight";
+    tte_name_ = family.embed_types;
     tte_ = be.alloc({cfg.type_vocab_size, C}, dt);
   }
   if (!cfg.tied_head && cfg.head == HeadKind::lm) lm_head_ = be.alloc({cfg.vocab_size, C}, dt);
@@ -90,61 +89,26 @@ Model::Model(Backend& be, const ModelConfig& cfg) : be_(be), cfg_(cfg), acts_(ne
     if (norm_bias) n.b = be.alloc({C}, dt);
     return n;
   };
-  auto alloc_linear = [&](Linear& lin, bool bias) {
-    lin.w = be.alloc(weight_shape(lin), dt);
-    if (bias) lin.b = be.alloc({lin.out}, dt);
-  };
-  const bool io = cfg.conv1d_weights;
   if (cfg.post_norm)
-    ln_emb_ = make_norm("embeddings.LayerNorm");
+    ln_emb_ = make_norm(family.embed_norm);
   else
-    lnf_ = make_norm(fused ? "ln_f" : "norm");
+    lnf_ = make_norm(family.final_norm);
+  // Each slot's shape (in, out) and whether it carries a bias, by LinearSlot: a fused qkv holds q, then
+  // the key and value heads.
+  const int64_t shape[Block::kSlots][2] = {{C, C + 2 * CKV}, {C, C}, {C, F}, {F, C}, {C, C}, {C, CKV}, {C, CKV}, {C, F}};
+  const bool bias[Block::kSlots] = {cfg.qkv_bias, cfg.o_bias, cfg.mlp_bias, cfg.mlp_bias,
+                                    cfg.qkv_bias, cfg.qkv_bias, cfg.qkv_bias, cfg.mlp_bias};
   for (int l = 0; l < cfg.n_layer; ++l) {
+    const BlockNames names = family.block_names(cfg, l);
     Block b;
-    if (fused) {
-      std::string p = "h." + std::to_string(l) + ".";
-      b.ln1 = make_norm(p + "ln_1");
-      b.ln2 = make_norm(p + "ln_2");
-      b.qkv = make_linear(p + "attn.c_attn", C, 3 * C, io);
-      b.attn_out = make_linear(p + "attn.c_proj", C, C, io);
-      b.fc = make_linear(p + "mlp.c_fc", C, F, io);
-      b.fc_out = make_linear(p + "mlp.c_proj", F, C, io);
-      for (int i = 0; i < 4; ++i) alloc_linear(*b.slot(i), true);
-    } else if (bert) {
-      // Post-norm: ln1 is attention.output.LayerNorm (after the attention's residual add), ln2 is
-      // output.LayerNorm (after the MLP's).
-      std::string p = "encoder.layer." + std::to_string(l) + ".";
-      b.ln1 = make_norm(p + "attention.output.LayerNorm");
-      b.ln2 = make_norm(p + "output.LayerNorm");
-      b.q = make_linear(p + "attention.self.query", C, C, io);
-      b.k = make_linear(p + "attention.self.key", C, CKV, io);
-      b.v = make_linear(p + "attention.self.value", C, CKV, io);
-      b.attn_out = make_linear(p + "attention.output.dense", C, C, io);
-      b.fc = make_linear(p + "intermediate.dense", C, F, io);
-      b.fc_out = make_linear(p + "output.dense", F, C, io);
-      for (Linear* lin : {&b.q, &b.k, &b.v}) alloc_linear(*lin, cfg.qkv_bias);
-      alloc_linear(b.attn_out, cfg.o_bias);
-      for (Linear* lin : {&b.fc, &b.fc_out}) alloc_linear(*lin, cfg.mlp_bias);
-    } else {
-      std::string p = "layers." + std::to_string(l) + ".";
-      b.ln1 = make_norm(p + "input_layernorm");
-      b.ln2 = make_norm(p + "post_attention_layernorm");
-      b.q = make_linear(p + "self_attn.q_proj", C, C, io);
-      b.k = make_linear(p + "self_attn.k_proj", C, CKV, io);
-      b.v = make_linear(p + "self_attn.v_proj", C, CKV, io);
-      b.attn_out = make_linear(p + "self_attn.o_proj", C, C, io);
-      if (cfg.act == ActKind::swiglu) {
-        b.gate = make_linear(p + "mlp.gate_proj", C, F, io);
-        b.fc = make_linear(p + "mlp.up_proj", C, F, io);
-        b.fc_out = make_linear(p + "mlp.down_proj", F, C, io);
-      } else {
-        b.fc = make_linear(p + "mlp.fc1", C, F, io);
-        b.fc_out = make_linear(p + "mlp.fc2", F, C, io);
-      }
-      for (Linear* lin : {&b.q, &b.k, &b.v}) alloc_linear(*lin, cfg.qkv_bias);
-      alloc_linear(b.attn_out, cfg.o_bias);
-      for (Linear* lin : {&b.gate, &b.fc, &b.fc_out})
-        if (!lin->hf_name.empty()) alloc_linear(*lin, cfg.mlp_bias);
+    b.ln1 = make_norm(names.ln1);
+    b.ln2 = make_norm(names.ln2);
+    for (int i = 0; i < Block::kSlots; ++i) {
+      if (names.linear[i].empty()) continue;
+      Linear& lin = *b.slot(i);
+      lin = make_linear(names.linear[i], shape[i][0], shape[i][1], cfg.conv1d_weights);
+      lin.w = be.alloc(weight_shape(lin), dt);
+      if (bias[i]) lin.b = be.alloc({lin.out}, dt);
     }
     blocks_.push_back(std::move(b));
   }
@@ -243,37 +207,18 @@ void Model::init_random(uint64_t seed) {
 }
 
 std::vector<TargetSlot> lora_target_slots(const std::string& target, const ModelConfig& cfg) {
+  static_assert(Block::kSlots == kLinearSlots, "Block::slot numbers the slots as LinearSlot does");
+  static constexpr Linear Block::*kMember[Block::kSlots] = {&Block::qkv, &Block::attn_out, &Block::fc, &Block::fc_out,
+                                                            &Block::q,   &Block::k,        &Block::v,  &Block::gate};
+  const Family& family = family_of(cfg);
   const int64_t C = cfg.d_model;
-  if (!cfg.conv1d_weights) {  // separate nn.Linear projections (the LLaMA family's layout)
-    if (target == "q" || target == "query" || target == "q_proj") return {{&Block::q, "q", 0, -1}};
-    if (target == "k" || target == "key" || target == "k_proj") return {{&Block::k, "k", 0, -1}};
-    if (target == "v" || target == "value" || target == "v_proj") return {{&Block::v, "v", 0, -1}};
-    if (target == "o" || target == "o_proj") return {{&Block::attn_out, "o", 0, -1}};
-    if (cfg.act == ActKind::swiglu) {
-      if (target == "gate" || target == "gate_proj") return {{&Block::gate, "gate", 0, -1}};
-      if (target == "up" || target == "up_proj") return {{&Block::fc, "up", 0, -1}};
-      if (target == "down" || target == "down_proj") return {{&Block::fc_out, "down", 0, -1}};
-    } else {
-      if (target == "up") return {{&Block::fc, "up", 0, -1}};
-      if (target == "down") return {{&Block::fc_out, "down", 0, -1}};
-    }
-    if (cfg.family == "roberta")
-      fail_usage("unknown LoRA target '" + target + "' for a roberta model",
-                 "use roles q k v o up down, or module names query key value");
-    fail_usage("unknown LoRA target '" + target + "' for a " + cfg.family + " model",
-               "use roles q k v o gate up down, or module names q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
-  }
-  if (target == "q" || target == "query") return {{&Block::qkv, "q", 0, C}};
-  if (target == "k" || target == "key") return {{&Block::qkv, "k", C, C}};
-  if (target == "v" || target == "value") return {{&Block::qkv, "v", 2 * C, C}};
-  if (target == "c_attn" || target == "qkv") return {{&Block::qkv, "qkv", 0, -1}};
-  if (target == "o" || target == "attn.c_proj") return {{&Block::attn_out, "o", 0, -1}};
-  if (target == "up" || target == "fc" || target == "c_fc" || target == "mlp.c_fc")
-    return {{&Block::fc, "up", 0, -1}};
-  if (target == "down" || target == "mlp.c_proj") return {{&Block::fc_out, "down", 0, -1}};
-  if (target == "c_proj") return {{&Block::attn_out, "o", 0, -1}, {&Block::fc_out, "down", 0, -1}};
-  fail_usage("unknown LoRA target '" + target + "' for a " + cfg.family + " model",
-             "use roles q k v o up down, or GPT-2 module names c_attn c_proj c_fc attn.c_proj mlp.c_proj");
+  std::vector<TargetSlot> out;
+  for (const TargetAlias& a : family.targets(cfg))
+    if (target == a.name)
+      out.push_back({kMember[int(a.slot)], a.role, a.col_block * C, a.ncol_blocks ? a.ncol_blocks * C : -1});
+  if (out.empty())
+    fail_usage("unknown LoRA target '" + target + "' for a " + cfg.family + " model", family.targets_hint);
+  return out;
 }
 
 void Model::lora_init(const LoraSpec& spec) {
@@ -333,12 +278,12 @@ void Model::lora_init(const LoraSpec& spec) {
   sync_values();
 }
 
-void Model::ensure_acts(int B, int T) {
+void Model::ensure_acts(int B, int T, bool decoding) {
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, F = cfg_.d_ff;
   Acts& a = *acts_;
   const int L = cfg_.n_layer;
-  const int slots = recompute_ ? 1 : L;  // per-layer activation sets kept for the backward pass
-  if (N > a.cap || slots != a.slots) {
+  const int slots = recompute_ || decoding ? 1 : L;  // per-layer activation sets kept for the backward pass
+  if (N > a.cap || (!decoding && slots != a.slots)) {
     DType dt = be_.activation_dtype();
     auto act = [&](int64_t cols) { return be_.alloc({N, cols}, dt); };
     auto stat = [&]() { return be_.alloc({N}, DType::f32); };
@@ -518,7 +463,8 @@ Tensor qkv_part(const Tensor& t, int64_t off, int64_t N, int64_t cols) {
 }  // namespace
 
 // Block l from the residual res[l] to res[l+1]; its activations go to set `slot` (one set with
-// activation recomputation, refilled for each block again during the backward pass).
+// activation recomputation, refilled for each block again during the backward pass, and when decoding).
+// Decoding (p.cache) changes only where attention finds its keys and the positions rotary embeddings use.
 //   pre-norm  (GPT-2, LLaMA): xm = res + o(attn(ln1(res))),  res' = xm + mlp(ln2(xm))
 //   post-norm (RoBERTa):      xm = res + o(attn(res)), x1 = ln1(xm) (kept in ln1),
 //                             s2 = x1 + mlp(x1) (kept in ln2), res' = ln2(s2)
@@ -530,31 +476,41 @@ void Model::block_forward(const Pass& p, int l) {
   auto R = [&](const Tensor& t, int64_t cols) { return rows_of(t, N, cols); };
   const bool rotary = cfg_.pos == PosKind::rotary, swiglu = cfg_.act == ActKind::swiglu, post = cfg_.post_norm;
   Block& blk = blocks_[l];
-  const int k = recompute_ ? 0 : l;
+  const int k = recompute_ || p.cache ? 0 : l;
   const bool fused = !blk.qkv.hf_name.empty();
   const AttentionDropout drop{p.attention_p, dropout_seed(p.dropout_key, block_drop_key(l, DropSite::attn_probs)), 0};
   AttentionShape shape = p.shape;
   shape.window = cfg_.window_of(l);
   Tensor res = R(a.res[l], C), ln1 = R(a.ln1[k], C), att = R(a.att[k], C);
+  // Attention over the pass's own keys or, decoding, over the cache, which first takes this chunk's keys
+  // and values (the decoding attention keeps no state for a backward pass).
+  auto attend = [&](const MatRef& q, const MatRef& kk, const MatRef& v) {
+    if (!p.cache) return be_.attention_forward(mat(att), q, kk, v, shape, a.lengths, drop);
+    KvCache& c = *p.cache;
+    be_.attention_decode(mat(att), q, kk, v, c.k[l], c.v[l], c.start_dev, c.slot_rows_dev, c.used, shape);
+    return Tensor();
+  };
   Tensor m1 = a.ln1_mean[k].rows(0, N), r1 = a.ln1_rstd[k].rows(0, N);
   if (!post) norm_forward(ln1, m1, r1, res, blk.ln1);
   const Tensor& attn_in = post ? res : ln1;
   if (fused) {
     Tensor qkv = R(a.qkv[k], 3 * C);
     linear_forward(blk.qkv, attn_in, qkv, l, 0, p.dropout_key, p.train);
-    a.att_saved[k] = be_.attention_forward(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, C),
-                                           mat_cols(qkv, 2 * C, C), shape, a.lengths, drop);
+    a.att_saved[k] = attend(mat_cols(qkv, 0, C), mat_cols(qkv, C, C), mat_cols(qkv, 2 * C, C));
   } else {
     Tensor q = qkv_part(a.qkv[k], 0, N, C), kk = qkv_part(a.qkv[k], N * C, N, CKV),
            v = qkv_part(a.qkv[k], N * C + N * CKV, N, CKV);
     linear_forward(blk.q, attn_in, q, l, 4, p.dropout_key, p.train);
     linear_forward(blk.k, attn_in, kk, l, 5, p.dropout_key, p.train);
     linear_forward(blk.v, attn_in, v, l, 6, p.dropout_key, p.train);
-    if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
+    if (rotary && p.cache) {  // decoding: each row at its own absolute position
+      be_.rope_at(mat(q), p.positions, p.shape.NH, p.shape.HS, cfg_.rope_theta);
+      be_.rope_at(mat(kk), p.positions, p.shape.NKV, p.shape.HS, cfg_.rope_theta);
+    } else if (rotary) {  // positions 0..T-1: right padding keeps every sequence at position 0
       be_.rope(mat(q), B, T, p.shape.NH, p.shape.HS, cfg_.rope_theta, false);
       be_.rope(mat(kk), B, T, p.shape.NKV, p.shape.HS, cfg_.rope_theta, false);
     }
-    a.att_saved[k] = be_.attention_forward(mat(att), mat(q), mat(kk), mat(v), shape, a.lengths, drop);
+    a.att_saved[k] = attend(mat(q), mat(kk), mat(v));
   }
   Tensor proj = R(a.proj, C), xm = R(a.x_mid[k], C);
   linear_forward(blk.attn_out, att, proj, l, 1, p.dropout_key, p.train);

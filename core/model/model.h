@@ -190,7 +190,8 @@ class Model {
   void classifier_init(uint64_t seed);
 
   // ---- incremental decoding (core/model/model_decode.cpp): the eval-mode forward of step() (adapters on,
-  // no dropout), one chunk of tokens at a time against a KvCache ----
+  // no dropout; the same block code, with the cache as its attention's keys), one chunk of tokens at a
+  // time against a KvCache ----
   // A cache for start.size() rows of up to `capacity` slots; max_rows (>= rows; 0: rows) bounds the
   // rows kv_cache_select may later ask for.
   KvCache kv_cache_create(const std::vector<int32_t>& start, int capacity, int max_rows = 0);
@@ -249,7 +250,8 @@ class Model {
                       Tensor* gelu_out = nullptr);
   void linear_backward(Linear& lin, const Tensor& x, const Tensor& dy, Tensor& dx, int layer, int idx,
                        uint64_t dropout_key, Tensor* gelu_in = nullptr);
-  void ensure_acts(int B, int T);
+  // Activation buffers for B*T rows; decoding needs one set (forward only) and reuses larger ones.
+  void ensure_acts(int B, int T, bool decoding = false);
 
   Backend& be_;
   ModelConfig cfg_;

@@ -1,59 +1,25 @@
 // Incremental decoding: Model's eval-mode forward pass one chunk of tokens at a time against a key/value
 // cache (see KvCache in model.h for the layout and the left-padding scheme).
 //
-// The layer arithmetic is step()'s, op for op (the same layernorm, linear, GELU and residual adds in the
-// same order; LoRA adapters applied as y += scale * (x A^T) B^T with no dropout), so the logits of
-// decode_step equal those of Model::logits at the same positions up to the attention's summation order.
-// Attention goes through the op set's attention_decode, which appends the chunk's keys and values to the
-// cache and attends over each row's slots [start, current], reading earlier slots through the cache's
-// row table (so kv_cache_select only rewrites that table on the host). Prefill is one call with the padded prompts
+// Each block runs step()'s own block_forward (adapters on, no dropout) with the cache in the pass: its
+// attention is the op set's attention_decode, which appends the chunk's keys and values to the cache and
+// attends over each row's slots [start, current], reading earlier slots through the cache's row table
+// (so kv_cache_select only rewrites that table on the host), and rotary embeddings take each row's
+// absolute position (rope_at). So the logits of decode_step equal those of Model::logits at the same
+// positions up to the attention's summation order. Prefill is one call with the padded prompts
 // (T = longest prompt), decoding one call per generated token (T = 1).
 #include <algorithm>
-#include <cmath>
 #include <string>
 
 #include "core/base/error.h"
 #include "core/model/model.h"
+#include "core/model/model_internal.h"
 
 namespace lora {
 
+using model_internal::rows_of;
+
 namespace {
-
-// y = x W (+ b) (+ LoRA), the eval-mode linear_forward of model.cpp.  x (N,in), y (N,out)
-void decode_linear(Backend& be, const Linear& lin, const Tensor& x, Tensor& y) {
-  if (lin.b.empty())
-    be.matmul(mat(y), mat(x), mat(lin.w), false, !lin.w_in_out, 1.0f, 0.0f);
-  else
-    be.matmul_epilogue(y, x, lin.w, false, !lin.w_in_out, Epilogue::bias, lin.b, y);
-  const int64_t N = x.dim(0);
-  for (const auto& ad : lin.adapters) {
-    Tensor u = be.alloc({N, ad.r}, be.activation_dtype());  // (N,r) = x A^T
-    be.matmul(mat(u), mat(x), mat(ad.a_val), false, true, 1.0f, 0.0f);
-    be.matmul(mat_cols(y, ad.col0, ad.ncols), mat(u), mat(ad.b_val), false, true, ad.scale, 1.0f);
-  }
-}
-
-// Rotary embedding of x (N, nheads*HS) at per-row absolute positions pos[n], the formula of the op set's
-// rope (core/ops/ops_ref.h: angle pos * theta^(-2i/HS) in double, "rotate_half" pairs). The op numbers
-// positions 0..T-1 within each sequence; decoding needs each row's own offset, so this rotates a host
-// copy (a few rows per step) and uploads it back.
-void rope_at(Backend& be, Tensor& x, const std::vector<int32_t>& pos, int nheads, int HS, double theta) {
-  Tensor h = be.download(x);
-  const int64_t N = x.dim(0), ld = x.dim(1);
-  const int half = HS / 2;
-  for (int64_t n = 0; n < N; ++n)
-    for (int i = 0; i < half; ++i) {
-      const double angle = double(pos[n]) * std::pow(theta, -2.0 * i / HS);
-      const double c = std::cos(angle), s = std::sin(angle);
-      for (int hd = 0; hd < nheads; ++hd) {
-        float* xh = h.f32() + n * ld + int64_t(hd) * HS;
-        const double x1 = xh[i], x2 = xh[i + half];
-        xh[i] = float(x1 * c - x2 * s);
-        xh[i + half] = float(x2 * c + x1 * s);
-      }
-    }
-  be.upload(x, h);
-}
 
 Tensor i32_host(const std::vector<int32_t>& v) {
   Tensor t = tensor_host({1, int64_t(v.size())}, DType::i32);
@@ -119,9 +85,8 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
     fail_usage("decode_step: " + std::to_string(T) + " more tokens do not fit in the cache (" +
                    std::to_string(c.used) + " of " + std::to_string(c.capacity) + " slots used)",
                "create the cache with capacity >= longest prompt + max new tokens");
-  const int64_t N = int64_t(R) * T, C = cfg_.d_model, F = cfg_.d_ff, V = cfg_.vocab_size;
+  const int64_t N = int64_t(R) * T, C = cfg_.d_model, V = cfg_.vocab_size;
   const int NKV = cfg_.n_kv_head > 0 ? cfg_.n_kv_head : cfg_.n_head;
-  const int64_t CKV = int64_t(NKV) * (C / cfg_.n_head);
 
   // Token ids and positions; a padding slot (before the row's start) reads token 0 at position 0, and
   // attention never looks at it.
@@ -149,24 +114,34 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
     }
 
   const DType dt = be_.activation_dtype();
-  auto act = [&](int64_t cols) { return be_.alloc({N, cols}, dt); };
-  auto stat = [&]() { return be_.alloc({N}, DType::f32); };
-  Tensor x = act(C), pe = act(C), ln = act(C), att = act(C), proj = act(C), xm = act(C);  // (N,C)
-  Tensor qkv = act(3 * C);                                                                // (N,3C)
-  Tensor q = act(C), k = act(CKV), v = act(CKV);             // separate projections (N,C), (N,CKV)
-  Tensor fc_pre = act(F), fc_act = act(F);                                                // (N,F)
-  Tensor gate_pre = cfg_.act == ActKind::swiglu ? act(F) : Tensor();                      // (N,F)
-  Tensor mean = stat(), rstd = stat();                                                    // (N)
+  Pass p;
+  p.B = R;
+  p.T = T;
+  p.N = N;
+  p.shape = AttentionShape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true, 0};  // window: per layer
+  p.cache = &c;
+  ensure_acts(R, T, true);
+  Acts& a = *acts_;
   Tensor ids_dev = be_.alloc({1, N}, DType::i32), pos_dev = be_.alloc({1, N}, DType::i32);
   be_.upload(ids_dev, i32_host(ids));
   be_.upload(pos_dev, i32_host(pos));
+  p.positions = pos_dev.view({N});
 
-  // x = wte[ids] + wpe[pos]: two lookups, since positions differ per row (rotary: wte[ids] only).
-  Tensor x3 = x.view({1, N, C}), pe3 = pe.view({1, N, C});
+  // x = wte[ids] + wpe[pos]: two lookups, since positions differ per row (rotary: wte[ids] only); as in
+  // body_forward, learned positions start at row position_offset and a post-norm model normalises the
+  // sum (plus token type 0) into the residual stream.
+  const bool post = cfg_.post_norm;
+  Tensor x = rows_of(post ? a.emb : a.res[0], N, C), x3 = x.view({1, N, C});
   be_.embedding_forward(x3, ids_dev, wte_, Tensor());
   if (!wpe_.empty()) {
-    be_.embedding_forward(pe3, pos_dev, wpe_, Tensor());
+    Tensor pe = rows_of(a.proj, N, C), pe3 = pe.view({1, N, C});
+    be_.embedding_forward(pe3, pos_dev, wpe_.rows(cfg_.position_offset, cfg_.max_positions), Tensor());
     be_.add(x, x, pe, 1.0f);
+  }
+  if (post) {
+    if (!tte_.empty()) be_.bias_add(mat(x), tte_.rows(0, 1).view({C}));
+    Tensor x0 = rows_of(a.res[0], N, C), m = a.emb_mean.rows(0, N), r = a.emb_rstd.rows(0, N);
+    norm_forward(x0, m, r, x, ln_emb_);
   }
 
   if (c.dirty) {
@@ -180,47 +155,13 @@ Tensor Model::decode_step(KvCache& c, const Tensor& tokens) {
     c.dirty = false;
   }
 
-  AttentionShape shape{R, T, cfg_.n_head, NKV, int(C / cfg_.n_head), true, 0};  // window: per layer, below
-  const GeluKind gelu = cfg_.act == ActKind::gelu_erf ? GeluKind::erf : GeluKind::tanh;
-  auto norm = [&](Tensor& out, const Tensor& inp, const Norm& n) {
-    if (cfg_.norm == NormKind::layernorm)
-      be_.layernorm_forward(out, mean, rstd, inp, n.w, n.b, cfg_.norm_eps);
-    else
-      be_.rmsnorm_forward(out, rstd, inp, n.w, cfg_.norm_eps);
-  };
-  for (int l = 0; l < cfg_.n_layer; ++l) {
-    Block& blk = blocks_[l];
-    shape.window = cfg_.window_of(l);
-    norm(ln, x, blk.ln1);
-    if (!blk.qkv.hf_name.empty()) {
-      decode_linear(be_, blk.qkv, ln, qkv);
-      be_.attention_decode(mat(att), mat_cols(qkv, 0, C), mat_cols(qkv, C, CKV), mat_cols(qkv, C + CKV, CKV), c.k[l],
-                           c.v[l], c.start_dev, c.slot_rows_dev, c.used, shape);
-    } else {
-      decode_linear(be_, blk.q, ln, q);
-      decode_linear(be_, blk.k, ln, k);
-      decode_linear(be_, blk.v, ln, v);
-      if (cfg_.pos == PosKind::rotary) {  // each row at its own absolute position
-        rope_at(be_, q, pos, shape.NH, shape.HS, cfg_.rope_theta);
-        rope_at(be_, k, pos, shape.NKV, shape.HS, cfg_.rope_theta);
-      }
-      be_.attention_decode(mat(att), mat(q), mat(k), mat(v), c.k[l], c.v[l], c.start_dev, c.slot_rows_dev, c.used,
-                           shape);
-    }
-    decode_linear(be_, blk.attn_out, att, proj);
-    be_.add(xm, x, proj, 1.0f);
-    norm(ln, xm, blk.ln2);
-    decode_linear(be_, blk.fc, ln, fc_pre);
-    if (cfg_.act == ActKind::swiglu) {
-      decode_linear(be_, blk.gate, ln, gate_pre);
-      be_.swiglu_forward(fc_act, gate_pre, fc_pre);
-    } else {
-      be_.gelu_forward(fc_act, fc_pre, gelu);
-    }
-    decode_linear(be_, blk.fc_out, fc_act, proj);
-    be_.add(x, xm, proj, 1.0f);
+  for (int l = 0; l < cfg_.n_layer; ++l) block_forward(p, l);
+  Tensor ln = rows_of(a.res[cfg_.n_layer], N, C);
+  if (!post) {
+    Tensor lnf = rows_of(a.lnf, N, C), mf = a.lnf_mean.rows(0, N), rf = a.lnf_rstd.rows(0, N);
+    norm_forward(lnf, mf, rf, ln, lnf_);
+    ln = lnf;
   }
-  norm(ln, x, lnf_);
   c.used += T;
   if (!c.slot_rows.empty()) {  // the new slots hold row r in physical row r
     for (int t = 0; t < T; ++t)

@@ -46,6 +46,10 @@ struct Model::Pass {
   bool train = false;
   float hidden_p = 0;        // the model's hidden dropout in this pass (0 unless training)
   float attention_p = 0;     // its attention-probability dropout in this pass
+  // Decoding (Model::decode_step): attention appends the pass's keys and values to this cache and reads
+  // each row's slots; rotary embeddings rotate row n by positions[n] (i32 (N) on the device).
+  KvCache* cache = nullptr;
+  Tensor positions;
 };
 
 namespace model_internal {

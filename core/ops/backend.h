@@ -152,6 +152,9 @@ class Backend {
   // column block of a fused buffer). Pairs (i, i + HS/2) rotate by pos * theta^(-2i/HS) (the HF/LLaMA
   // "rotate_half" convention). inverse = true applies the inverse rotation (the backward pass).
   virtual void rope(const MatRef& x, int B, int T, int nheads, int HS, float theta, bool inverse) = 0;
+  // The same rotation with each row's own position: row n rotates by positions[n] (i32 (x.rows) on this
+  // device), for decoding, where left-padded rows reach the same slot at different positions. Forward only.
+  virtual void rope_at(const MatRef& x, const Tensor& positions, int nheads, int HS, float theta) = 0;
 
   // ---- attention ----
   // out = softmax(q k^T / sqrt(HS) + mask) v per head. q (N, NH*HS), k and v (N, NKV*HS), out (N, NH*HS),

@@ -294,6 +294,21 @@ class CpuBackend final : public Backend {
     ref::rope(x.f32(), x.ld, B, T, nheads, HS, double(theta), inverse);
   }
 
+  void rope_at(const MatRef& x, const Tensor& positions, int nheads, int HS, float theta) override {
+    const char* op = "rope_at";
+    if (HS <= 0 || HS % 2 != 0) bad(op, "head size " + std::to_string(HS) + " must be even and positive");
+    need_mat(op, "x", x, x.rows, x.cols);
+    need_dtype(op, "positions", positions, DType::i32);
+    need_numel(op, "positions", positions, x.rows);
+    const int32_t* pos = positions.i32();
+    if (int64_t(nheads) * HS > x.cols)
+      bad(op, std::to_string(nheads) + " heads of " + std::to_string(HS) + " do not fit in " + std::to_string(x.cols) +
+                  " columns");
+    for (int64_t n = 0; n < x.rows; ++n)
+      if (pos[n] < 0) throw std::out_of_range("rope_at: positions[" + std::to_string(n) + "] = " + std::to_string(pos[n]));
+    ref::rope(x.f32(), x.ld, 1, int(x.rows), nheads, HS, double(theta), false, pos);
+  }
+
   // ---- attention ----
   // q, out (B*T, NH*HS) and k, v (B*T, NKV*HS), after the shape itself is checked.
   void check_attention_operands(const char* op, const AttentionShape& s, const MatRef& q, const MatRef& k,

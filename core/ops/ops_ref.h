@@ -238,12 +238,14 @@ void swiglu_backward(Real* dgate, Real* dup, const Real* dout, const Real* gate,
 // pair (x_i, x_{i+HS/2}) rotates by angle t * theta^(-2i/HS), t the position in the sequence:
 //   x_i' = x_i cos - x_{i+HS/2} sin,   x_{i+HS/2}' = x_{i+HS/2} cos + x_i sin.
 // x: (B*T rows, leading dim ldx), head h in columns [h*HS, (h+1)*HS). inverse rotates by -angle, which
-// is also the backward (a rotation's transpose is its inverse). Angles are computed in double.
+// is also the backward (a rotation's transpose is its inverse). Angles are computed in double. pos, if
+// given, holds each row's position instead of t (rope_at).
 template <class Real>
-void rope(Real* x, int64_t ldx, int B, int T, int nheads, int HS, double theta, bool inverse) {
+void rope(Real* x, int64_t ldx, int B, int T, int nheads, int HS, double theta, bool inverse,
+          const int32_t* pos = nullptr) {
   const int half = HS / 2;
   for (int64_t row = 0; row < int64_t(B) * T; ++row) {
-    const int t = int(row % T);
+    const int t = pos ? pos[row] : int(row % T);
     for (int i = 0; i < half; ++i) {
       double angle = double(t) * std::pow(theta, -2.0 * i / HS);
       double c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
