@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh                  # install missing packages, build build/lora
 #   bash scripts/setup.sh TARGET...        # the same, building those targets (scripts/test.sh: all, or
 #                                          # lora and lora_tests for --quick)
+#   bash scripts/setup.sh --deps-only      # install missing packages only (scripts/test_sanitized.sh)
 # Skips apt-get when every package is already installed. The CUDA backend is built when nvcc is found
 # (PATH or /usr/local/cuda/bin); without it the build is CPU-only. ccache, when installed, caches
 # compilations across builds and clones.
@@ -22,6 +23,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+[ "${1:-}" = --deps-only ] && exit 0
 
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
