@@ -1,6 +1,8 @@
 // libFuzzer harness: the YAML recipe parser. Any input is parsed with and without collecting key problems
 // and validated; a recipe that parses is written back as YAML (recipe_to_yaml), and that text must parse
 // to an equal recipe, as `lora train` relies on when it stores RUN/recipe.yaml for --resume.
+#include <cstdio>
+
 #include "core/session/recipe.h"
 #include "tests/fuzz/fuzz_common.h"
 
@@ -17,7 +19,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Recipe r = recipe_parse(text, source);
     const std::string yaml = recipe_to_yaml(r, source);
     Recipe back = recipe_parse(yaml, source);
-    if (back != r) __builtin_trap();  // the stored recipe would resume a different run
+    if (back != r) {  // the stored recipe would resume a different run
+      for (const RecipeDifference& d : recipe_differences(r, back))
+        std::fprintf(stderr, "written back, %s changed: %s -> %s\n", d.key.c_str(), d.a.c_str(), d.b.c_str());
+      std::fprintf(stderr, "the recipe as written back:\n%s\n", yaml.c_str());
+      __builtin_trap();
+    }
     recipe_validate(r);
   });
   return 0;
