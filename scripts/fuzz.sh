@@ -16,7 +16,6 @@ harnesses=("$@")
 if [ ! -x "build-san/tests/fuzz/${harnesses[0]}" ]; then
   LORA_FUZZ_SECONDS=1 bash scripts/test_sanitized.sh -L fuzz >/dev/null
 fi
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:${UBSAN_OPTIONS:-}"
 
 run_one() {
