@@ -6,6 +6,7 @@
 #   bash scripts/setup.sh --no-install     # build build/lora only
 #   bash scripts/setup.sh TARGET...        # build those targets, install nothing (scripts/test.sh: all, or
 #                                          # lora and lora_tests for --quick); with --prefix, install too
+#   bash scripts/setup.sh --deps-only      # install missing packages only (scripts/test_sanitized.sh)
 # Skips apt-get when every package is already installed. The CUDA backend is built when nvcc is found
 # (PATH or /usr/local/cuda/bin); without it the build is CPU-only. ccache, when installed, caches
 # compilations across builds and clones. After a rebuild, run it again to refresh the installed lora.
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 prefix=""
 install=auto
+deps_only=0
 targets=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -21,8 +23,9 @@ while [ $# -gt 0 ]; do
               prefix=$2; install=yes; shift 2 ;;
     --prefix=*) prefix=${1#--prefix=}; install=yes; shift ;;
     --no-install) install=no; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    -*) echo "setup: unknown option '$1' (options: --prefix DIR, --no-install, then build targets)" >&2; exit 2 ;;
+    --deps-only) deps_only=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -*) echo "setup: unknown option '$1' (options: --prefix DIR, --no-install, --deps-only, then build targets)" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -45,6 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+[ "$deps_only" = 1 ] && exit 0
 
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"

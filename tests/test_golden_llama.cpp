@@ -78,7 +78,9 @@ void check_lora_grads(GoldenModel& f, const std::string& what) {
   CHECK(grads == 28);
   CHECK(named.size() == 28);
   double worst = 0;
-  for (auto& [name, grad] : named) {
+  for (auto& entry : named) {  // no structured binding: INFO captures it (clang 14 cannot)
+    const auto& name = entry.first;
+    auto& grad = entry.second;
     double err = rel_error(*grad, f.ref_tensor("grad/" + name));
     worst = std::max(worst, err);
     INFO(name << " normwise relative error " << err);

@@ -143,7 +143,9 @@ TEST_CASE("golden roberta: every LoRA and classifier gradient equals PEFT's") {
     CHECK(f.model.trainable().size() == 2 * 2 * 2 + 4);  // A, B on q and v in 2 layers; 4 head tensors
     CHECK(named.size() == 12);
     double worst = 0;
-    for (auto& [name, grad] : named) {
+    for (auto& entry : named) {  // no structured binding: INFO captures it (clang 14 cannot)
+      const auto& name = entry.first;
+      auto& grad = entry.second;
       double err = rel_error(*grad, f.ref_tensor("grad/" + name));
       worst = std::max(worst, err);
       INFO(name << " normwise relative error " << err);

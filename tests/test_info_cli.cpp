@@ -549,4 +549,22 @@ TEST_CASE("the GGUF reader: arrays, every scalar type, and truncation") {
   CHECK(contains(e.what(), "unexpected end of file"));
 }
 
+TEST_CASE("the GGUF reader: strings that are not UTF-8 read with U+FFFD, so info can print them (found by fuzz_gguf)") {
+  std::string b = "GGUF";
+  auto u32 = [&](uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); };
+  auto u64 = [&](uint64_t v) { b.append(reinterpret_cast<const char*>(&v), 8); };
+  auto str = [&](const std::string& s) { u64(s.size()); b += s; };
+  u32(3);
+  u64(0);
+  u64(1);
+  str("general.name");
+  u32(8);
+  str("caf\xc3\xa9 \x9e!");  // a valid two-byte character, then a stray continuation byte
+  const std::string path = temp_dir() + "/u.gguf";
+  write_text(path, b);
+  lora::GgufFile g = lora::gguf_file_read(path);
+  CHECK(g.metadata["general.name"] == "caf\xc3\xa9 \xef\xbf\xbd!");
+  CHECK(contains(g.metadata.dump(), "general.name"));
+}
+
 }  // namespace

@@ -658,8 +658,10 @@ TEST_CASE("recipe_key_for: the key a command-line word names, and recipe_load's 
 
 TEST_CASE("a token where a YAML document should start is a syntax error at its place, not a hang") {
   // yaml-cpp 0.7's LoadAll loops forever on these, its memory growing without bound.
-  for (const auto& [text, where] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& entry : std::vector<std::pair<std::string, std::string>>{
            {",", "r.yaml:1:1"}, {"model:\n  path: m\n---\n,\n", "r.yaml:4:1"}, {"---\n]\n", "r.yaml:2:1"}}) {
+    const std::string& text = entry.first;  // not a structured binding: CAPTURE takes it (clang 14 cannot)
+    const std::string& where = entry.second;
     CAPTURE(text);
     Error e(0, "");
     try {

@@ -186,7 +186,9 @@ TEST_CASE("reproduce_e2e: a smoke run trains, scores the test split with the rec
   CHECK(s["smoke"] == true);
   CHECK(s["below_min_ratio"] == json::array());
   const std::map<std::string, double> paper = {{"bleu", 70.4}, {"nist", 8.85}, {"meteor", 46.8}, {"rouge_l", 71.8}, {"cider", 2.53}};
-  for (const auto& [m, p] : paper) {
+  for (const auto& entry : paper) {  // no structured binding: INFO captures it (clang 14 cannot)
+    const std::string& m = entry.first;
+    const double p = entry.second;
     INFO(m);
     CHECK(s["metrics"][m]["paper"].get<double>() == doctest::Approx(p));
   }
@@ -257,7 +259,9 @@ TEST_CASE("reproduce_glue: MNLI first, MRPC and STS-B from its adapter; the tabl
   const std::map<std::string, std::pair<std::string, double>> expect = {
       {"mnli", {"accuracy", 87.5}}, {"mrpc", {"accuracy", 89.7}}, {"stsb", {"pearson", 91.5}}};
   double sum = 0;
-  for (const auto& [task, mp] : expect) {
+  for (const auto& entry : expect) {  // no structured binding: INFO captures it (clang 14 cannot)
+    const std::string& task = entry.first;
+    const auto& mp = entry.second;
     INFO(task);
     const json& t = s["tasks"][task];
     CHECK(t["status"] == "ok");
@@ -288,7 +292,8 @@ TEST_CASE("reproduce_glue: run again, no task is trained or evaluated again") {
   CHECK(count_of(again.out, "holds a finished run: not trained again") == 3);
   CHECK(count_of(again.out, "not evaluated again") == 4);  // MNLI matched and mismatched, MRPC, STS-B
   CHECK(!contains(again.out, "lora validate"));
-  for (const auto& [t, trace] : traces) CHECK_MESSAGE(run_trace(out / ("glue-roberta-base-" + t)) == trace, t);
+  for (const auto& entry : traces)  // no structured binding: CHECK_MESSAGE captures it (clang 14 cannot)
+    CHECK_MESSAGE(run_trace(out / ("glue-roberta-base-" + entry.first)) == entry.second, entry.first);
 }
 
 TEST_CASE("reproduce_glue: SIGTERM mid-training exits 75 after lora's checkpoint; the next run resumes it") {

@@ -529,6 +529,14 @@ TEST_CASE("missing and malformed tokenizer files give errors naming the file, li
     CHECK(contains(msg, "\"zz\""));
   }
   {
+    TempDir d;  // a merge of bytes that are not UTF-8: the message shows them as U+FFFD (found by fuzz_tokenizer)
+    v.write(d);
+    file_write(d / "merges.txt", "#version: 0.2\nh e\nq \xa0z\n");
+    msg = error_of([&] { lora::tokenizer_load(d.path); });
+    CHECK(contains(msg, "line 3"));
+    CHECK(contains(msg, "\"\xef\xbf\xbdz\""));
+  }
+  {
     TempDir d;  // a corrupt SentencePiece model
     file_write(d / "tokenizer.model", "this is not a protobuf");
     msg = error_of([&] { lora::tokenizer_load(d.path); });

@@ -132,4 +132,10 @@ void dir_ensure_writable(const std::string& dir, const std::string& what) {
   ::unlink(probe.c_str());
 }
 
+std::string json_quote(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string utf8_sanitize(const std::string& s) { return nlohmann::json::parse(json_quote(s)).get<std::string>(); }
+
 }  // namespace lora

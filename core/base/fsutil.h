@@ -22,6 +22,11 @@ nlohmann::json json_read_file(const std::string& path);
 // JSON text parsed with duplicate keys rejected (a plain parse keeps the last silently); errors name
 // `source` and the byte position. Used for config.json, safetensors headers and index files.
 nlohmann::json json_parse_strict(const std::string& text, const std::string& source);
+// s as a JSON string literal, for messages: quoted and escaped, with each byte that is not valid UTF-8
+// shown as U+FFFD (nlohmann's dump() would throw on it).
+std::string json_quote(const std::string& s);
+// s with each byte that is not valid UTF-8 replaced by U+FFFD, for text that is shown or stored as JSON.
+std::string utf8_sanitize(const std::string& s);
 // Creates dir (and parents) and checks that a file can be written in it; a clear error otherwise.
 void dir_ensure_writable(const std::string& dir, const std::string& what);
 

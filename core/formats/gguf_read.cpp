@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/base/error.h"
+#include "core/base/fsutil.h"
 
 namespace lora {
 
@@ -29,7 +30,8 @@ class Cursor {
     read(v.data(), size_t(n));
     return v;
   }
-  std::string str() { return bytes(get<uint64_t>()); }
+  // GGUF strings are UTF-8; stray bytes become U+FFFD, so that metadata and names print and dump as JSON.
+  std::string str() { return utf8_sanitize(bytes(get<uint64_t>())); }
   uint64_t count(const char* what) {
     uint64_t n = get<uint64_t>();
     if (n > kMaxCount || n > size_) fail("implausible " + std::string(what) + " count " + std::to_string(n));

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.h"
+#include "core/base/fsutil.h"
 #include "core/text/tokenizer.h"
 #include "core/text/tokenizer_bpe.h"
 
@@ -72,7 +73,7 @@ bool added_has(const std::vector<AddedToken>& added, const std::string& content)
 
 // " (line N)" where the key first appears in raw as a JSON object key, empty if it cannot be found.
 std::string key_line(const std::string& raw, const std::string& key) {
-  std::string quoted = json(key).dump();
+  std::string quoted = json_quote(key);
   for (size_t at = raw.find(quoted); at != std::string::npos; at = raw.find(quoted, at + 1)) {
     size_t after = raw.find_first_not_of(" \t\r\n", at + quoted.size());
     if (after != std::string::npos && raw[after] == ':') {
@@ -129,13 +130,13 @@ void vocab_read(const json& object, const std::string& path, const std::string& 
   std::unordered_map<int32_t, std::string> seen;
   for (auto it = object.begin(); it != object.end(); ++it) {
     // The message names the line, found by a search of the text: only on the error path.
-    auto where = [&] { return path + ": token " + json(it.key()).dump() + key_line(raw, it.key()); };
+    auto where = [&] { return path + ": token " + json_quote(it.key()) + key_line(raw, it.key()); };
     if (!json_id_valid(it.value(), bound)) json_id(it.value(), where(), VOCAB_HINT, bound);
     int32_t id = static_cast<int32_t>(it.value().get<int64_t>());
     auto dup = seen.emplace(id, it.key());
     if (!dup.second) {
       fail_runtime(where() + ": id " + std::to_string(id) + " is already taken by token " +
-                       json(dup.first->second).dump(),
+                       json_quote(dup.first->second),
                    "every token needs its own id; the file is corrupt or was edited by hand");
     }
     src.vocab[it.key()] = id;
@@ -161,7 +162,7 @@ void merges_read(const std::string& path, const std::string& raw, BpeSources& sr
     if (space == std::string::npos || space == 0 || space + 1 == line.size() ||
         line.find(' ', space + 1) != std::string::npos) {
       fail_runtime(path + " line " + std::to_string(line_no) +
-                       ": expected two tokens separated by one space, found " + json(line).dump(),
+                       ": expected two tokens separated by one space, found " + json_quote(line),
                    MERGES_HINT);
     }
     src.merges.push_back({line.substr(0, space), line.substr(space + 1),
@@ -232,7 +233,7 @@ void pre_tokenizer_read(const json& pre, const std::string& where, BpeSources& s
       src.split = BPE_SPLIT_LLAMA3;
     } else {
       fail_usage(where + ": unsupported Split pattern " + brief(pattern) +
-                     ": lora matches exactly two, Qwen2's {\"Regex\": " + json(QWEN2_PATTERN).dump() +
+                     ": lora matches exactly two, Qwen2's {\"Regex\": " + json_quote(QWEN2_PATTERN) +
                      "} and LLaMA 3's, the same with \\p{N}{1,3} in place of \\p{N}",
                  LAYOUT_HINT);
     }
@@ -289,7 +290,7 @@ void post_processor_read(const json& post, const std::string& where, BpeSources&
                LAYOUT_HINT);
   }
   std::string name = single[0]["SpecialToken"]["id"].get<std::string>();
-  std::string entry_where = where + " special_tokens[" + json(name).dump() + "]";
+  std::string entry_where = where + " special_tokens[" + json_quote(name) + "]";
   const json& specials = post.contains("special_tokens") ? post["special_tokens"] : json();
   const json& entry = specials.is_object() && specials.contains(name) ? specials[name] : json();
   const json& ids = entry.is_object() && entry.contains("ids") ? entry["ids"] : json();
@@ -419,7 +420,7 @@ void added_files_read(const std::string& dir, BpeSources& src) {
       AddedToken a;
       a.content = it.key();
       if (!json_id_valid(it.value(), INT32_MAX)) {
-        std::string where = path + ": token " + json(it.key()).dump() + key_line(raw, it.key());
+        std::string where = path + ": token " + json_quote(it.key()) + key_line(raw, it.key());
         json_id(it.value(), where, hint, INT32_MAX);
       }
       a.id = static_cast<int32_t>(it.value().get<int64_t>());
@@ -495,21 +496,21 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     auto in_vocab = src.vocab.find(a.content);
     auto taken = a.id >= 0 ? vocab_by_id.find(a.id) : vocab_by_id.end();
     if (taken != vocab_by_id.end() && *taken->second != a.content) {
-      fail_runtime("added token " + json(a.content).dump() + " has id " + std::to_string(a.id) + ", which " +
-                       vocab_name + " gives to " + json(*taken->second).dump(),
+      fail_runtime("added token " + json_quote(a.content) + " has id " + std::to_string(a.id) + ", which " +
+                       vocab_name + " gives to " + json_quote(*taken->second),
                    "the tokenizer files come from different models; use one model's files together");
     }
     if (a.id < 0) {
       if (added_has(added, a.content)) continue;
       if (in_vocab == src.vocab.end()) {
         fail_runtime(dir + "/special_tokens_map.json or tokenizer_config.json: special token " +
-                         json(a.content).dump() + " is neither in " + vocab_name + " nor an added token",
+                         json_quote(a.content) + " is neither in " + vocab_name + " nor an added token",
                      "add it to added_tokens.json with its id, or remove it from the file that names it");
       }
       a.id = in_vocab->second;
     }
     if (in_vocab != src.vocab.end() && in_vocab->second != a.id) {
-      fail_runtime("added token " + json(a.content).dump() + " has id " + std::to_string(a.id) + " but " +
+      fail_runtime("added token " + json_quote(a.content) + " has id " + std::to_string(a.id) + " but " +
                        vocab_name + " gives it id " + std::to_string(in_vocab->second),
                    "the tokenizer files come from different models; use one model's files together");
     }
@@ -517,13 +518,13 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     // Added ids follow the vocabulary closely; a far one is a corrupt file, not a table to allocate.
     int64_t bound = static_cast<int64_t>(src.vocab.size()) + static_cast<int64_t>(src.added.size()) + 1024;
     if (a.id >= bound) {
-      fail_runtime("added token " + json(a.content).dump() + " has id " + std::to_string(a.id) +
+      fail_runtime("added token " + json_quote(a.content) + " has id " + std::to_string(a.id) +
                        ", far beyond the vocabulary of " + std::to_string(src.vocab.size()) + " tokens",
                    "check the ids in tokenizer.json / added_tokens.json");
     }
     for (const AddedToken& b : added) {
       if (b.id == a.id) {
-        fail_runtime("added tokens " + json(b.content).dump() + " and " + json(a.content).dump() +
+        fail_runtime("added tokens " + json_quote(b.content) + " and " + json_quote(a.content) +
                          " both have id " + std::to_string(a.id),
                      "every token needs its own id; check tokenizer.json / added_tokens.json");
       }
@@ -566,7 +567,7 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
     utf8_append(name, map.byte_to_cp[b]);
     auto it = src.vocab.find(name);
     if (it == src.vocab.end()) {
-      fail_runtime(vocab_name + ": the single-byte token " + json(name).dump() + " (byte " +
+      fail_runtime(vocab_name + ": the single-byte token " + json_quote(name) + " (byte " +
                        std::to_string(b) + ") is missing",
                    "a byte-level BPE vocabulary holds all 256 single-byte tokens; the file is truncated or "
                    "not a byte-level BPE vocabulary");
@@ -590,7 +591,7 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
                                  : nullptr;
     if (missing || result == src.vocab.end()) {
       std::string what = missing ? *missing : m.left + m.right;
-      fail_runtime(m.where + ": token " + json(what).dump() + (missing ? "" : " (the merge's result)") +
+      fail_runtime(m.where + ": token " + json_quote(what) + (missing ? "" : " (the merge's result)") +
                        " is not in " + vocab_name,
                    "merges and vocabulary must come from the same model release");
     }
@@ -608,7 +609,7 @@ std::unique_ptr<Tokenizer> tokenizer_bpe_load(const std::string& dir, const std:
   if (!src.bos_name.empty()) {
     int32_t id = src.bos_id;
     if (id >= size || !tok->id_present[id]) {
-      fail_runtime(src.bos_where + ": the token before every text, " + json(src.bos_name).dump() + " (id " +
+      fail_runtime(src.bos_where + ": the token before every text, " + json_quote(src.bos_name) + " (id " +
                        std::to_string(id) + "), is neither in " + vocab_name + " nor an added token",
                    "the tokenizer files come from different models; use one model's files together");
     }
