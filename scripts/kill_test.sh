@@ -59,11 +59,11 @@ steps_done() {  # the newest committed checkpoint's step, 0 without one
   find "$run/checkpoints" -name COMMITTED 2>/dev/null | sed -n 's|.*/step-\([0-9]*\)/COMMITTED$|\1|p' |
     awk 'BEGIN {m = 0} $1 + 0 > m {m = $1 + 0} END {print m}'
 }
-command_next() {  # the next start of the killed run: resumed, or fresh when nothing was committed
-  if [ "$(steps_done)" -gt 0 ]; then
+command_next() {  # the next start of the killed run: resumed, or (killed before its first checkpoint)
+  if [ "$(steps_done)" -gt 0 ]; then  # the same command as the first start, which lora must accept
     echo "$lora train --resume $run ${sets[*]}"
   else
-    echo "$lora train $recipe ${sets[*]} --set output.overwrite=true --output $run"
+    echo "$lora train $recipe ${sets[*]} --output $run"
   fi
 }
 check_finished() {
