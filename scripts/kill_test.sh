@@ -56,7 +56,7 @@ run=$work/run
 log=$work/runs.log
 : >"$log"
 steps_done() {  # the newest committed checkpoint's step, 0 without one
-  find "$run/checkpoints" -name COMMITTED 2>/dev/null | sed -n 's|.*/step-\([0-9]*\)/COMMITTED$|\1|p' |
+  { find "$run/checkpoints" -name COMMITTED 2>/dev/null || true; } | sed -n 's|.*/step-\([0-9]*\)/COMMITTED$|\1|p' |
     awk 'BEGIN {m = 0} $1 + 0 > m {m = $1 + 0} END {print m}'
 }
 command_next() {  # the next start of the killed run: resumed, or (killed before its first checkpoint)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The sanitizer tier (CI runs it after scripts/test.sh): builds with clang under AddressSanitizer and
-# UndefinedBehaviorSanitizer in build-san/ (CPU only), then runs the unit and cli suites there and every
-# libFuzzer harness of tests/fuzz/ for LORA_FUZZ_SECONDS seconds each (default 60) from its seed corpus.
+# The sanitizer tier (run by hand before a release; not in CI yet, which it would take past 30 minutes):
+# builds with clang under AddressSanitizer and UndefinedBehaviorSanitizer in build-san/ (CPU only),
+# then runs the unit and cli suites there and every libFuzzer harness of tests/fuzz/ for
+# LORA_FUZZ_SECONDS seconds each (default 60) from its seed corpus.
 # The two slowest cli suites (test_cli, test_init_from: 5 of the tier's 8 minutes under ASan) are left to
 # the plain build; `bash scripts/test_sanitized.sh -E NONE` runs them too.
 #   bash scripts/test_sanitized.sh              # all of it

@@ -201,8 +201,10 @@ std::string train_state_latest_intact(const std::string& path, std::vector<std::
     damaged.push_back(all[i].string() + " is damaged: " + why);
   }
   if (!damaged.empty()) {
+    // One damaged checkpoint on the first line, so that a one-line summary (reproduce_*.sh's note) names it.
     std::string msg = "no intact committed checkpoint under '" + path + "':";
-    for (const auto& d : damaged) msg += "\n  " + d;
+    if (damaged.size() == 1) msg += " " + damaged[0];
+    for (size_t i = 0; damaged.size() > 1 && i < damaged.size(); ++i) msg += "\n  " + damaged[i];
     fail_runtime(msg, "restore the files from a backup, or start the run again without --resume (output.overwrite: true)");
   }
   return "";
