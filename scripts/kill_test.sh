@@ -77,7 +77,6 @@ landed=0 finished=0 starts=0
 while [ "$landed" -lt "$kills" ]; do
   starts=$((starts + 1))
   cmd=$(command_next)
-  left=$((max_steps - $(steps_done)))
   case $((RANDOM % 5)) in
     0) call="" ;;
     1) call=write ;;
@@ -86,17 +85,17 @@ while [ "$landed" -lt "$kills" ]; do
     4) call=unlink,unlinkat ;;
   esac
   if [ -z "$call" ]; then
-    delay=$(awk -v r=$RANDOM -v t="$ref_seconds" -v f="$left/$max_steps" 'BEGIN {printf "%.2f", 0.1 + r / 32768 * (t * f + 0.5)}')
+    delay=$(awk -v r=$RANDOM -v t="$ref_seconds" 'BEGIN {printf "%.2f", 0.1 + r / 32768 * (t + 0.5)}')
     what="after ${delay} s"
-    eval "$cmd" >>"$log" 2>&1 &
+    eval "exec $cmd" >>"$log" 2>&1 &  # exec: $! is lora itself, which the kill must reach
     pid=$!
     sleep "$delay"
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null && rc=0 || rc=$?
   else
-    total=$(count_of "$call")
-    total=$((total * left / max_steps + 1))
-    k=$((RANDOM % total + 1))
+    # K over the whole uninterrupted run's calls: a resumed start makes fewer, so a large K lets it
+    # finish, which is checked, and the next start is a fresh run (kills spread over every phase).
+    k=$((RANDOM % ($(count_of "$call") + 1) + 1))
     what="on ${call%%,*} call $k"
     eval "strace -f -qq -o /dev/null -e trace=${call} -e inject=${call}:signal=KILL:when=$k $cmd" >>"$log" 2>&1 && rc=0 || rc=$?
   fi
