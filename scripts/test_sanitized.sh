@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sanitizer tier (run by hand before a release; not in CI yet, which it would take past 30 minutes):
+# The sanitizer tier (run by hand; not in CI yet, until its cold cost beside scripts/test.sh is measured):
 # builds with clang under AddressSanitizer and UndefinedBehaviorSanitizer in build-san/ (CPU only),
 # then runs the unit and cli suites there and every libFuzzer harness of tests/fuzz/ for
 # LORA_FUZZ_SECONDS seconds each (default 60) from its seed corpus.
